@@ -1,0 +1,1 @@
+"""Catalogs, id schemes, conversation/prediction formats, example builders and splits."""

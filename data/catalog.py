@@ -1,0 +1,232 @@
+"""The catalog: items with stable ids, titles, optional text, concepts and metadata.
+
+The catalog JSONL format (one item per line):
+
+    {"id": "1", "title": "Toy Story (1995)", "text": "...", "concepts": ["Animation", "Comedy"], "meta": {...}}
+
+`id` and `title` are required; `text` (str), `concepts` (list of str) and `meta` (object) are optional.
+Every reader validates and raises `CatalogError` naming the file, the 1-based line and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+CATALOG_FIELDS = ("id", "title", "text", "concepts", "meta")
+
+
+class CatalogError(ValueError):
+    """Bad catalog input. The message names the file, the 1-based line or row, and the field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None):
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__((": ".join([", ".join(where), message])) if where else message)
+        self.path, self.line, self.field = path, line, field
+
+
+@dataclass(frozen=True)
+class Item:
+    """One catalog item. `id` is stable and unique; `title` is kept exactly as given."""
+
+    id: str
+    title: str
+    text: str = ""
+    concepts: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "text": self.text, "concepts": list(self.concepts), "meta": self.meta}
+
+
+_YEAR_RE = re.compile(r"\s*\((\d{4})\)\s*$")
+
+
+def split_title_year(title: str) -> tuple[str, int | None]:
+    """'Toy Story (1995)' -> ('Toy Story', 1995); a title without a trailing '(yyyy)' keeps year None."""
+    m = _YEAR_RE.search(title)
+    if m is None:
+        return title.strip(), None
+    return title[: m.start()].strip(), int(m.group(1))
+
+
+def normalize_title(title: str, *, drop_year: bool = False) -> str:
+    """Normalized form for matching: NFKC, lowercase, collapsed whitespace, an English trailing article moved
+    to the front ('Matrix, The' -> 'the matrix'); with drop_year the '(yyyy)' suffix is removed.
+    The original title is never changed: callers keep both."""
+    base, year = split_title_year(unicodedata.normalize("NFKC", title))
+    base = re.sub(r"\s+", " ", base).strip().lower()
+    m = re.match(r"^(.*), (the|a|an|les|la|le|il|el|die|der|das)$", base)
+    if m:
+        base = f"{m.group(2)} {m.group(1)}"
+    if drop_year or year is None:
+        return base
+    return f"{base} ({year})"
+
+
+def _check_str(value: Any, *, path: str | None, line: int | None, name: str, required: bool) -> str:
+    if value is None:
+        if required:
+            raise CatalogError("missing required field", path=path, line=line, field=name)
+        return ""
+    if isinstance(value, (int,)) and not isinstance(value, bool) and name == "id":
+        value = str(value)  # numeric ids from CSV/JSON are accepted and kept as their decimal text
+    if not isinstance(value, str):
+        raise CatalogError(f"expected a string, got {type(value).__name__}", path=path, line=line, field=name)
+    if required and not value.strip():
+        raise CatalogError("empty or whitespace-only value", path=path, line=line, field=name)
+    return value
+
+
+def item_from_record(rec: Any, *, path: str | None = None, line: int | None = None) -> Item:
+    """Validate one record (dict) and build an Item. Unknown keys are an error: they are usually typos."""
+    if not isinstance(rec, dict):
+        raise CatalogError(f"expected a JSON object, got {type(rec).__name__}", path=path, line=line)
+    unknown = sorted(set(rec) - set(CATALOG_FIELDS))
+    if unknown:
+        raise CatalogError(f"unknown field(s) {unknown}; allowed: {list(CATALOG_FIELDS)}", path=path, line=line, field=unknown[0])
+    item_id = _check_str(rec.get("id"), path=path, line=line, name="id", required=True)
+    if item_id != item_id.strip():
+        raise CatalogError("id has leading or trailing whitespace", path=path, line=line, field="id")
+    title = _check_str(rec.get("title"), path=path, line=line, name="title", required=True)
+    text = _check_str(rec.get("text"), path=path, line=line, name="text", required=False)
+    concepts = rec.get("concepts") or []
+    if isinstance(concepts, str):
+        raise CatalogError("expected a list of strings, got a string (split it into a list)", path=path, line=line, field="concepts")
+    if not isinstance(concepts, (list, tuple)) or not all(isinstance(c, str) for c in concepts):
+        raise CatalogError("expected a list of strings", path=path, line=line, field="concepts")
+    meta = rec.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise CatalogError(f"expected an object, got {type(meta).__name__}", path=path, line=line, field="meta")
+    return Item(id=item_id, title=title, text=text, concepts=tuple(c.strip() for c in concepts if c.strip()), meta=meta)
+
+
+class Catalog:
+    """An ordered, validated collection of items with O(1) lookup by id.
+
+    Order is the order items were given; `index(id)` is the row of an item (used by every index and embedding
+    matrix). Ids are unique: a repeated id is an error unless the rows are identical (then it is dropped).
+    """
+
+    def __init__(self, items: Iterable[Item], *, source: str | None = None, lines: list[int] | None = None):
+        self.items: list[Item] = []
+        self._index: dict[str, int] = {}
+        for n, item in enumerate(items):
+            prev = self._index.get(item.id)
+            if prev is not None:
+                line = lines[n] if lines else n + 1
+                first = lines[prev] if lines else prev + 1
+                if self.items[prev] == item:
+                    continue
+                raise CatalogError(
+                    f"duplicate id {item.id!r} with conflicting content (first seen at line {first})",
+                    path=source, line=line, field="id",
+                )
+            self._index[item.id] = len(self.items)
+            self.items.append(item)
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._index
+
+    def __getitem__(self, item_id: str) -> Item:
+        try:
+            return self.items[self._index[item_id]]
+        except KeyError:
+            raise KeyError(f"unknown item id {item_id!r}") from None
+
+    def index(self, item_id: str) -> int:
+        return self._index[item_id]
+
+    @property
+    def ids(self) -> list[str]:
+        return [it.id for it in self.items]
+
+    def subset(self, ids: Iterable[str]) -> "Catalog":
+        """A catalog of the given ids, in the given order."""
+        return Catalog([self[i] for i in ids], source=self.source)
+
+    def content_hash(self) -> str:
+        """sha256 over the canonical JSON of the items in id order: the catalog's version fingerprint."""
+        h = hashlib.sha256()
+        for it in sorted(self.items, key=lambda x: x.id):
+            h.update(json.dumps(it.to_json(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for `dlsearch data validate`: items, fields present, repeated titles."""
+        titles: dict[str, int] = {}
+        for it in self.items:
+            key = normalize_title(it.title)
+            titles[key] = titles.get(key, 0) + 1
+        return {
+            "items": len(self.items),
+            "with_text": sum(1 for it in self.items if it.text),
+            "with_concepts": sum(1 for it in self.items if it.concepts),
+            "with_meta": sum(1 for it in self.items if it.meta),
+            "repeated_titles": sum(1 for c in titles.values() if c > 1),
+            "items_with_repeated_title": sum(c for c in titles.values() if c > 1),
+            "content_hash": self.content_hash(),
+        }
+
+    def save_jsonl(self, path: str | Path) -> None:
+        write_jsonl(path, (it.to_json() for it in self.items))
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based line number, parsed object) for every non-blank line; errors name file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CatalogError(f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})", path=str(path), line=n) from None
+            if not text.strip():
+                continue
+            try:
+                yield n, json.loads(text)
+            except json.JSONDecodeError as e:
+                raise CatalogError(f"invalid JSON: {e.msg} at column {e.colno}", path=str(path), line=n) from None
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write records atomically (temp file + rename) so an interrupted write never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def load_catalog_jsonl(path: str | Path) -> Catalog:
+    """Read and validate a catalog JSONL file (see module docstring)."""
+    items, lines = [], []
+    for n, rec in read_jsonl(path):
+        items.append(item_from_record(rec, path=str(path), line=n))
+        lines.append(n)
+    if not items:
+        raise CatalogError("catalog is empty", path=str(path))
+    return Catalog(items, source=str(path), lines=lines)

@@ -1,0 +1,146 @@
+"""Conversation and prediction files: the formats every command reads and writes.
+
+conversations JSONL:
+    {"id": "d1:t3", "messages": [{"role": "user", "content": "I loved @111776"}, ...],
+     "exclude": ["111776"], "targets": ["151656"]}
+  `role` is "user" or "assistant"; items inside `content` may be written `@<item_id>` (ReDial's convention).
+  `exclude` (items not to recommend, e.g. already mentioned) and `targets` (gold items) are optional.
+
+predictions JSONL:
+    {"id": "d1:t3", "items": [{"item_id": "151656", "score": -0.12, "rank": 1, "strategy": "direct"}, ...]}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from data.catalog import CatalogError, read_jsonl, write_jsonl
+
+ROLES = ("user", "assistant")
+MENTION_RE = re.compile(r"@(\w+)")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass
+class Conversation:
+    id: str
+    messages: list[Message]
+    exclude: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "messages": [{"role": m.role, "content": m.content} for m in self.messages]}
+        if self.exclude:
+            out["exclude"] = list(self.exclude)
+        if self.targets:
+            out["targets"] = list(self.targets)
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+    def mentioned(self) -> list[str]:
+        """Item ids written as @<id> anywhere in the messages, in order of first mention."""
+        seen: dict[str, None] = {}
+        for m in self.messages:
+            for mid in MENTION_RE.findall(m.content):
+                seen.setdefault(mid, None)
+        return list(seen)
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    rank: int
+    strategy: str
+
+
+@dataclass
+class Prediction:
+    id: str
+    items: list[ScoredItem]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "items": [vars(s) for s in self.items]}
+
+
+def render_mentions(text: str, render: Callable[[str], str]) -> str:
+    """Replace every @<item_id> in text by render(item_id) (e.g. the title, or the id's text form)."""
+    return MENTION_RE.sub(lambda m: render(m.group(1)), text)
+
+
+def conversation_from_record(rec: Any, *, path: str | None = None, line: int | None = None) -> Conversation:
+    if not isinstance(rec, dict):
+        raise CatalogError(f"expected a JSON object, got {type(rec).__name__}", path=path, line=line)
+    allowed = {"id", "messages", "exclude", "targets", "meta"}
+    unknown = sorted(set(rec) - allowed)
+    if unknown:
+        raise CatalogError(f"unknown field(s) {unknown}; allowed: {sorted(allowed)}", path=path, line=line, field=unknown[0])
+    cid = rec.get("id")
+    if not isinstance(cid, (str, int)) or isinstance(cid, bool) or not str(cid).strip():
+        raise CatalogError("missing or empty id", path=path, line=line, field="id")
+    msgs = rec.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise CatalogError("expected a non-empty list of messages", path=path, line=line, field="messages")
+    messages = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise CatalogError(
+                f"message {i} must be {{'role': 'user'|'assistant', 'content': str}}", path=path, line=line, field=f"messages[{i}]"
+            )
+        messages.append(Message(m["role"], m["content"]))
+    lists = {}
+    for name in ("exclude", "targets"):
+        v = rec.get(name) or []
+        if not isinstance(v, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+            raise CatalogError("expected a list of item ids", path=path, line=line, field=name)
+        lists[name] = [str(x) for x in v]
+    meta = rec.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise CatalogError("expected an object", path=path, line=line, field="meta")
+    return Conversation(str(cid), messages, lists["exclude"], lists["targets"], meta)
+
+
+def load_conversations(path: str | Path) -> list[Conversation]:
+    """Read and validate a conversations JSONL file; ids must be unique."""
+    out, seen = [], {}
+    for n, rec in read_jsonl(path):
+        conv = conversation_from_record(rec, path=str(path), line=n)
+        if conv.id in seen:
+            raise CatalogError(f"duplicate conversation id {conv.id!r} (first at line {seen[conv.id]})", path=str(path), line=n, field="id")
+        seen[conv.id] = n
+        out.append(conv)
+    return out
+
+
+def save_conversations(path: str | Path, convs: Iterable[Conversation]) -> None:
+    write_jsonl(path, (c.to_json() for c in convs))
+
+
+def prediction_from_record(rec: Any, *, path: str | None = None, line: int | None = None) -> Prediction:
+    if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("items"), list):
+        raise CatalogError("expected {'id': ..., 'items': [...]}", path=path, line=line)
+    items = []
+    for i, s in enumerate(rec["items"]):
+        try:
+            items.append(ScoredItem(str(s["item_id"]), float(s["score"]), int(s["rank"]), str(s["strategy"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CatalogError(f"bad scored item ({e}); need item_id, score, rank, strategy", path=path, line=line, field=f"items[{i}]") from None
+    return Prediction(str(rec["id"]), items)
+
+
+def load_predictions(path: str | Path) -> list[Prediction]:
+    return [prediction_from_record(rec, path=str(path), line=n) for n, rec in read_jsonl(path)]
+
+
+def save_predictions(path: str | Path, preds: Iterable[Prediction]) -> None:
+    write_jsonl(path, (p.to_json() for p in preds))

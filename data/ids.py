@@ -1,0 +1,209 @@
+"""Item-id schemes behind one interface: `build_idmap(catalog, scheme, seed=...)` -> IdMap.
+
+An IdMap maps every item id to a text form ("code") the model emits, and back. It is saved as JSON with the
+catalog's content hash and a version; `extend` adds items without changing any existing code (new version).
+
+Schemes:
+  atomic      the catalog's native ids, as text ("<id>" special tokens are not used: ids tokenize as digits).
+  sequential  0..N-1 in catalog order.
+  random      fixed-length random codes over a small alphabet, deterministic under the seed.
+  title       normalized title, disambiguated with " [2]", " [3]" ... when titles repeat.
+  semantic    residual k-means over item-text embeddings, codes as special tokens "<a_12><b_3><c_40>".
+  collaborative  hierarchical clustering of the co-occurrence graph of histories (Hua et al. 2023).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from data.catalog import Catalog, normalize_title
+
+IDMAP_FORMAT_VERSION = 1
+SCHEMES = ("atomic", "sequential", "random", "title", "semantic", "collaborative")
+
+
+class IdMapError(ValueError):
+    """An id map that does not fit its catalog, or a code that maps to no item."""
+
+
+@dataclass
+class IdMap:
+    scheme: str
+    codes: dict[str, str]  # item id -> code text, in catalog order
+    catalog_hash: str
+    version: int = 1
+    parent_hash: str | None = None  # catalog hash this map extends, if any
+    special_tokens: list[str] = field(default_factory=list)  # tokens the tokenizer must add (semantic codes)
+    params: dict[str, Any] = field(default_factory=dict)  # scheme parameters (seed, levels, ...)
+    _inverse: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        inv: dict[str, str] = {}
+        for item_id, code in self.codes.items():
+            if code in inv:
+                raise IdMapError(f"code {code!r} maps to two items: {inv[code]!r} and {item_id!r}")
+            inv[code] = item_id
+        self._inverse = inv
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def code(self, item_id: str) -> str:
+        try:
+            return self.codes[item_id]
+        except KeyError:
+            raise IdMapError(f"item {item_id!r} has no code in this {self.scheme} id map") from None
+
+    def item(self, code: str) -> str:
+        """The item id for a code; IdMapError when the code names no item (e.g. an unconstrained generation)."""
+        try:
+            return self._inverse[code.strip()]
+        except KeyError:
+            raise IdMapError(f"code {code!r} matches no item") from None
+
+    def lookup(self, code: str) -> str | None:
+        return self._inverse.get(code.strip())
+
+    def check_catalog(self, catalog: Catalog) -> None:
+        """Refuse a catalog this map was not built for (hash differs and ids are not all covered)."""
+        h = catalog.content_hash()
+        if h == self.catalog_hash:
+            return
+        missing = [i for i in catalog.ids if i not in self.codes]
+        raise IdMapError(
+            f"id map was built for catalog {self.catalog_hash[:12]}, this catalog is {h[:12]}"
+            + (f" ({len(missing)} items without a code, e.g. {missing[:3]}); extend the map" if missing else "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": IDMAP_FORMAT_VERSION,
+            "scheme": self.scheme,
+            "catalog_hash": self.catalog_hash,
+            "version": self.version,
+            "parent_hash": self.parent_hash,
+            "special_tokens": self.special_tokens,
+            "params": self.params,
+            "codes": self.codes,
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=0), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IdMap":
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise IdMapError(f"{path}: cannot read id map: {e}") from None
+        missing = {"scheme", "catalog_hash", "codes"} - set(d)
+        if missing:
+            raise IdMapError(f"{path}: not an id map, missing field(s) {sorted(missing)}")
+        if d.get("format_version", 1) > IDMAP_FORMAT_VERSION:
+            raise IdMapError(f"{path}: id map format {d['format_version']} is newer than this package ({IDMAP_FORMAT_VERSION})")
+        return cls(
+            scheme=d["scheme"], codes=d["codes"], catalog_hash=d["catalog_hash"], version=d.get("version", 1),
+            parent_hash=d.get("parent_hash"), special_tokens=d.get("special_tokens", []), params=d.get("params", {}),
+        )
+
+
+# --- simple schemes ---------------------------------------------------------------------------------------------
+
+def _atomic(catalog: Catalog, seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    return {it.id: it.id for it in catalog}, []
+
+
+def _sequential(catalog: Catalog, seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    return {it.id: str(n) for n, it in enumerate(catalog)}, []
+
+
+RANDOM_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I/O: they read as digits
+
+
+def _random(catalog: Catalog, seed: int, *, length: int | None = None, **_: Any) -> tuple[dict[str, str], list[str]]:
+    n, a = len(catalog), len(RANDOM_ALPHABET)
+    if length is None:  # shortest length whose code space is >= 10x the catalog: few draws collide
+        length = 1
+        while a**length < 10 * n:
+            length += 1
+    if a**length < n:
+        raise ValueError(f"random ids of length {length} over {a} symbols cannot cover {n} items")
+    rng = np.random.default_rng(seed)
+    codes: dict[str, str] = {}
+    used: set[str] = set()
+    for it in catalog:
+        while True:
+            c = "".join(RANDOM_ALPHABET[k] for k in rng.integers(0, a, size=length))
+            if c not in used:
+                break
+        used.add(c)
+        codes[it.id] = c
+    return codes, []
+
+
+def _title(catalog: Catalog, seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    codes: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    used: set[str] = set()
+    for it in catalog:
+        base = normalize_title(it.title)
+        counts[base] = counts.get(base, 0) + 1
+        code = base if counts[base] == 1 else f"{base} [{counts[base]}]"
+        while code in used:  # a literal "x [2]" title colliding with a disambiguated one
+            counts[base] += 1
+            code = f"{base} [{counts[base]}]"
+        used.add(code)
+        codes[it.id] = code
+    return codes, []
+
+
+_BUILDERS: dict[str, Callable[..., tuple[dict[str, str], list[str]]]] = {
+    "atomic": _atomic,
+    "sequential": _sequential,
+    "random": _random,
+    "title": _title,
+}
+
+
+def register_scheme(name: str, builder: Callable[..., tuple[dict[str, str], list[str]]]) -> None:
+    """Used by data.semantic_ids / data.collaborative_ids to plug their builders in."""
+    _BUILDERS[name] = builder
+
+
+def build_idmap(catalog: Catalog, scheme: str, *, seed: int = 0, **params: Any) -> IdMap:
+    """Build an id map for every item of the catalog with the named scheme (see module docstring)."""
+    _load_optional_schemes()
+    if scheme not in _BUILDERS:
+        raise ValueError(f"unknown id scheme {scheme!r}; choose one of {list(SCHEMES)}")
+    codes, special = _BUILDERS[scheme](catalog, seed, **params)
+    return IdMap(scheme=scheme, codes=codes, catalog_hash=catalog.content_hash(), special_tokens=special,
+                 params={"seed": seed, **{k: v for k, v in params.items() if _jsonable(v)}})
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def _load_optional_schemes() -> None:
+    # semantic and collaborative need embeddings / histories; their modules register themselves on import.
+    import importlib
+
+    for mod in ("data.semantic_ids", "data.collaborative_ids"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise

@@ -1,0 +1,11 @@
+"""direct-llm-search: the public Python API, re-exported from the packages that implement it."""
+
+from data.catalog import Catalog, CatalogError, Item, load_catalog_jsonl, normalize_title
+from data.formats import Conversation, Message, Prediction, ScoredItem, load_conversations, load_predictions
+from data.ids import IdMap, IdMapError, build_idmap
+
+__all__ = [
+    "Catalog", "CatalogError", "Item", "load_catalog_jsonl", "normalize_title",
+    "Conversation", "Message", "Prediction", "ScoredItem", "load_conversations", "load_predictions",
+    "IdMap", "IdMapError", "build_idmap",
+]

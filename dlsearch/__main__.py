@@ -1,0 +1,3 @@
+from dlsearch.cli import main
+
+raise SystemExit(main())

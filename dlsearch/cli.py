@@ -1,0 +1,33 @@
+"""The `dlsearch` command line. Thin: every verb parses its arguments and calls the package that does the work.
+
+    dlsearch --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dlsearch.commands import data as data_cmd
+
+# Each command module adds its verbs; the order here is the order `--help` lists them.
+COMMAND_MODULES = [data_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlsearch", description="Direct LLM search over an item catalog.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Metrics, leakage-free protocols, and the memorization-vs-corpus-size sweep."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: local tokenizers and models, LoRA / QLoRA / full SFT with trl + peft, launched with accelerate."""
