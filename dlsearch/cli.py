@@ -9,9 +9,11 @@ import argparse
 import sys
 
 from dlsearch.commands import data as data_cmd
+from dlsearch.commands import generate as generate_cmd
+from dlsearch.commands import index as index_cmd
 
 # Each command module adds its verbs; the order here is the order `--help` lists them.
-COMMAND_MODULES = [data_cmd]
+COMMAND_MODULES = [data_cmd, index_cmd, generate_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
