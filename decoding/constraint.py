@@ -40,13 +40,17 @@ class TrieConstraint(LogitsProcessor):
             needed only with allow/deny lists, to map rows to queries.
         allow, deny: per-query item-id lists (None = no list), applied as masks without rebuilding the trie.
         floor: the finite score given to allowed tokens that score below it (-inf included).
+        inplace: write the mask into the scores tensor (transformers passes a private copy per step; this avoids a
+            fresh [rows, vocab] allocation per step). Set False when you also request `output_logits` with greedy or
+            sampling and this processor runs first (transformers would then return the masked tensor as raw logits).
 
     Create one processor per `generate` call (a new call is also detected automatically).
     """
 
     def __init__(self, index: TrieIndex, *, eos_token_id: int, item_start_id: int | None = None,
                  rows_per_query: int = 1, allow: Sequence[Sequence[str] | None] | None = None,
-                 deny: Sequence[Sequence[str] | None] | None = None, floor: float = DEFAULT_FLOOR):
+                 deny: Sequence[Sequence[str] | None] | None = None, floor: float = DEFAULT_FLOOR,
+                 inplace: bool = True):
         self.index = index
         self.span = index.mode == "span"
         self.end = index.end_token_id
@@ -58,6 +62,7 @@ class TrieConstraint(LogitsProcessor):
         self.start = int(item_start_id) if item_start_id is not None else -1
         self.rows_per_query = int(rows_per_query)
         self.floor = float(floor)
+        self.inplace = bool(inplace)
         self.tries = [s.trie for s in index.segments]
         n_q = len(allow) if allow is not None else (len(deny) if deny is not None else 1)
         has_lists = allow is not None or deny is not None or any(s.retired_rows.size for s in index.segments)
@@ -227,7 +232,7 @@ class TrieConstraint(LogitsProcessor):
             raise ValueError(f"{ids.shape[0]} rows but {self.n_queries} queries x rows_per_query "
                              f"{self.rows_per_query}: pass rows_per_query = num_beams (or num_return_sequences)")
         self._update(ids)
-        return self._mask(scores)
+        return self._mask(scores if self.inplace else scores.clone())
 
     def _mask(self, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, width = scores.shape
@@ -236,15 +241,27 @@ class TrieConstraint(LogitsProcessor):
         neg = -float("inf")
         root_rows = np.flatnonzero((phase == IN) & (nodes[:, 0] == 0))  # the root is (0, 0, ...) in every segment
         root_mask = self._root_mask(width, device)
-        # fast path: every row at the root (the first step of whole-mode decoding), one broadcast where()
+        if not scores.is_contiguous():
+            scores = scores.contiguous()
+        # fast path: every row at the root (the first step of whole-mode decoding): two in-place passes
         if root_rows.shape[0] == rows:
-            m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows))]
-            return torch.where(m, scores.clamp_min(self.floor), neg)
-        out = torch.full_like(scores, neg)
+            m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
+            return scores.clamp_min_(self.floor).masked_fill_(~m, neg)
+        # Gather what survives (small), then overwrite scores in place: no fresh [rows, vocab] allocation per step,
+        # whose page faults would cost more than the masking itself. transformers hands each step's scores to the
+        # processors as a private copy, so writing into them is safe.
+        keep_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         if root_rows.size:
             r = torch.from_numpy(root_rows).to(device)
             m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
-            out[r] = torch.where(m, scores[r].clamp_min(self.floor), neg)
+            keep_rows.append((r, torch.where(m, scores[r].clamp_min(self.floor), neg)))
+        if self.span:
+            outside = np.flatnonzero(phase == OUT)
+            if outside.size:  # free text: anything but a closing marker
+                r = torch.from_numpy(outside).to(device)
+                free = scores[r]
+                free[:, self.end] = neg
+                keep_rows.append((r, free))
         pair_rows: list[np.ndarray] = []
         pair_toks: list[np.ndarray] = []
         inner = np.setdiff1d(np.flatnonzero(phase == IN), root_rows, assume_unique=True)
@@ -267,16 +284,14 @@ class TrieConstraint(LogitsProcessor):
         if finished.size:  # finished or dead rows may only emit EOS, with a finite score (never an empty row)
             pair_rows.append(finished)
             pair_toks.append(np.full(finished.shape, self.eos, dtype=np.int64))
+        vals = None
         if pair_rows:
             pr = torch.from_numpy(np.concatenate(pair_rows)).to(device)
             pt = torch.from_numpy(np.concatenate(pair_toks)).to(device)
-            vals = scores[pr, pt]
-            out[pr, pt] = torch.nan_to_num(vals, nan=self.floor).clamp_min(self.floor)
-        if self.span:
-            outside = np.flatnonzero(phase == OUT)
-            if outside.size:  # free text: anything but a closing marker
-                r = torch.from_numpy(outside).to(device)
-                free = scores[r].clone()
-                free[:, self.end] = neg
-                out[r] = free
-        return out
+            vals = torch.nan_to_num(scores[pr, pt], nan=self.floor).clamp_min(self.floor)
+        scores.fill_(neg)
+        for r, v in keep_rows:
+            scores[r] = v
+        if vals is not None:
+            scores[pr, pt] = vals
+        return scores
