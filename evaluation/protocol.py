@@ -318,28 +318,32 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 150))  # pipes default to 80 columns: too narrow
     primary = report["primary_metric"]
     for mode, d in report["modes"].items():
         best = d["best_baseline"]
         title = (f"{report['task']} — {mode} already-mentioned items — {d['n_queries']} queries "
                  f"({d['n_groups']} groups), catalog {report['catalog_items']}")
         table = Table(title=title, caption=" ".join(x for x in [
-            f"95% bootstrap intervals over groups, seed {report['seed']}; paired randomization test vs best baseline ({best}).",
+            f"* baseline. 95% bootstrap intervals over groups, seed {report['seed']}; paired randomization test vs best baseline ({best}).",
             report.get("note", "")] if x))
         table.add_column("system")
         for m in report["metrics"]:
-            table.add_column(m, justify="right")
+            table.add_column(m, justify="right", no_wrap=True)
         table.add_column(f"Δ{primary} vs {best} (p)", justify="right")
         for name, s in d["systems"].items():
-            row = [name + (" (baseline)" if s["baseline"] else "")]
+            row = [name + (" *" if s["baseline"] else "")]
             for m in report["metrics"]:
                 iv = s["metrics"][m]
                 row.append(f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]")
             t = s.get("vs_best_baseline", {}).get(primary)
-            row.append("—" if t is None else f"{t['diff']:+.3f} (p={t['p_value']:.3g})")
+            row.append("—" if t is None else f"{t['diff']:+.3f} (p{_p_text(t['p_value'])})")
             table.add_row(*row)
         console.print(table)
+
+
+def _p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
 def predictions_system(path: str | Path) -> tuple[str, dict[str, Prediction], str]:

@@ -103,3 +103,14 @@ def test_movielens_leave_one_out(datasets_dir) -> None:
         assert task.train_counts[h[-1]] <= sum(1 for u in hist.values() for i, _ in u[:-2] if i == h[-1])
     report = P.evaluate_systems(task, P.baseline_systems(task), n_resamples=100, modes=("excluded",))
     assert report["modes"]["excluded"]["best_baseline"] in ("popularity", "bm25")
+
+
+def test_cli_evaluate_writes_results(redial_prepared, tmp_path, capsys) -> None:
+    from dlsearch.cli import main
+
+    rc = main(["evaluate", "--data", str(redial_prepared), "--out", str(tmp_path / "ev"), "--set", "n_resamples=50",
+               "--set", "modes=[excluded]"])
+    assert rc == 0 and (tmp_path / "ev" / "results.json").is_file() and (tmp_path / "ev" / "run-excluded.trec").is_file()
+    assert "not directly comparable" in capsys.readouterr().out
+    assert main(["evaluate", "--data", str(redial_prepared), "--set", "bogus=1"]) == 2
+    assert main(["evaluate", "--data", str(redial_prepared), "--strategies", "dual", "--out", str(tmp_path / "x")]) == 2
