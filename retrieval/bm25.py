@@ -20,7 +20,7 @@ import numpy as np
 
 from data.catalog import Catalog, Item
 from retrieval.shape import check_k, check_result, empty_result
-from retrieval.text import item_text
+from data.encoder import item_text
 
 MANIFEST = "manifest.json"
 STOPWORDS = "en"  # English stopwords: conversations are chatty ("I", "like", "the"), items are not.
