@@ -35,3 +35,9 @@ def movielens_catalog(n: int | None = N_ITEMS) -> Catalog:
 @pytest.fixture(scope="session")
 def ml_catalog() -> Catalog:
     return movielens_catalog()
+
+
+@pytest.fixture(scope="session")
+def embed_cache(tmp_path_factory) -> str:
+    """One embedding cache for the session: each text is embedded once across tests."""
+    return str(tmp_path_factory.mktemp("embeddings"))
