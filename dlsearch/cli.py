@@ -10,10 +10,12 @@ import sys
 
 from dlsearch.commands import data as data_cmd
 from dlsearch.commands import evaluate as evaluate_cmd
+from dlsearch.commands import finetune as finetune_cmd
+from dlsearch.commands import model as model_cmd
 from dlsearch.commands import serve_search as serve_search_cmd
 
 # Each command module adds its verbs; the order here is the order `--help` lists them.
-COMMAND_MODULES = [data_cmd, serve_search_cmd, evaluate_cmd]
+COMMAND_MODULES = [data_cmd, serve_search_cmd, evaluate_cmd, model_cmd, finetune_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

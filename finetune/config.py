@@ -93,12 +93,17 @@ class TrainSettings:
     bf16: bool | None = None  # null = auto: on when CUDA supports bf16; never on CPU (no bf16 units: 6-8x slower)
     gradient_checkpointing: bool = False  # saves activation memory for ~30 % more compute; small models don't need it
     max_grad_norm: float = 1.0
+    loss: str = "auto"  # auto | fused | plain. fused: trl's chunked LM head (less memory for big vocabularies, GPU);
+    #                     plain: the model's own loss on full logits (measured 1.34x faster on CPU, small vocab)
     dataloader_workers: int = 0
+    sampling: str = "group_by_length"  # group_by_length: batches of similar length, less padding (measured 32 %
+    #                                    padding at random); random: plain shuffle
 
 
 @dataclass
 class StageConfig:
     name: str = "sft"
+    enabled: bool = True  # false: skip this stage (e.g. --set stages.history.enabled=false for the base stage only)
     method: str = "full"  # full | lora | qlora
     tasks: dict[str, float] = field(default_factory=lambda: {"title->id": 1.0})  # task -> mixture weight
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -297,12 +302,13 @@ def validate(cfg: RecipeConfig) -> None:
 
     if (cfg.model.size is None) == (cfg.model.pretrained is None):
         raise ConfigError("model: set exactly one of 'size' (build from scratch) or 'pretrained' (local model dir)")
-    if not cfg.stages:
-        raise ConfigError("stages: at least one stage is needed")
+    if not any(s.enabled for s in cfg.stages):
+        raise ConfigError("stages: at least one enabled stage is needed")
     names = [s.name for s in cfg.stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"stages: names must be unique, got {names}")
-    for i, st in enumerate(cfg.stages):
+    active = [s for s in cfg.stages if s.enabled]
+    for i, st in enumerate(active):
         where = f"stages.{st.name}"
         if st.method not in METHODS:
             raise ConfigError(f"{where}.method: {st.method!r} is not one of {list(METHODS)}")
@@ -315,11 +321,15 @@ def validate(cfg: RecipeConfig) -> None:
                 raise ConfigError(f"{where}.tasks.{task}: weight must be >= 0, got {w}")
         if not any(w > 0 for w in st.tasks.values()):
             raise ConfigError(f"{where}.tasks: at least one task needs a positive weight")
-        if st.method != "full" and not st.merge and i < len(cfg.stages) - 1:
+        if st.method != "full" and not st.merge and i < len(active) - 1:
             raise ConfigError(f"{where}.merge: a {st.method} stage followed by another stage needs merge: true")
         t = st.train
         if t.lr <= 0 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError(f"{where}.train: lr > 0, batch_size >= 1 and grad_accum >= 1 are required")
+        if st.train.loss not in ("auto", "fused", "plain"):
+            raise ConfigError(f"{where}.train.loss: {st.train.loss!r} is not one of auto, fused, plain")
+        if st.train.sampling not in ("random", "group_by_length"):
+            raise ConfigError(f"{where}.train.sampling: {st.train.sampling!r} is not one of random, group_by_length")
         if st.method == "qlora" and cfg.model.pretrained is None and i == 0:
             raise ConfigError(f"{where}.method: qlora quantizes a trained base; a model built from scratch needs a full stage first")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):

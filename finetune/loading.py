@@ -27,6 +27,23 @@ def model_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def nf4_config() -> Any:
+    """QLoRA's 4-bit NormalFloat with double quantization; compute in bf16 on CUDA, float32 on CPU."""
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                              bnb_4bit_use_double_quant=True)
+
+
+def load_base(path: str | Path, *, quantized: bool, dtype: torch.dtype = torch.float32) -> Any:
+    if not quantized:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    q = nf4_config()
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=q, dtype=q.bnb_4bit_compute_dtype,
+                                                device_map={"": 0} if torch.cuda.is_available() else {"": "cpu"})
+
+
 def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None = None, catalog: Catalog | None = None,
                    merge: bool = False, dtype: torch.dtype = torch.float32, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, tokenizer, manifest) for a model dir or an adapter dir.
@@ -57,8 +74,6 @@ def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None =
 def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: str | Path | None, *, dtype: torch.dtype,
                   merge: bool) -> Any:
     from peft import PeftModel
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import load_file
 
     from finetune.model_factory import add_id_tokens, model_fingerprint
 
@@ -73,7 +88,9 @@ def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: 
             f"but {base} has fingerprint {got[:12]}: a different model or different weights. Load it on the base it "
             "was trained on, or fine-tune a new adapter for this base."
         )
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    # A QLoRA adapter is reloaded on the same 4-bit base it trained on (identical logits), unless merging, which
+    # needs full-precision weights.
+    model = load_base(base, quantized=man.get("method") == "qlora" and not merge, dtype=dtype)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         # A pretrained base: the id tokens were added at training time; re-add them the same way.
         add_id_tokens(model, AutoTokenizer.from_pretrained(base), IdMap.load(d / "idmap.json"))

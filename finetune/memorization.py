@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -84,10 +85,12 @@ class CurveCallback(TrainerCallback):
     """Exact match on a fixed item sample every `every` steps, on the main process; eval time is kept apart so
     training wall time can be reported without it."""
 
-    def __init__(self, tokenizer: Any, catalog: Catalog, idmap: IdMap, item_ids: Sequence[str], every: int, batch_size: int = 256):
+    def __init__(self, tokenizer: Any, catalog: Catalog, idmap: IdMap, item_ids: Sequence[str], every: int, batch_size: int = 256,
+                 path: Path | None = None):
         self.tokenizer, self.catalog, self.idmap = tokenizer, catalog, idmap
         self.item_ids, self.every, self.batch_size = list(item_ids), every, batch_size
         self.points: list[dict[str, Any]] = []
+        self.path = path  # rewritten after every point, so a long run's curve can be watched
         self.eval_seconds = 0.0
         self.t0 = time.perf_counter()
 
@@ -100,7 +103,11 @@ class CurveCallback(TrainerCallback):
         self.eval_seconds += time.perf_counter() - t
         loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         self.points.append({"step": state.global_step, "exact_match": r["exact_match"], "valid_rate": r["valid_rate"],
-                            "train_seconds": round(time.perf_counter() - self.t0 - self.eval_seconds, 2), "loss": loss})
+                            "train_seconds": round(time.perf_counter() - self.t0 - self.eval_seconds, 2), "loss": loss,
+                            "load_avg": round(os.getloadavg()[0], 2)})
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.points, indent=1))
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         if self.every > 0 and state.global_step % self.every == 0 and state.is_world_process_zero:

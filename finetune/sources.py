@@ -7,58 +7,39 @@ importlib, never by swallowing import errors). Example columns: prompt, completi
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from data.catalog import Catalog, Item, load_catalog_jsonl
+from data.catalog import Catalog, load_catalog_jsonl
 from data.ids import IdMap, build_idmap
 from data.prompts import make_completion, prompt_for_context, prompt_for_item_task
 from finetune.config import DataConfig
 
-DATASETS = Path(__file__).resolve().parents[1] / "data" / "datasets"
 INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
 
 
 def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """True when `module` exists in THIS checkout's data package (an editable install elsewhere does not count)."""
+    import data
+
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.origin is not None and Path(spec.origin).parent == Path(data.__file__).parent
 
 
 # --- catalogs ------------------------------------------------------------------------------------------------------
-
-def _read_movielens_local(root: Path) -> tuple[Catalog, dict[str, list[tuple[str, int]]]]:
-    """Stand-in for data.movielens.load_movielens: movies.csv (genres as concepts) and time-sorted histories."""
-    items = []
-    with open(root / "movies.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
-            items.append(Item(id=row["movieId"], title=row["title"], concepts=tuple(genres)))
-    histories: dict[str, list[tuple[str, int]]] = {}
-    with open(root / "ratings.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            histories.setdefault(row["userId"], []).append((row["movieId"], int(row["timestamp"])))
-    for h in histories.values():
-        h.sort(key=lambda x: x[1])
-    return Catalog(items, source=str(root / "movies.csv")), histories
-
 
 def load_source(cfg: DataConfig) -> tuple[Catalog, IdMap, dict[str, Any]]:
     """(catalog restricted to max_items, its id map, raw extras such as histories or conversations)."""
     extras: dict[str, Any] = {}
     if cfg.dataset == "movielens":
-        if _has("data.movielens"):
-            from data.movielens import load_movielens
+        from data.movielens import load_movielens
 
-            catalog, histories = load_movielens()
-        else:
-            catalog, histories = _read_movielens_local(DATASETS / "movielens-latest-small")
+        catalog, histories = load_movielens()
         extras["histories"] = histories
     elif cfg.dataset == "redial":
-        if not _has("data.redial"):
-            raise ValueError("data.dataset: redial needs data.redial (foundation issue), not on this branch yet")
         from data.redial import load_redial
 
         catalog, convs = load_redial()

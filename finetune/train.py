@@ -22,13 +22,12 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 
 from data.catalog import Catalog
 from data.ids import IdMap
 from data.prompts import apply_chat_template
 from finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
-from finetune.loading import load_finetuned, model_dtype
+from finetune.loading import load_base, load_finetuned, model_dtype
 from finetune.manifest import MANIFEST, read_manifest, write_manifest
 from finetune.memorization import CurveCallback, measure, save_curve, write_memorization
 from finetune.mixture import weighted_mixture
@@ -57,7 +56,7 @@ def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
         num_train_epochs=t.epochs, max_steps=t.max_steps, max_length=t.max_length, max_grad_norm=t.max_grad_norm,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=False,
-        bf16=bf16, fp16=False, gradient_checkpointing=t.gradient_checkpointing,
+        bf16=bf16, fp16=False, activation_checkpointing=t.gradient_checkpointing, train_sampling_strategy=t.sampling,
         use_cpu=not cuda, ddp_backend=("gloo" if multi and not cuda else None),
         dataloader_num_workers=t.dataloader_workers, completion_only_loss=True,
         remove_unused_columns=True, dataset_num_proc=None,
@@ -133,47 +132,52 @@ def peft_config(stage: StageConfig, tokenizer: Any, idmap: IdMap) -> Any:
 
 
 def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:
-    if method == "qlora":
-        from transformers import BitsAndBytesConfig
+    if method != "qlora":
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    from peft import prepare_model_for_kbit_training
 
-        compute = torch.bfloat16 if on_cuda() and torch.cuda.is_bf16_supported() else torch.float32
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                               bnb_4bit_use_double_quant=True)
-        model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=q, dtype=compute,
-                                                     device_map={"": 0} if on_cuda() else {"": "cpu"})
-        from peft import prepare_model_for_kbit_training
+    # Gradient checkpointing only saves memory; on CPU it costs time, so it is not switched on here.
+    return prepare_model_for_kbit_training(load_base(base_dir, quantized=True), use_gradient_checkpointing=False)
 
-        # Gradient checkpointing only saves memory; on CPU it costs time, so it follows the stage setting.
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+
+def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
+                  extras: dict[str, Any]) -> tuple[Any, Any, CurveCallback | None]:
+    """(trainer, tokenizer, learning-curve callback or None) for one stage, ready to train."""
+    # Order: tokenizer first (datasets and LoRA token indices depend on it), then model, data, trainer.
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = load_stage_model(base_dir, stage.method, model_dtype(cfg.model.dtype))
+    train_ds = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
+    args = sft_args(stage.train, stage_dir / "checkpoints", seed=cfg.seed)
+    curve = None
+    if cfg.eval.curve_every > 0 and stage.tasks.get("title->id", 0) > 0:
+        sample = sorted(catalog.ids[:: max(1, len(catalog) // cfg.eval.curve_sample)][: cfg.eval.curve_sample],
+                        key=catalog.index)
+        curve = CurveCallback(tokenizer, catalog, idmap, sample, cfg.eval.curve_every, cfg.eval.batch_size,
+                              path=stage_dir / "learning_curve.json")
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                               peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
+                               callbacks=[curve] if curve else None)
+    # trl's fused LM head cannot see peft-wrapped output rows; on CPU it is also slower than the full logits.
+    loss = stage.train.loss if stage.train.loss != "auto" else ("fused" if on_cuda() else "plain")
+    trainer.plain_loss = loss == "plain" or output_layer_wrapped(trainer.model)
+    if cfg.record_shards:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        rank = trainer.accelerator.process_index
+        trainer.data_collator = RecordingCollator(trainer.data_collator, stage_dir / f"shard_rank{rank}.json")
+    return trainer, tokenizer, curve
 
 
 def run_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
               extras: dict[str, Any], *, resume: bool) -> dict[str, Any]:
     """Train one stage from the model in base_dir; save the model or adapter, manifest and memorization in stage_dir."""
-    # Order: tokenizer first (datasets and LoRA token indices depend on it), then model, data, trainer.
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    dtype = model_dtype(cfg.model.dtype)
-    model = load_stage_model(base_dir, stage.method, dtype)
-    train_ds = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
-    args = sft_args(stage.train, stage_dir / "checkpoints", seed=cfg.seed)
-    callbacks = []
-    curve = None
-    if cfg.eval.curve_every > 0 and stage.tasks.get("title->id", 0) > 0:
-        sample = sorted(catalog.ids[:: max(1, len(catalog) // cfg.eval.curve_sample)][: cfg.eval.curve_sample],
-                        key=catalog.index)
-        curve = CurveCallback(tokenizer, catalog, idmap, sample, cfg.eval.curve_every, cfg.eval.batch_size)
-        callbacks.append(curve)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                         peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
-                         callbacks=callbacks)
-    trainer.plain_loss = output_layer_wrapped(trainer.model)
-    rank = trainer.accelerator.process_index
-    if cfg.record_shards:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        trainer.data_collator = RecordingCollator(trainer.data_collator, stage_dir / f"shard_rank{rank}.json")
+    return train_stage(cfg, stage, base_dir, stage_dir, catalog, idmap, extras, resume=resume)[0]
 
-    last = get_last_checkpoint(str(stage_dir / "checkpoints")) if resume and (stage_dir / "checkpoints").exists() else None
+
+def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
+                extras: dict[str, Any], *, resume: bool = False) -> tuple[dict[str, Any], Any]:
+    """run_stage, also returning the trainer (its in-memory model is what tests compare reloads against)."""
+    trainer, tokenizer, curve = build_trainer(cfg, stage, base_dir, stage_dir, catalog, idmap, extras)
+    last = last_complete_checkpoint(stage_dir / "checkpoints") if resume else None
     load0, t0 = load_avg(), time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - t0
@@ -182,7 +186,7 @@ def run_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: 
     info: dict[str, Any] = {
         "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,
         "train_loss": result.training_loss, "train_seconds": round(wall - eval_s, 1), "curve_eval_seconds": round(eval_s, 1),
-        "resumed_from": last, "world_size": trainer.accelerator.num_processes, "examples": len(train_ds),
+        "resumed_from": last, "world_size": trainer.accelerator.num_processes, "examples": len(trainer.train_dataset),
         "load_avg_start": load0, "load_avg_end": load_avg(), "device": "cuda" if on_cuda() else "cpu",
         "losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
@@ -192,7 +196,7 @@ def run_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: 
         if curve is not None:
             save_curve(curve.points, stage_dir, title=f"{idmap.scheme} ids, {len(catalog)} items, stage {stage.name}")
     trainer.accelerator.wait_for_everyone()
-    return info
+    return info, trainer
 
 
 def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog,
@@ -238,9 +242,22 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
 
 # --- the recipe -----------------------------------------------------------------------------------------------------
 
+def active_stages(cfg: RecipeConfig) -> list[StageConfig]:
+    return [s for s in cfg.stages if s.enabled]
+
+
 def stage_dirs(cfg: RecipeConfig) -> list[Path]:
-    out = Path(cfg.output_dir)
-    return [out if i == len(cfg.stages) - 1 else out / "stages" / st.name for i, st in enumerate(cfg.stages)]
+    out, stages = Path(cfg.output_dir), active_stages(cfg)
+    return [out if i == len(stages) - 1 else out / "stages" / st.name for i, st in enumerate(stages)]
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last) exists: a run killed while saving leaves a
+    partial checkpoint dir that must not be resumed from."""
+    if not ckpt_dir.exists():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
 
 
 def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
@@ -272,7 +289,7 @@ def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any
     with state.main_process_first():  # one process builds the init dir, the others then reuse it
         base = prepare_base(cfg, catalog, idmap)
     infos = []
-    for stage, sdir in zip(cfg.stages, stage_dirs(cfg)):
+    for stage, sdir in zip(active_stages(cfg), stage_dirs(cfg)):
         if resume and (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
             infos.append(read_manifest(sdir)["stage"])
         else:
