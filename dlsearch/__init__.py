@@ -3,9 +3,12 @@
 from data.catalog import Catalog, CatalogError, Item, load_catalog_jsonl, normalize_title
 from data.formats import Conversation, Message, Prediction, ScoredItem, load_conversations, load_predictions
 from data.ids import IdMap, IdMapError, build_idmap
+from evaluation.metrics import duplicate_rate, exact_match, hit_at_k, mean_metric, ndcg_at_k, per_query_scores, rank_by_score, recall_at_k, reciprocal_rank, valid_item_rate
 
 __all__ = [
     "Catalog", "CatalogError", "Item", "load_catalog_jsonl", "normalize_title",
     "Conversation", "Message", "Prediction", "ScoredItem", "load_conversations", "load_predictions",
     "IdMap", "IdMapError", "build_idmap",
+    "duplicate_rate", "exact_match", "hit_at_k", "mean_metric", "ndcg_at_k", "per_query_scores", "rank_by_score",
+    "recall_at_k", "reciprocal_rank", "valid_item_rate",
 ]
