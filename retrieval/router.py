@@ -30,7 +30,7 @@ from data.catalog import Catalog
 from data.formats import Conversation, Prediction, ScoredItem
 from retrieval.embedding import conversation_text
 from retrieval.fusion import RRF_K, rrf
-from retrieval.shape import check_k
+from retrieval.shape import check_k, topk_from_lists
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,25 @@ class Policy:
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
         return cls(**d)
+
+
+@dataclass
+class ConversationSearch:
+    """Any text/concept searcher seen from conversations: search(convs, k) = searcher.search(map(to_query, convs), k).
+    Conversations whose query is None get padding. Used to evaluate single strategies with the router's inputs."""
+
+    searcher: Any
+    to_query: Callable[[Conversation], Any]
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = [self.to_query(c) for c in convs]
+        live = [i for i, q in enumerate(queries) if q is not None]
+        scores = np.full((len(convs), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(convs), k), -1, dtype=np.int64)
+        if live:
+            s, r = self.searcher.search([queries[i] for i in live], k)
+            scores[live], rows[live] = s, r
+        return scores, rows
 
 
 @dataclass
@@ -218,6 +237,11 @@ class Router:
                     break
                 items.append(ScoredItem(self.catalog.items[int(row)].id, float(sc), rank, "+".join(names[x] for x in src)))
         return Prediction(conv.id, items)
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The router in the search shape (fused scores, catalog rows), so it can be evaluated like any strategy."""
+        preds = self.recommend_many(convs, k)
+        return topk_from_lists([[(self.catalog.index(s.item_id), s.score) for s in p.items] for p in preds], k)
 
     def recommend(self, conversation: Conversation, k: int = 10) -> Prediction:
         """Top-k items for one conversation; each ScoredItem carries its strategy and score."""

@@ -119,3 +119,17 @@ def test_everything_down_raises_with_reasons(ml_catalog):
         Router(ml_catalog, {"search_api": dead}).recommend(_conv("x"), 3)
     with pytest.raises(ValueError, match="unknown key"):
         Policy.from_dict({"min_exactmatch": 0.3})
+
+
+def test_router_and_single_strategies_in_search_shape(ml_catalog):
+    from retrieval.router import ConversationSearch
+    from retrieval.shape import check_result
+
+    bm25 = build_bm25(ml_catalog)
+    convs = [_conv("Jumanji"), _conv("zzqxv")]
+    router = Router(ml_catalog, {"bm25": bm25, "direct": FixedDirect(ml_catalog, ml_catalog.ids[:2])})
+    scores, rows = router.search(convs, 4)
+    check_result(scores, rows, 2, 4)
+    single = ConversationSearch(bm25, lambda c: c.messages[-1].content if c.messages[-1].content != "zzqxv" else None)
+    s, r = single.search(convs, 3)
+    assert ml_catalog.items[r[0, 0]].title.startswith("Jumanji") and (r[1] == -1).all()
