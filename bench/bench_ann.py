@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--ivf", default="4096", help="comma list of IVF nlist values ('' to skip)")
     ap.add_argument("--nprobe", default="16,32,64,128")
     ap.add_argument("--pq", default="48", help="PQ code bytes for IVF,PQ with Flat re-ranking ('' to skip)")
+    ap.add_argument("--train-size", type=int, default=131072, help="vectors sampled to train IVF/PQ (32 per list at 4096)")
     ap.add_argument("--cache-dir", default=".cache/embeddings")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -174,7 +175,7 @@ def main() -> None:
         r = rss_mb()
         t = time.perf_counter()
         if not index.is_trained:
-            index.train(x[np.random.default_rng(args.seed).choice(len(x), min(len(x), 256 * 4096), replace=False)])
+            index.train(x[np.random.default_rng(args.seed).choice(len(x), min(len(x), args.train_size), replace=False)])
         index.add(x)
         build = time.perf_counter() - t
         mem = rss_mb() - r

@@ -28,7 +28,7 @@ STRATEGY_KEYS: dict[str, set[str]] = {
     "dual": {"enabled", "index"},
     "concept": {"enabled", "index", "aggregate", "concepts_from", "snap"},
     "bm25": {"enabled", "index", "query_from"},
-    "search_api": {"enabled", "endpoint", "preset", "timeout", "retries", "query_from"},
+    "search_api": {"enabled", "endpoint", "preset", "mapping", "timeout", "retries", "query_from"},
 }
 QUERY_FROM = ("conversation", "meta", "model")
 
@@ -115,8 +115,17 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
 
             strategies[name] = Strategy(name, search, to_concepts)
         else:
-            searcher = load_bm25(sc.get("index"), catalog) if name == "bm25" else HTTPSearchAPI(
-                catalog, sc["endpoint"], preset=sc.get("preset", "dlsearch"), timeout=sc.get("timeout", 2.0), retries=sc.get("retries", 2))
+            if name == "bm25":
+                searcher = load_bm25(sc.get("index"), catalog)
+            else:
+                mapping = None
+                if sc.get("mapping"):
+                    from retrieval.search_api import HTTPMapping
+
+                    m = _check(sc["mapping"], set(HTTPMapping.__dataclass_fields__), "strategies.search_api.mapping")
+                    mapping = HTTPMapping(**m)
+                searcher = HTTPSearchAPI(catalog, sc["endpoint"], preset=sc.get("preset", "dlsearch"), mapping=mapping,
+                                         timeout=sc.get("timeout", 2.0), retries=sc.get("retries", 2))
             source = sc.get("query_from", "conversation")
             to_query = None
             if source == "meta":
