@@ -10,10 +10,11 @@ import sys
 
 from dlsearch.commands import data as data_cmd
 from dlsearch.commands import evaluate as evaluate_cmd
+from dlsearch.commands import sweep as sweep_cmd
 from dlsearch.commands import serve_search as serve_search_cmd
 
 # Each command module adds its verbs; the order here is the order `--help` lists them.
-COMMAND_MODULES = [data_cmd, serve_search_cmd, evaluate_cmd]
+COMMAND_MODULES = [data_cmd, serve_search_cmd, evaluate_cmd, sweep_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ items are drawn from the real attribute distributions (evaluation/synthetic.py) 
 for the same number of epochs per item, and the sweep measures:
   * exact-match memorization: greedy, unconstrained title->id on a sample of catalog items;
   * valid-item rate without the constraint: share of those generations that name some catalog item;
-  * recall@10 on held-out requests (a noisy title plus two concepts, never seen in training) for direct search
+  * recall@10 on held-out requests (half the title words plus two concepts, never seen in training) for direct search
     with the constraint, for each fallback (bm25, concept, dual) and for the router.
 Every number carries a 95 % bootstrap interval. The crossover is the first size at which the best fallback's
 recall@10 overtakes direct search (log-linear interpolation between the two sizes around it is reported too).
@@ -69,6 +69,10 @@ class SweepConfig:
     memorization_sample: int = 1000
     # held-out requests per point for recall@10
     n_requests: int = 300
+    # a request keeps this share of its item's title words (at least one) plus request_concepts of its concepts:
+    # 1.0 makes lexical search (BM25) nearly perfect; lower values need knowledge of the item beyond its title
+    request_title_keep: float = 0.5
+    request_concepts: int = 2
     k: int = 10
     fallbacks: list[str] = field(default_factory=lambda: ["bm25", "concept", "dual"])
     router: bool = True
@@ -131,22 +135,22 @@ def catalog_at(real: Catalog, size: int, *, seed: int, real_items: int = 0) -> C
     return extend_with_synthetic(base, size, seed=seed)
 
 
-def request_text(title: str, concepts: Sequence[str], rng: np.random.Generator) -> str:
-    """A held-out request for an item: its title without year, lower-cased, one word dropped when it has 3 or more,
-    followed by up to two of its concepts — a phrasing that never appears in training."""
-    base = normalize_title(split_title_year(title)[0], drop_year=True)
-    words = base.split()
-    if len(words) >= 3:
-        words.pop(int(rng.integers(len(words))))
-    picked = [concepts[i] for i in sorted(rng.choice(len(concepts), size=min(2, len(concepts)), replace=False))] if concepts else []
-    return " ".join(words) + (f" ({', '.join(picked)})" if picked else "")
+def request_text(title: str, concepts: Sequence[str], rng: np.random.Generator, *, keep: float = 0.5, n_concepts: int = 2) -> str:
+    """A held-out request for an item: a random `keep` share of its title words (at least one; lower-cased, year
+    dropped, order kept) followed by up to `n_concepts` of its concepts — a phrasing never seen in training."""
+    words = normalize_title(split_title_year(title)[0], drop_year=True).split()
+    n_keep = max(1, int(round(keep * len(words))))
+    kept = sorted(rng.choice(len(words), size=min(n_keep, len(words)), replace=False)) if words else []
+    picked = [concepts[i] for i in sorted(rng.choice(len(concepts), size=min(n_concepts, len(concepts)), replace=False))] if concepts else []
+    return " ".join(words[i] for i in kept) + (f" ({', '.join(picked)})" if picked else "")
 
 
-def held_out_requests(catalog: Catalog, n: int, *, seed: int) -> list[tuple[str, str]]:
+def held_out_requests(catalog: Catalog, n: int, *, seed: int, keep: float = 0.5, n_concepts: int = 2) -> list[tuple[str, str]]:
     """(request text, target item id) for `n` items sampled without replacement (all items when n >= size)."""
     rng = np.random.default_rng([seed, len(catalog)])
     rows = rng.choice(len(catalog), size=min(n, len(catalog)), replace=False)
-    return [(request_text(catalog.items[r].title, catalog.items[r].concepts, rng), catalog.items[r].id) for r in rows]
+    items = catalog.items
+    return [(request_text(items[r].title, items[r].concepts, rng, keep=keep, n_concepts=n_concepts), items[r].id) for r in rows]
 
 
 def memorization_sample(catalog: Catalog, n: int, *, seed: int) -> list[str]:
@@ -233,7 +237,7 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
     else:
         idmap = build_idmap(catalog, cfg.id_scheme, seed=cfg.seed, **cfg.id_params)
         idmap.save(idmap_path)
-    requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed)
+    requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
     texts, targets = [r[0] for r in requests], [r[1] for r in requests]
 
     train = cache.stage("train", lambda: {"model_dir": str(steps.train(catalog, idmap, pdir / "model", cfg))})
