@@ -105,11 +105,32 @@ def default_steps() -> SweepSteps:
 # --- adapters to the model areas (filled in as their public functions land on main) -------------------------------
 
 def _train(catalog: Catalog, idmap: IdMap, out_dir: Path, cfg: SweepConfig) -> Path:
-    raise NotImplementedError("wired when finetune is on main")
+    """finetune.run_recipe on this point's prepared dir (catalog.jsonl + idmap.json next to out_dir), every stage
+    run for cfg.epochs_per_item epochs; resumable (finetune's own checkpoints)."""
+    from finetune.config import load_recipe
+    from finetune.train import run_recipe
+
+    if not cfg.recipe:
+        raise ValueError("sweep config: recipe is empty; name a finetune recipe YAML (e.g. configs/sweep-recipe-cpu.yaml)")
+    point_dir = out_dir.parent  # run_point saved catalog.jsonl and idmap.json there
+    overrides = [f"data.dataset={point_dir}", f"output_dir={out_dir}", f"seed={cfg.seed}",
+                 "eval.memorization=false",  # the sweep measures memorization itself, on its own sample
+                 *cfg.recipe_overrides]
+    recipe = load_recipe(cfg.recipe, overrides)
+    for stage in recipe.stages:  # same passes over each item at every size: steps grow with the catalog
+        stage.train.epochs = float(cfg.epochs_per_item)
+        stage.train.max_steps = -1
+    run_recipe(recipe, resume=True)
+    return out_dir
 
 
 def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[str]) -> list[str]:
-    raise NotImplementedError("wired when finetune is on main")
+    """Greedy, unconstrained title->id generations (finetune.memorization)."""
+    from finetune.loading import load_finetuned
+    from finetune.memorization import code_token_budget, generate_ids
+
+    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
+    return generate_ids(model, tokenizer, titles, max_new_tokens=code_token_budget(tokenizer, idmap))
 
 
 def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
