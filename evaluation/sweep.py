@@ -102,14 +102,14 @@ class SweepSteps:
 
     train(catalog, idmap, out_dir, cfg) -> model dir (finetune: same model size, cfg.epochs_per_item epochs)
     generate_ids(model_dir, catalog, idmap, titles) -> generated id text per title (greedy, no constraint)
-    direct_search(model_dir, catalog, idmap, request_texts, k) -> (scores, rows)  (constrained)
+    direct_search(model_dir, catalog, idmap, request_texts, k, cfg) -> (scores, rows)  (constrained)
     fallback(name, catalog, work_dir, cfg) -> search(texts, k)                   (retrieval strategies)
     router(model_dir, catalog, idmap, fallbacks, work_dir, cfg) -> search(texts, k)
     """
 
     train: Callable[[Catalog, IdMap, Path, SweepConfig], Path]
     generate_ids: Callable[[Path, Catalog, IdMap, list[str]], list[str]]
-    direct_search: Callable[[Path, Catalog, IdMap, list[str], int], tuple[np.ndarray, np.ndarray]]
+    direct_search: Callable[[Path, Catalog, IdMap, list[str], int, SweepConfig], tuple[np.ndarray, np.ndarray]]
     fallback: Callable[[str, Catalog, Path, SweepConfig], SearchFn]
     router: Callable[[Path, Catalog, IdMap, dict[str, SearchFn], Path, SweepConfig], SearchFn] | None = None
     version: str = "1"  # bump when a step's behaviour changes: cached points are then recomputed
@@ -259,7 +259,7 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
         hits = _hits(rows, catalog, targets, cfg.k)
         return {"recall": _interval(hits, cfg), "hits": hits}
 
-    recall = {"direct": cache.stage("direct", lambda: searched(lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k)))}
+    recall = {"direct": cache.stage("direct", lambda: searched(lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k, cfg)))}
     fallbacks: dict[str, SearchFn] = {}
     for name in cfg.fallbacks:
         def run_fallback(name: str = name) -> dict[str, Any]:

@@ -133,8 +133,19 @@ def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[
     return generate_ids(model, tokenizer, titles, max_new_tokens=code_token_budget(tokenizer, idmap))
 
 
-def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    raise NotImplementedError("wired when decoding is on main")
+def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Sequence[str], k: int, cfg: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Constrained beam search (decoding.direct) with the title->id prompt holding the request text."""
+    from data.prompts import apply_chat_template, prompt_for_item_task
+    from decoding.direct import DirectSearch
+    from decoding.index import build_index
+    from finetune.loading import load_finetuned
+
+    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    search = DirectSearch(model, tokenizer, build_index(catalog, idmap, tokenizer), catalog, beams=max(int(cfg.step_options.get("num_beams", 10)), k))
+    prompts = [apply_chat_template(tokenizer, prompt_for_item_task("title->id", title=t)["prompt"]) for t in texts]
+    return search.search(prompts, k)
 
 
 def _router(model_dir: Path, catalog: Catalog, idmap: IdMap, fallbacks: dict[str, SearchFn], work_dir: Path, cfg: SweepConfig) -> SearchFn:

@@ -69,7 +69,7 @@ class StandIn:
             by_title = {it.title: it.id for it in catalog}
             return [idmap.code(by_title[t]) if by_title[t] in known else "not-an-id" for t in titles]
 
-        def direct_search(model_dir, catalog, idmap, texts, k):
+        def direct_search(model_dir, catalog, idmap, texts, k, cfg):
             self._count("direct", len(catalog))
             known = json.loads((model_dir / "memorized.json").read_text())
             rows_known = np.array([catalog.index(i) for i in known])
@@ -163,3 +163,19 @@ def test_crossover_interpolates_in_log_size() -> None:
     assert cx["size"] == 10000 and cx["fallback"] == "bm25"
     assert 1000 < cx["interpolated_size"] < 10000
     assert crossover([pt(100, 0.9, 0.3)], 10)["size"] is None
+
+
+def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
+    """configs/sweep-tiny.yaml with the real steps: finetune trains, decoding searches, retrieval's BM25 falls back."""
+    pytest.importorskip("finetune.train", reason="finetune area not merged into this checkout")
+    pytest.importorskip("decoding.direct", reason="decoding area not merged into this checkout")
+    from dlsearch.cli import main
+
+    out = tmp_path / "tiny"
+    assert main(["sweep", "--config", "configs/sweep-tiny.yaml", "--set", f"out={out}"]) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    done = [p for p in result["points"] if p["status"] == "done"]
+    assert [p["size"] for p in done] == [20, 40, 80] and done[-1]["synthetic_items"] == 20
+    for p in done:
+        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25"}
+    assert (out / "sweep.png").is_file() and result["crossover"].get("size") in (20, 40, 80, None)
