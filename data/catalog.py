@@ -24,16 +24,18 @@ CATALOG_FIELDS = ("id", "title", "text", "concepts", "meta")
 class CatalogError(ValueError):
     """Bad catalog input. The message names the file, the 1-based line or row, and the field."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None,
+                 unit: str = "line"):
+        # unit: "line" for text lines (JSONL), "row" for table rows (CSV data rows, parquet rows), both 1-based
         where = []
         if path is not None:
             where.append(str(path))
         if line is not None:
-            where.append(f"line {line}")
+            where.append(f"{unit} {line}")
         if field is not None:
             where.append(f"field '{field}'")
         super().__init__((": ".join([", ".join(where), message])) if where else message)
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.field, self.unit, self.reason = path, line, field, unit, message
 
 
 @dataclass(frozen=True)
@@ -75,40 +77,40 @@ def normalize_title(title: str, *, drop_year: bool = False) -> str:
     return f"{base} ({year})"
 
 
-def _check_str(value: Any, *, path: str | None, line: int | None, name: str, required: bool) -> str:
+def _check_str(value: Any, *, path: str | None, line: int | None, name: str, required: bool, unit: str = "line") -> str:
     if value is None:
         if required:
-            raise CatalogError("missing required field", path=path, line=line, field=name)
+            raise CatalogError("missing required field", path=path, line=line, unit=unit, field=name)
         return ""
     if isinstance(value, (int,)) and not isinstance(value, bool) and name == "id":
         value = str(value)  # numeric ids from CSV/JSON are accepted and kept as their decimal text
     if not isinstance(value, str):
-        raise CatalogError(f"expected a string, got {type(value).__name__}", path=path, line=line, field=name)
+        raise CatalogError(f"expected a string, got {type(value).__name__}", path=path, line=line, unit=unit, field=name)
     if required and not value.strip():
-        raise CatalogError("empty or whitespace-only value", path=path, line=line, field=name)
+        raise CatalogError("empty or whitespace-only value", path=path, line=line, unit=unit, field=name)
     return value
 
 
-def item_from_record(rec: Any, *, path: str | None = None, line: int | None = None) -> Item:
+def item_from_record(rec: Any, *, path: str | None = None, line: int | None = None, unit: str = "line") -> Item:
     """Validate one record (dict) and build an Item. Unknown keys are an error: they are usually typos."""
     if not isinstance(rec, dict):
-        raise CatalogError(f"expected a JSON object, got {type(rec).__name__}", path=path, line=line)
+        raise CatalogError(f"expected a JSON object, got {type(rec).__name__}", path=path, line=line, unit=unit)
     unknown = sorted(set(rec) - set(CATALOG_FIELDS))
     if unknown:
-        raise CatalogError(f"unknown field(s) {unknown}; allowed: {list(CATALOG_FIELDS)}", path=path, line=line, field=unknown[0])
-    item_id = _check_str(rec.get("id"), path=path, line=line, name="id", required=True)
+        raise CatalogError(f"unknown field(s) {unknown}; allowed: {list(CATALOG_FIELDS)}", path=path, line=line, unit=unit, field=unknown[0])
+    item_id = _check_str(rec.get("id"), path=path, line=line, unit=unit, name="id", required=True)
     if item_id != item_id.strip():
-        raise CatalogError("id has leading or trailing whitespace", path=path, line=line, field="id")
-    title = _check_str(rec.get("title"), path=path, line=line, name="title", required=True)
-    text = _check_str(rec.get("text"), path=path, line=line, name="text", required=False)
+        raise CatalogError("id has leading or trailing whitespace", path=path, line=line, unit=unit, field="id")
+    title = _check_str(rec.get("title"), path=path, line=line, unit=unit, name="title", required=True)
+    text = _check_str(rec.get("text"), path=path, line=line, unit=unit, name="text", required=False)
     concepts = rec.get("concepts") or []
     if isinstance(concepts, str):
-        raise CatalogError("expected a list of strings, got a string (split it into a list)", path=path, line=line, field="concepts")
+        raise CatalogError("expected a list of strings, got a string (split it into a list)", path=path, line=line, unit=unit, field="concepts")
     if not isinstance(concepts, (list, tuple)) or not all(isinstance(c, str) for c in concepts):
-        raise CatalogError("expected a list of strings", path=path, line=line, field="concepts")
+        raise CatalogError("expected a list of strings", path=path, line=line, unit=unit, field="concepts")
     meta = rec.get("meta") or {}
     if not isinstance(meta, dict):
-        raise CatalogError(f"expected an object, got {type(meta).__name__}", path=path, line=line, field="meta")
+        raise CatalogError(f"expected an object, got {type(meta).__name__}", path=path, line=line, unit=unit, field="meta")
     return Item(id=item_id, title=title, text=text, concepts=tuple(c.strip() for c in concepts if c.strip()), meta=meta)
 
 
@@ -119,7 +121,8 @@ class Catalog:
     matrix). Ids are unique: a repeated id is an error unless the rows are identical (then it is dropped).
     """
 
-    def __init__(self, items: Iterable[Item], *, source: str | None = None, lines: list[int] | None = None):
+    def __init__(self, items: Iterable[Item], *, source: str | None = None, lines: list[int] | None = None,
+                 unit: str = "line"):
         self.items: list[Item] = []
         self._index: dict[str, int] = {}
         for n, item in enumerate(items):
@@ -130,8 +133,8 @@ class Catalog:
                 if self.items[prev] == item:
                     continue
                 raise CatalogError(
-                    f"duplicate id {item.id!r} with conflicting content (first seen at line {first})",
-                    path=source, line=line, field="id",
+                    f"duplicate id {item.id!r} with conflicting content (first seen at {unit} {first})",
+                    path=source, line=line, field="id", unit=unit,
                 )
             self._index[item.id] = len(self.items)
             self.items.append(item)

@@ -1,11 +1,48 @@
-"""direct-llm-search: the public Python API, re-exported from the packages that implement it."""
+"""direct-llm-search: the public Python API, re-exported from the packages that implement it.
 
-from data.catalog import Catalog, CatalogError, Item, load_catalog_jsonl, normalize_title
-from data.formats import Conversation, Message, Prediction, ScoredItem, load_conversations, load_predictions
-from data.ids import IdMap, IdMapError, build_idmap
+    from dlsearch import load_catalog_jsonl, build_idmap, Router
 
-__all__ = [
-    "Catalog", "CatalogError", "Item", "load_catalog_jsonl", "normalize_title",
-    "Conversation", "Message", "Prediction", "ScoredItem", "load_conversations", "load_predictions",
-    "IdMap", "IdMapError", "build_idmap",
-]
+Names resolve lazily (PEP 562) so that `dlsearch --help` and light imports do not pay for torch, faiss and
+transformers; `dir(dlsearch)` and `__all__` list every public name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(('Catalog', 'CatalogError', 'Item', 'load_catalog_jsonl', 'normalize_title'), "data.catalog"),
+    **dict.fromkeys(('Conversation', 'Message', 'Prediction', 'ScoredItem', 'load_conversations', 'load_predictions'), "data.formats"),
+    **dict.fromkeys(('IdMap', 'IdMapError', 'build_idmap'), "data.ids"),
+    **dict.fromkeys(('AnnIndex', 'build_ann'), "retrieval.ann"),
+    **dict.fromkeys(('BM25Index', 'build_bm25'), "retrieval.bm25"),
+    **dict.fromkeys(('ConceptSearch', 'build_concept_index', 'snap_to_vocabulary'), "retrieval.concept"),
+    **dict.fromkeys(('DualEncoder', 'DualEncoderConfig', 'DualSearch', 'train_dual_encoder'), "retrieval.dual_encoder"),
+    **dict.fromkeys(('rrf',), "retrieval.fusion"),
+    **dict.fromkeys(('load_router',), "retrieval.recommend_config"),
+    **dict.fromkeys(('Policy', 'Router', 'load_memorization'), "retrieval.router"),
+    **dict.fromkeys(('HTTPSearchAPI', 'SearchAPI', 'SearchAPIError'), "retrieval.search_api"),
+    **dict.fromkeys(('duplicate_rate', 'exact_match', 'hit_at_k', 'mean_metric', 'ndcg_at_k', 'per_query_scores', 'rank_by_score', 'recall_at_k', 'reciprocal_rank', 'valid_item_rate'), "evaluation.metrics"),
+    **dict.fromkeys(('bootstrap_ci', 'paired_test'), "evaluation.stats"),
+    **dict.fromkeys(('evaluate_systems', 'movielens_loo_task', 'redial_turns_task'), "evaluation.protocol"),
+    **dict.fromkeys(('EvaluateConfig', 'run_evaluation'), "evaluation.runner"),
+    **dict.fromkeys(('SweepConfig', 'run_sweep'), "evaluation.sweep"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'dlsearch' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,36 @@
+"""`dlsearch evaluate`: score prediction files and strategies against the baselines, with intervals and tests."""
+
+from __future__ import annotations
+
+import argparse
+
+from evaluation.config import config_from_dict, load_config, parse_override
+from evaluation.runner import TASKS, EvaluateConfig, run_evaluation
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate predictions/strategies vs popularity and BM25 baselines (CI + paired test)")
+    p.add_argument("--config", help="YAML (configs/evaluate-redial.yaml); flags below override its keys")
+    p.add_argument("--task", choices=TASKS)
+    p.add_argument("--data", help="prepared ReDial dir (redial-turns) or MovieLens folder (movielens-loo)")
+    p.add_argument("--predictions", nargs="+", metavar="JSONL", help="predictions files, one system each")
+    p.add_argument("--strategies", nargs="+", metavar="NAME", help="strategies to run here besides the baselines")
+    p.add_argument("--out", help="output directory (results.json, results.csv, run-<mode>.trec)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    flags = {k: getattr(args, k) for k in ("task", "data", "predictions", "strategies", "out", "seed") if getattr(args, k) is not None}
+    if args.config:
+        cfg = load_config(args.config, EvaluateConfig, overrides=args.set)
+        data = vars(cfg)
+    else:
+        data = dict(parse_override(s) for s in args.set)
+    data = {**data, **flags}
+    cfg = config_from_dict(data, EvaluateConfig, source=args.config or "command line")
+    _, paths = run_evaluation(cfg)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0

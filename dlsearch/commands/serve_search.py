@@ -1,0 +1,28 @@
+"""`dlsearch serve-search`: serve the embedded BM25 engine over HTTP.
+
+    dlsearch serve-search --catalog runs/redial/catalog.jsonl --port 8000 [--index runs/redial/index/bm25]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve-search", help="serve the embedded BM25 search engine over HTTP (FastAPI + uvicorn)")
+    p.add_argument("--catalog", required=True, help="catalog JSONL the engine searches")
+    p.add_argument("--index", default=None, help="a saved BM25 index dir (default: build in memory, < 2 s)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve_search)
+
+
+def cmd_serve_search(args: argparse.Namespace) -> int:
+    from data.catalog import load_catalog_jsonl
+    from retrieval.bm25 import BM25Index, build_bm25
+    from retrieval.search_server import serve
+
+    catalog = load_catalog_jsonl(args.catalog)
+    engine = BM25Index.load(args.index, catalog) if args.index else build_bm25(catalog)
+    serve(engine, catalog, host=args.host, port=args.port)
+    return 0

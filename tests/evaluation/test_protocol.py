@@ -1,0 +1,116 @@
+"""evaluation/protocol.py on real ReDial turns and MovieLens histories: modes, baselines, report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from data.catalog import Catalog, Item
+from data.formats import Prediction, ScoredItem, save_predictions
+from evaluation import protocol as P
+
+
+def test_redial_task_reads_the_prepared_split(redial_prepared) -> None:
+    task = P.redial_turns_task(redial_prepared)
+    assert len(task.catalog) == 6924 and task.queries and all(q.targets for q in task.queries)
+    assert set(task.groups).isdisjoint({P.dialogue_of(c) for c in P.load_conversations(redial_prepared / "conversations" / "train.jsonl")})
+    assert task.hashes["catalog"] == task.catalog.content_hash() and "not directly comparable" in task.note
+
+
+def test_leaky_split_is_refused(redial_prepared, tmp_path) -> None:
+    import shutil
+
+    shutil.copytree(redial_prepared, tmp_path / "p")
+    train = (tmp_path / "p" / "conversations" / "train.jsonl").read_text()
+    test = (tmp_path / "p" / "conversations" / "test.jsonl").read_text()
+    (tmp_path / "p" / "conversations" / "train.jsonl").write_text(train + test.splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="leaks"):
+        P.redial_turns_task(tmp_path / "p")
+
+
+def test_excluded_mode_removes_mentioned_items_and_targets() -> None:
+    cat = Catalog([Item(str(i), f"m{i}") for i in range(6)])
+    from data.formats import Conversation, Message
+
+    q = [Conversation("d:1", [Message("user", "hi @1")], exclude=["1"], targets=["1", "2"]),
+         Conversation("e:1", [Message("user", "@3")], exclude=["3"], targets=["3"])]
+    task = P.EvalTask("t", cat, P.Counter(), q, ["d", "e"])
+    ranks = [(["1", "2", "3"], [3.0, 2.0, 1.0]), (["3", "4"], [1.0, 0.5])]
+    kept, ranked, gold = P.mode_view(task, ranks, "excluded", depth=10)
+    assert kept == [0] and ranked[0][0] == ["2", "3"] and gold == [["2"]]
+    kept, ranked, gold = P.mode_view(task, ranks, "included", depth=2)
+    assert kept == [0, 1] and ranked[0][0] == ["1", "2"] and gold[0] == ["1", "2"]
+
+
+def test_popularity_counts_training_split_only(redial_prepared) -> None:
+    task = P.redial_turns_task(redial_prepared)
+    systems = P.baseline_systems(task)
+    _, rows = systems["popularity"].search(task.queries[:2], 5)
+    top = [task.catalog.ids[r] for r in rows[0]]
+    counts = [task.train_counts[i] for i in top]
+    assert counts == sorted(counts, reverse=True) and counts[0] == max(task.train_counts.values())
+    # nbMentions (all of ReDial) must not be what orders the list: it is not even in this catalog's meta
+    assert all("nbMentions" not in task.catalog[i].meta for i in top)
+
+
+def test_report_end_to_end_with_a_predictions_file(redial_prepared, tmp_path) -> None:
+    task = P.redial_turns_task(redial_prepared)
+    systems = P.baseline_systems(task)
+    # an oracle-ish predictions file: the targets first, then filler; it must beat both baselines significantly
+    preds = [Prediction(q.id, [ScoredItem(t, 1.0, r + 1, "oracle") for r, t in enumerate(q.targets)]) for q in task.queries]
+    save_predictions(tmp_path / "oracle.jsonl", preds)
+    name, by_id, digest = P.predictions_system(tmp_path / "oracle.jsonl")
+    assert name == "oracle"
+    report = P.evaluate_systems(task, {**systems, name: by_id}, seed=0, n_resamples=200, config={"k": 1})
+    for mode in P.MODES:
+        d = report["modes"][mode]
+        s = d["systems"]["oracle"]
+        assert s["metrics"]["recall@10"]["mean"] > 0.9 and s["vs_best_baseline"]["recall@10"]["p_value"] < 0.01
+        for b in ("popularity", "bm25"):
+            iv = d["systems"][b]["metrics"]["recall@10"]
+            assert 0 <= iv["low"] <= iv["mean"] <= iv["high"] <= 1
+    assert report["modes"]["excluded"]["n_queries"] <= report["modes"]["included"]["n_queries"]
+    paths = P.write_report(report, task, tmp_path / "out")
+    js = json.loads(paths["json"].read_text())
+    assert js["seed"] == 0 and js["hashes"]["catalog"] == task.catalog.content_hash() and "_runs" not in js["modes"]["excluded"]
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert {r["system"] for r in rows} == {"popularity", "bm25", "oracle"}
+    trec = paths["trec_excluded"].read_text().splitlines()
+    qid, q0, doc, rank, score, tag = trec[0].split()
+    assert q0 == "Q0" and rank == "1" and tag in {"popularity", "bm25", "oracle"}
+
+
+def test_movielens_leave_one_out(datasets_dir) -> None:
+    import csv as _csv
+
+    with open(datasets_dir / "movielens-latest-small" / "movies.csv", encoding="utf-8") as f:
+        cat = Catalog([Item(r["movieId"], r["title"], concepts=tuple(r["genres"].split("|"))) for r in _csv.DictReader(f)])
+    hist: dict[str, list[tuple[str, int]]] = {}
+    with open(datasets_dir / "movielens-latest-small" / "ratings.csv", encoding="utf-8") as f:
+        for r in _csv.DictReader(f):
+            if int(r["userId"]) <= 40:
+                hist.setdefault(r["userId"], []).append((r["movieId"], int(r["timestamp"])))
+    for v in hist.values():
+        v.sort(key=lambda e: (e[1], e[0]))
+    task = P.movielens_loo_task(cat, hist)
+    assert len(task.queries) == 40
+    for q in task.queries:
+        h = [i for i, _ in hist[q.meta["user"]]]
+        assert q.targets == [h[-1]] and h[-2] in q.exclude and len(q.exclude) == len(set(h[:-1]))
+        assert task.train_counts[h[-1]] <= sum(1 for u in hist.values() for i, _ in u[:-2] if i == h[-1])
+    report = P.evaluate_systems(task, P.baseline_systems(task), n_resamples=100, modes=("excluded",))
+    assert report["modes"]["excluded"]["best_baseline"] in ("popularity", "bm25")
+
+
+def test_cli_evaluate_writes_results(redial_prepared, tmp_path, capsys) -> None:
+    from dlsearch.cli import main
+
+    rc = main(["evaluate", "--data", str(redial_prepared), "--out", str(tmp_path / "ev"), "--set", "n_resamples=50",
+               "--set", "modes=[excluded]"])
+    assert rc == 0 and (tmp_path / "ev" / "results.json").is_file() and (tmp_path / "ev" / "run-excluded.trec").is_file()
+    assert "not directly comparable" in capsys.readouterr().out
+    assert main(["evaluate", "--data", str(redial_prepared), "--set", "bogus=1"]) == 2
+    assert main(["evaluate", "--data", str(redial_prepared), "--strategies", "dual", "--out", str(tmp_path / "x")]) == 2
