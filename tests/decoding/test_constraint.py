@@ -93,7 +93,7 @@ def decoding_settings(draw):
             "length_penalty": draw(st.sampled_from([0.0, 1.0]))}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
           phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: it re-runs generate for minutes
 @given(seqs=catalogs(), setting=decoding_settings(), batch=st.integers(1, 6), seed=st.integers(0, 10_000),
        adversary=st.booleans())
