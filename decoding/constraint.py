@@ -65,6 +65,7 @@ class TrieConstraint(LogitsProcessor):
         self.inplace = bool(inplace)
         self.tries = [s.trie for s in index.segments]
         n_q = len(allow) if allow is not None else (len(deny) if deny is not None else 1)
+        self._global = allow is None and deny is None  # only retired items: one filter shared by every row
         has_lists = allow is not None or deny is not None or any(s.retired_rows.size for s in index.segments)
         self.filters: list[list[NodeFilter]] | None = index.filters(allow, deny, n_q) if has_lists else None
         self.n_queries = n_q
@@ -105,13 +106,23 @@ class TrieConstraint(LogitsProcessor):
         with np.errstate(over="ignore"):
             return (gen.astype(np.uint64) * self._weights[:g]).sum(axis=1, dtype=np.uint64)
 
+    def _keys_of(self, gen: np.ndarray) -> np.ndarray:
+        """Row keys: the generated suffix, plus the query when per-query filters make states query-dependent."""
+        keys = self._hash(gen)
+        if self.filters is not None:
+            with np.errstate(over="ignore"):
+                keys = keys ^ (self._query_of(np.arange(gen.shape[0])).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        return keys
+
     def _initial(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         phase = np.full(rows, OUT if self.span else IN, dtype=np.int64)
         nodes = np.full((rows, len(self.tries)), -1 if self.span else 0, dtype=np.int64)
         return phase, nodes
 
     def _query_of(self, rows: np.ndarray) -> np.ndarray:
-        return rows // self.rows_per_query
+        if self._global:
+            return np.zeros(np.shape(rows), dtype=np.int64)
+        return (np.asarray(rows) // self.rows_per_query).astype(np.int64)
 
     def _edge_ok(self, s: int, q: np.ndarray, child: np.ndarray) -> np.ndarray:
         """Filter check for edges into `child` (int64 [k], -1 = none) for queries q."""
@@ -182,15 +193,17 @@ class TrieConstraint(LogitsProcessor):
             self._prompt_len = length
             self._phase, self._nodes = self._initial(rows)
             self._gen = np.zeros((rows, 0), dtype=np.int64)
-            self._keys = self._hash(self._gen)
+            self._keys = self._keys_of(self._gen)
         else:
             gen = ids[:, self._prompt_len:]
             parent_gen = gen[:, :-1]
-            keys = self._hash(parent_gen)
+            keys = self._keys_of(parent_gen)
             order = np.argsort(self._keys, kind="stable")
             pos = np.minimum(np.searchsorted(self._keys[order], keys), order.shape[0] - 1)
             parent = order[pos]
             ok = (self._keys[parent] == keys) & np.all(self._gen[parent] == parent_gen, axis=1)
+            if self.filters is not None:
+                ok &= self._query_of(parent) == self._query_of(np.arange(rows))
             phase, nodes = self._phase[parent], self._nodes[parent]
             if not ok.all():  # a new generate call or a hash collision: recompute those rows from the prompt end
                 bad = np.flatnonzero(~ok)
@@ -203,7 +216,7 @@ class TrieConstraint(LogitsProcessor):
                 phase[bad], nodes[bad] = self._walk(parent_gen[bad], bad)
             self._phase, self._nodes = self._step(phase, nodes, gen[:, -1], np.arange(rows))
             self._gen = gen
-            self._keys = self._hash(gen)
+            self._keys = self._keys_of(gen)
         self._len = length
         self._rows = rows
 
@@ -223,12 +236,14 @@ class TrieConstraint(LogitsProcessor):
                 for q in range(n_q):  # once per query and generate call, not per step
                     ok = self._edge_ok(s, np.full(toks.shape, q, dtype=np.int64), rc[toks].astype(np.int64))
                     mask[q, toks[ok]] = True
+            # a query whose lists leave no item at all: its rows may only end (an empty output, never an item)
+            mask[~mask.any(axis=1), self.eos if not self.span else self.end] = True
             self._root_masks[key] = torch.from_numpy(mask).to(device)
         return self._root_masks[key]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids = input_ids.detach().to("cpu").numpy()
-        if self.filters is not None and ids.shape[0] != self.n_queries * self.rows_per_query:
+        if self.filters is not None and not self._global and ids.shape[0] != self.n_queries * self.rows_per_query:
             raise ValueError(f"{ids.shape[0]} rows but {self.n_queries} queries x rows_per_query "
                              f"{self.rows_per_query}: pass rows_per_query = num_beams (or num_return_sequences)")
         self._update(ids)
