@@ -7,16 +7,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from transformers import LogitsProcessor
 
-from data.catalog import Catalog, Item, load_catalog_jsonl
+from data.catalog import Catalog, Item
 from data.formats import Conversation, Message, load_predictions, save_conversations
 from data.ids import build_idmap
 from decoding.direct import DirectSearch
 from decoding.fuzzy import FuzzyMatcher
 from decoding.generate import conversation_prompt, recommend_for_conversation
-from decoding.index import TrieIndex, build_index
+from decoding.index import build_index
 from decoding.spans import generate_with_items, marker_ids
 from dlsearch.cli import main
 
