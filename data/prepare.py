@@ -48,9 +48,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DLSEARCH_CACHE_DIR", Path.home() / ".cache" / "dlsearch")) / "embeddings"
 
 
-def load_dataset_source(dataset: str) -> tuple[Catalog, list[Conversation], Histories | None]:
-    """'redial' | 'movielens' | PATH (a catalog file, or a folder with catalog.jsonl and optional
-    conversations.jsonl) -> (catalog, recommender turns, histories or None)."""
+def load_dataset_source(dataset: str, columns: dict[str, str] | None = None,
+                        concept_sep: str = "|") -> tuple[Catalog, list[Conversation], Histories | None]:
+    """'redial' | 'movielens' | PATH (a catalog file read with the column mapping, or a folder with catalog.jsonl
+    and optional conversations.jsonl) -> (catalog, recommender turns, histories or None)."""
     if dataset == "redial":
         from data.redial import load_redial
 
@@ -75,7 +76,7 @@ def load_dataset_source(dataset: str) -> tuple[Catalog, list[Conversation], Hist
             raise ValueError(f"{path / 'conversations.jsonl'}: item ids not in the catalog, e.g. {missing[:3]}")
         return catalog, turns, None
     if path.is_file():
-        return load_catalog(path), [], None
+        return load_catalog(path, columns, concept_sep=concept_sep), [], None
     raise FileNotFoundError(f"{dataset}: not 'redial', 'movielens', a catalog file or a dataset folder")
 
 
@@ -144,6 +145,7 @@ def _train_interactions(turns: list[Conversation], histories: Histories | None) 
 
 def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
             scheme_params: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
+            columns: dict[str, str] | None = None, concept_sep: str = "|",
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the prepare steps (module docstring) and return the manifest, whose "stats" are printed."""
     t0 = time.perf_counter()
@@ -156,7 +158,7 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
     bar = tqdm(total=4, desc="prepare", unit="step")
 
     # 1. catalog
-    catalog, turns, histories = load_dataset_source(dataset)
+    catalog, turns, histories = load_dataset_source(dataset, columns, concept_sep)
     key = _sha(["catalog", PREPARE_VERSION, catalog.content_hash()])
     if man.done("catalog", key):
         reused.append("catalog")

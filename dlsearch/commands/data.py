@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="id-scheme parameter, repeatable, e.g. --param codebook_size=128 --param levels=3")
     pr.add_argument("--cache-dir", default=None, help="embedding cache (default $DLSEARCH_CACHE_DIR or ~/.cache/dlsearch)")
+    pr.add_argument("--columns", type=_columns, default=None, help="for a CSV/parquet/JSONL PATH: as in `data validate`")
+    pr.add_argument("--concept-sep", default="|", help="separator of a text concepts column (default '|')")
     pr.set_defaults(func=cmd_prepare)
 
 
@@ -63,7 +65,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from data.prepare import prepare
 
     prepare(args.dataset, args.ids, args.out, seed=args.seed, scheme_params=dict(map(_param, args.param)),
-            cache_dir=args.cache_dir)
+            cache_dir=args.cache_dir, columns=args.columns, concept_sep=args.concept_sep)
     return 0
 
 
