@@ -29,6 +29,17 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('evaluate_systems', 'movielens_loo_task', 'redial_turns_task'), "evaluation.protocol"),
     **dict.fromkeys(('EvaluateConfig', 'run_evaluation'), "evaluation.runner"),
     **dict.fromkeys(('SweepConfig', 'run_sweep'), "evaluation.sweep"),
+    **dict.fromkeys(('build_collaborative',), "data.collaborative_ids"),
+    **dict.fromkeys(('encode_texts', 'item_text', 'load_encoder'), "data.encoder"),
+    **dict.fromkeys(('conversation_examples', 'history_examples', 'indexing_examples', 'search_query'), "data.examples"),
+    **dict.fromkeys(('link_by_title',), "data.linking"),
+    **dict.fromkeys(('load_catalog',), "data.loaders"),
+    **dict.fromkeys(('load_movielens',), "data.movielens"),
+    **dict.fromkeys(('load_examples', 'prepare'), "data.prepare"),
+    **dict.fromkeys(('load_redial',), "data.redial"),
+    **dict.fromkeys(('build_semantic', 'semantic_stats'), "data.semantic_ids"),
+    **dict.fromkeys(('LeakageError', 'check_conversation_splits', 'check_history_splits', 'split_conversations', 'split_histories'), "data.splits"),
+    **dict.fromkeys(('recommender_turns',), "data.turns"),
 }
 
 __all__ = sorted(_EXPORTS)
