@@ -157,6 +157,11 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
                                callbacks=[curve] if curve else None)
+    if stage.method == "qlora" and not on_cuda():
+        # trl casts QLoRA adapters to bf16 (QLoRA paper); a CPU has no bf16 units, so they train in float32 here.
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype == torch.bfloat16:
+                p.data = p.data.float()
     # trl's fused LM head cannot see peft-wrapped output rows; on CPU it is also slower than the full logits.
     loss = stage.train.loss if stage.train.loss != "auto" else ("fused" if on_cuda() else "plain")
     trainer.plain_loss = loss == "plain" or output_layer_wrapped(trainer.model)
