@@ -1,6 +1,6 @@
 """Fine-tuning configuration: small dataclasses loaded from YAML, validated at load, overridable per key.
 
-    cfg = load_recipe("configs/movielens_cpu.yaml", overrides=["stages.index.train.lr=3e-3"])
+    cfg = load_recipe("configs/finetune-movielens-cpu.yaml", overrides=["stages.index.train.lr=3e-3"])
 
 Every YAML key must name a dataclass field: an unknown or misspelled key is a `ConfigError` that names the file,
 the dotted key, and the closest valid name; a value of the wrong type is refused with the expected type.

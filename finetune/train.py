@@ -1,10 +1,10 @@
 """Supervised fine-tuning recipes: one or more stages of trl SFTTrainer (full, LoRA or QLoRA) over weighted task
 mixtures, each stage saved with a manifest and its measured memorization.
 
-    accelerate launch -m finetune --config configs/movielens_cpu.yaml            # 1 process (CPU or GPU)
+    accelerate launch -m finetune --config configs/finetune-movielens-cpu.yaml            # 1 process (CPU or GPU)
     accelerate launch --multi_gpu --num_processes 2 -m finetune --config ...      # 2 gloo processes on CPU too
     torchrun --nproc_per_node 2 -m finetune --config ...
-    dlsearch finetune --config configs/movielens_cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
+    dlsearch finetune --config configs/finetune-movielens-cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
 
 Output layout: stage k < last -> <output_dir>/stages/<name>/, the last stage -> <output_dir>/ itself; a from-scratch
 model is first built in <output_dir>/init/. Checkpoints live in <stage dir>/checkpoints/ (every save_steps).
