@@ -45,6 +45,16 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('build_semantic', 'semantic_stats'), "data.semantic_ids"),
     **dict.fromkeys(('LeakageError', 'check_conversation_splits', 'check_history_splits', 'split_conversations', 'split_histories'), "data.splits"),
     **dict.fromkeys(('recommender_turns',), "data.turns"),
+    **dict.fromkeys(('annotations',), "__future__"),
+    **dict.fromkeys(('Any',), "typing"),
+    **dict.fromkeys(('TokenTrie', 'TrieError', 'build_trie'), "decoding.trie"),
+    **dict.fromkeys(('TrieIndex', 'IndexMismatchError', 'build_index', 'index_from_sequences'), "decoding.index"),
+    **dict.fromkeys(('TrieConstraint',), "decoding.constraint"),
+    **dict.fromkeys(('DirectSearch',), "decoding.direct"),
+    **dict.fromkeys(('generate_predictions', 'recommend_for_conversation', 'load_model'), "decoding.generate"),
+    **dict.fromkeys(('generate_with_items', 'parse_spans', 'SpanReply', 'SpanItem'), "decoding.spans"),
+    **dict.fromkeys(('FuzzyMatcher',), "decoding.fuzzy"),
+    **dict.fromkeys(('tokenizer_fingerprint',), "decoding.fingerprint"),
 }
 
 __all__ = sorted(_EXPORTS)
