@@ -202,7 +202,7 @@ def main() -> None:
         run_index(f"IVF{nlist},Flat", faiss.index_factory(x.shape[1], f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT), "nprobe", nprobe)
         for pq in [int(v) for v in args.pq.split(",") if v]:
             idx = faiss.index_factory(x.shape[1], f"IVF{nlist},PQ{pq},RFlat", faiss.METRIC_INNER_PRODUCT)
-            faiss.ParameterSpace().set_index_parameter(idx, "k_factor", 4)  # re-rank 4k PQ candidates exactly
+            faiss.ParameterSpace().set_index_parameter(idx, "k_factor_rf", 4)  # re-rank 4k PQ candidates exactly
             run_index(f"IVF{nlist},PQ{pq},RFlat(k_factor=4)", idx, "nprobe", nprobe)
     report["machine"]["load_avg_end"] = os.getloadavg()
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
