@@ -51,11 +51,16 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 @lru_cache(maxsize=4)
+def _fingerprint_of_dir(path: str) -> str:
+    return model_fingerprint(path)
+
+
+@lru_cache(maxsize=4)
 def _load(path: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(path, device="cpu")
-    setattr(model, FINGERPRINT_ATTR, model_fingerprint(path))
+    setattr(model, FINGERPRINT_ATTR, _fingerprint_of_dir(path))
     return model
 
 
@@ -158,9 +163,8 @@ def encode_texts(
     texts = list(texts)
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("encode_texts expects strings only")
-    if encoder is None:
-        encoder = load_encoder()
-    fp = encoder_fingerprint(encoder)
+    # the default model is loaded only when some text is not cached: its fingerprint comes from its files
+    fp = encoder_fingerprint(encoder) if encoder is not None else _fingerprint_of_dir(str(default_model_dir().resolve()))
     keys = [_text_key(fp, t) for t in texts]
     folder = Path(cache_dir) / fp[:16] if cache_dir is not None else None
     have = _read_cache(folder, set(keys)) if folder is not None else {}
@@ -169,6 +173,8 @@ def encode_texts(
     for k, t in zip(keys, texts):
         if k not in have:
             todo.setdefault(k, t)
+    if todo or not texts:
+        encoder = encoder if encoder is not None else load_encoder()
     if todo:
         new = encoder.encode(
             list(todo.values()), batch_size=batch_size, convert_to_numpy=True,

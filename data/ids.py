@@ -80,6 +80,27 @@ class IdMap:
             + (f" ({len(missing)} items without a code, e.g. {missing[:3]}); extend the map" if missing else "")
         )
 
+    def extend(self, new_catalog: Catalog, **inputs: Any) -> "IdMap":
+        """A new version of this map for a catalog that adds items: every old code is unchanged, new items get
+        new codes from the same scheme. `inputs` are what the scheme needs besides the catalog (semantic:
+        cache_dir or embeddings; collaborative: histories).
+
+        Raises:
+            IdMapError: the new catalog lacks items of this map (removing items is not an extension).
+        """
+        _load_optional_schemes()
+        removed = [i for i in self.codes if i not in new_catalog]
+        if removed:
+            raise IdMapError(f"{len(removed)} item(s) of this id map are not in the new catalog, e.g. {removed[:3]}; "
+                             "an extension may only add items")
+        new_ids = [i for i in new_catalog.ids if i not in self.codes]
+        seed = int(self.params.get("seed", 0))
+        added, special = _EXTENDERS[self.scheme](self, new_catalog, new_ids, seed, **{**{k: v for k, v in self.params.items() if k != "seed"}, **inputs})
+        codes = {i: self.codes[i] if i in self.codes else added[i] for i in new_catalog.ids}
+        return IdMap(scheme=self.scheme, codes=codes, catalog_hash=new_catalog.content_hash(), version=self.version + 1,
+                     parent_hash=self.catalog_hash, special_tokens=special or list(self.special_tokens),
+                     params=dict(self.params))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": IDMAP_FORMAT_VERSION,
@@ -166,17 +187,65 @@ def _title(catalog: Catalog, seed: int, **_: Any) -> tuple[dict[str, str], list[
     return codes, []
 
 
-_BUILDERS: dict[str, Callable[..., tuple[dict[str, str], list[str]]]] = {
-    "atomic": _atomic,
-    "sequential": _sequential,
-    "random": _random,
-    "title": _title,
+# --- extending a map: old codes fixed, new items get fresh codes -----------------------------------------------
+
+def _extend_atomic(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    return {i: i for i in new_ids}, []
+
+
+def _extend_sequential(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    start = max((int(c) for c in idmap.codes.values()), default=-1) + 1
+    return {i: str(start + n) for n, i in enumerate(new_ids)}, []
+
+
+def _extend_random(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    length = len(next(iter(idmap.codes.values())))
+    a = len(RANDOM_ALPHABET)
+    if a**length < len(idmap.codes) + len(new_ids):
+        raise IdMapError(f"random ids of length {length} cannot cover {len(idmap.codes) + len(new_ids)} items; rebuild the map")
+    rng = np.random.default_rng([seed, idmap.version])  # a new stream per version: never replays old draws
+    used, out = set(idmap.codes.values()), {}
+    for i in new_ids:
+        while True:
+            c = "".join(RANDOM_ALPHABET[k] for k in rng.integers(0, a, size=length))
+            if c not in used:
+                break
+        used.add(c)
+        out[i] = c
+    return out, []
+
+
+def _extend_title(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    used = set(idmap.codes.values())
+    out = {}
+    for i in new_ids:
+        base = normalize_title(catalog[i].title)
+        code, k = base, 1
+        while code in used:
+            k += 1
+            code = f"{base} [{k}]"
+        used.add(code)
+        out[i] = code
+    return out, []
+
+
+Builder = Callable[..., tuple[dict[str, str], list[str]]]
+_BUILDERS: dict[str, Builder] = {"atomic": _atomic, "sequential": _sequential, "random": _random, "title": _title}
+_EXTENDERS: dict[str, Builder] = {
+    "atomic": _extend_atomic, "sequential": _extend_sequential, "random": _extend_random, "title": _extend_title,
 }
+# Inputs a scheme consumes that are not parameters of the map: never written into idmap.json params.
+INPUT_KEYS = ("histories", "embeddings", "cache_dir", "encoder")
 
 
-def register_scheme(name: str, builder: Callable[..., tuple[dict[str, str], list[str]]]) -> None:
-    """Used by data.semantic_ids / data.collaborative_ids to plug their builders in."""
+def register_scheme(name: str, builder: Builder, extender: Builder) -> None:
+    """Used by data.semantic_ids / data.collaborative_ids to plug their builder and extender in.
+
+    builder(catalog, seed, **params) -> (codes, special_tokens);
+    extender(idmap, new_catalog, new_ids, seed, **params) -> (codes of new_ids, special_tokens of the new map).
+    """
     _BUILDERS[name] = builder
+    _EXTENDERS[name] = extender
 
 
 def build_idmap(catalog: Catalog, scheme: str, *, seed: int = 0, **params: Any) -> IdMap:
@@ -185,8 +254,12 @@ def build_idmap(catalog: Catalog, scheme: str, *, seed: int = 0, **params: Any) 
     if scheme not in _BUILDERS:
         raise ValueError(f"unknown id scheme {scheme!r}; choose one of {list(SCHEMES)}")
     codes, special = _BUILDERS[scheme](catalog, seed, **params)
+    saved = {k: v for k, v in params.items() if k not in INPUT_KEYS}
+    unsaved = [k for k, v in saved.items() if not _jsonable(v)]
+    if unsaved:
+        raise ValueError(f"id scheme parameter(s) {unsaved} are not JSON values; pass plain numbers/strings")
     return IdMap(scheme=scheme, codes=codes, catalog_hash=catalog.content_hash(), special_tokens=special,
-                 params={"seed": seed, **{k: v for k, v in params.items() if _jsonable(v)}})
+                 params={"seed": seed, **_defaults(scheme), **saved})
 
 
 def _jsonable(v: Any) -> bool:
@@ -197,13 +270,19 @@ def _jsonable(v: Any) -> bool:
         return False
 
 
-def _load_optional_schemes() -> None:
-    # semantic and collaborative need embeddings / histories; their modules register themselves on import.
-    import importlib
+def _defaults(scheme: str) -> dict[str, Any]:
+    """Scheme parameters with defaults, recorded so a saved map says how it was built (and extends the same way)."""
+    from data import collaborative_ids, semantic_ids
 
-    for mod in ("data.semantic_ids", "data.collaborative_ids"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    if scheme == "semantic":
+        return {"levels": semantic_ids.DEFAULT_LEVELS, "codebook_size": semantic_ids.DEFAULT_CODEBOOK_SIZE}
+    if scheme == "collaborative":
+        return {"branching": collaborative_ids.DEFAULT_BRANCHING}
+    return {}
+
+
+def _load_optional_schemes() -> None:
+    # semantic and collaborative import this module (register_scheme), so they are imported here, at call time,
+    # not at the top: importing them registers their builders.
+    import data.collaborative_ids  # noqa: F401
+    import data.semantic_ids  # noqa: F401

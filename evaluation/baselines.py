@@ -57,34 +57,28 @@ class PopularitySearch:
 
 
 class BM25Search:
-    """BM25 (bm25s, English stopwords, no stemming) from the conversation text to each item's text.
+    """BM25 from the conversation text (mentions rendered as titles) to each item's text: retrieval/bm25.py's index.
 
-    Minimal stand-in inside evaluation until retrieval/bm25.py is on main; scores are dense per query so the
-    tie rule is ours, not bm25s's.
+    The index breaks equal scores by catalog row; results are re-ordered here so equal scores go by item id
+    ascending (the tie rule of every evaluation table). Items sharing no word with the conversation are not ranked.
     """
 
     name = "bm25"
 
     def __init__(self, catalog: Catalog, *, max_messages: int | None = None):
-        import bm25s
-        from bm25s.tokenization import Tokenizer
+        from retrieval.bm25 import build_bm25  # retrieval area: the one BM25 implementation
 
         self.catalog = catalog
         self.max_messages = max_messages
         self.tie_order = id_tie_order(catalog.ids)
-        self._tok = Tokenizer(stopwords="en", stemmer=None)
-        docs = [" ".join([it.title, " ".join(it.concepts), it.text]) for it in catalog]
-        ids = self._tok.tokenize(docs, update_vocab=True, return_as="ids", show_progress=False)
-        self._bm25 = bm25s.BM25()
-        self._bm25.index((ids, self._tok.get_vocab_dict()), show_progress=False)
+        self.index = build_bm25(catalog)
 
     def search(self, queries: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
         texts = [conversation_text(q, self.catalog, max_messages=self.max_messages) for q in queries]
-        tokens = self._tok.tokenize(texts, update_vocab=False, return_as="ids", show_progress=False)
-        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        out_r = np.full((len(queries), k), -1, dtype=np.int64)
-        for n, toks in enumerate(tokens):
-            dense = self._bm25.get_scores_from_ids(toks) if toks else np.zeros(len(self.catalog))  # [n_items]
-            s, r = top_k_rows(np.asarray(dense, dtype=np.float64)[None, :], k, self.tie_order)
-            out_s[n], out_r[n] = s[0], r[0]
-        return out_s, out_r
+        scores, rows = self.index.search(texts, k)  # [n, k] each, padded with -inf / -1
+        for n in range(len(queries)):
+            valid = rows[n] >= 0
+            s, r = scores[n][valid], rows[n][valid]
+            order = np.lexsort((self.tie_order[r], -s))
+            scores[n, : len(r)], rows[n, : len(r)] = s[order], r[order]
+        return scores, rows

@@ -322,7 +322,7 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
     primary = report["primary_metric"]
     for mode, d in report["modes"].items():
         best = d["best_baseline"]
-        title = (f"{report['task']} — {mode} already-mentioned items — {d['n_queries']} queries "
+        title = (f"{report['task']} — {mode} already-seen items — {d['n_queries']} queries "
                  f"({d['n_groups']} groups), catalog {report['catalog_items']}")
         table = Table(title=title, caption=" ".join(x for x in [
             f"* baseline. 95% bootstrap intervals over groups, seed {report['seed']}; paired randomization test vs best baseline ({best}).",

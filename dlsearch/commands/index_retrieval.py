@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 KINDS = ("bm25", "concept", "dual")
@@ -16,9 +15,6 @@ KINDS = ("bm25", "concept", "dual")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval kinds (bm25, concept, dual)")
-    g.add_argument("--data", default=None, help="a `dlsearch data prepare` dir (catalog.jsonl, conversations/)")
-    g.add_argument("--catalog", default=None, help="catalog JSONL (default: DATA/catalog.jsonl)")
-    g.add_argument("--out", required=False, help="output index dir")
     g.add_argument("--factory", default="auto", help="faiss factory string: auto | Flat | HNSW32 | IVF1024,PQ48 ...")
     g.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch stored with the index")
     g.add_argument("--nprobe", type=int, default=None, help="IVF nprobe stored with the index")
@@ -45,15 +41,13 @@ def _path(explicit: str | None, data: str | None, rel: str, what: str, required:
     return None
 
 
-def build(args: argparse.Namespace) -> int:
+def build(args: argparse.Namespace) -> dict:
     import yaml
 
     from data.catalog import load_catalog_jsonl
     from data.formats import load_conversations
     from retrieval import build as b
 
-    if not args.out:
-        raise ValueError("--out is required")
     catalog = load_catalog_jsonl(_path(args.catalog, args.data, "catalog.jsonl", "catalog"))
     params = {k: v for k, v in (("efSearch", args.ef_search), ("nprobe", args.nprobe)) if v is not None}
     if args.kind == "bm25":
@@ -76,5 +70,4 @@ def build(args: argparse.Namespace) -> int:
             histories = load_movielens(args.movielens or None)
         res = b.build_dual(catalog, args.out, train, validation=load_conversations(vpath) if vpath else None, histories=histories,
                            config=b.load_dual_config(args.config, overrides), factory=args.factory, params=params, cache_dir=args.cache_dir)
-    print(json.dumps(res, indent=2))
-    return 0
+    return res

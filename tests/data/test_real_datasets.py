@@ -1,21 +1,7 @@
 """Loaders on the real shipped ReDial and MovieLens files."""
 
-import pytest
-
 from data.formats import MENTION_RE
 from data.linking import title_keys
-from data.movielens import load_movielens
-from data.redial import load_redial
-
-
-@pytest.fixture(scope="module")
-def movielens():
-    return load_movielens()
-
-
-@pytest.fixture(scope="module")
-def redial():
-    return load_redial()
 
 
 def test_movielens_catalog_and_histories(movielens):

@@ -1,0 +1,131 @@
+"""Training and evaluation examples as `datasets.Dataset` in prompt/completion form (what trl's SFTTrainer takes).
+
+Every row: `prompt`, `completion`, `task`, `item_id` (the target item), `source_id` (item, turn or user it comes
+from). All text comes from data/prompts.py, the template shared with inference.
+
+    ds = indexing_examples(catalog, idmap)                        # title->id, id->title, item->concepts
+    ds = conversation_examples(turns, catalog, idmap)             # conversation->item at recommender turns
+    ds = history_examples(histories, catalog, idmap, "test")      # history->next_item
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+from data.catalog import Catalog, Item, split_title_year
+from data.formats import Conversation
+from data.ids import IdMap
+from data.prompts import CONCEPT_SEP, make_completion, prompt_for_context, prompt_for_item_task, render_conversation
+from data.turns import all_recommender_turns
+
+COLUMNS = ("prompt", "completion", "task", "item_id", "source_id")
+INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
+CONVERSATION_TASKS = ("conversation->item", "conversation->concepts", "conversation->query")
+QUERY_CONCEPTS = 3  # concepts in a search query: genres first, they are the most general
+HISTORY_CONTEXT = 20  # items of history shown in a history->next_item prompt (the most recent ones)
+
+
+def to_dataset(rows: Sequence[dict[str, str]]) -> Any:
+    """Rows -> datasets.Dataset with exactly COLUMNS (also when empty)."""
+    import datasets
+
+    return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS})
+
+
+def _row(example: dict[str, str], task: str, item_id: str, source_id: str) -> dict[str, str]:
+    return {**example, "task": task, "item_id": item_id, "source_id": source_id}
+
+
+def indexing_rows(catalog: Catalog, idmap: IdMap, tasks: Sequence[str] = INDEXING_TASKS) -> list[dict[str, str]]:
+    """title->id and id->title for every item; item->concepts for every item that has concepts."""
+    bad = [t for t in tasks if t not in INDEXING_TASKS]
+    if bad:
+        raise ValueError(f"not indexing tasks: {bad}; choose from {list(INDEXING_TASKS)}")
+    idmap.check_catalog(catalog)
+    rows = []
+    for it in catalog:
+        for task in tasks:
+            if task == "item->concepts" and not it.concepts:
+                continue
+            ex = prompt_for_item_task(task, title=it.title, code=idmap.code(it.id), concepts=it.concepts)
+            rows.append(_row(ex, task, it.id, it.id))
+    return rows
+
+
+def indexing_examples(catalog: Catalog, idmap: IdMap, tasks: Sequence[str] = INDEXING_TASKS) -> Any:
+    """Catalog-indexing examples (see indexing_rows) as a Dataset."""
+    return to_dataset(indexing_rows(catalog, idmap, tasks))
+
+
+def search_query(item: Item, n_concepts: int = QUERY_CONCEPTS) -> str:
+    """A short search query for an item: its title words (no year) and its top concepts."""
+    base, _ = split_title_year(item.title)
+    concepts = list(item.meta.get("genres") or []) + [c for c in item.concepts if c not in (item.meta.get("genres") or [])]
+    return " ".join([" ".join(base.split())] + concepts[:n_concepts])
+
+
+def _renderer(render: str, catalog: Catalog, idmap: IdMap) -> Callable[[str], str]:
+    if render == "title":
+        return lambda i: catalog[i].title.strip() if i in catalog else f"@{i}"
+    if render == "id":
+        return lambda i: idmap.code(i) if i in idmap.codes else f"@{i}"
+    raise ValueError(f"render must be 'title' or 'id', got {render!r}")
+
+
+def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: IdMap, task: str = "conversation->item",
+                      render: str = "title", max_messages: int | None = None) -> list[dict[str, str]]:
+    """One row per (recommender turn, target). Records without targets are whole dialogues: they are cut into
+    recommender turns first (data/turns.py). conversation->concepts skips targets without concepts."""
+    if task not in CONVERSATION_TASKS:
+        raise ValueError(f"not a conversation task: {task!r}; choose from {list(CONVERSATION_TASKS)}")
+    convs = list(convs)
+    turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
+    render_item = _renderer(render, catalog, idmap)
+    rows = []
+    for turn in turns:
+        prompt = prompt_for_context(task, render_conversation(turn, render_item, max_messages=max_messages))
+        for target in turn.targets:
+            item = catalog[target]
+            if task == "conversation->item":
+                answer = idmap.code(target)
+            elif task == "conversation->concepts":
+                if not item.concepts:
+                    continue
+                answer = CONCEPT_SEP.join(item.concepts)
+            else:
+                answer = search_query(item)
+            rows.append({"prompt": prompt, "completion": make_completion(answer), "task": task, "item_id": target, "source_id": turn.id})
+    return rows
+
+
+def conversation_examples(convs: Iterable[Conversation], catalog: Catalog, idmap: IdMap, task: str = "conversation->item",
+                          render: str = "title", max_messages: int | None = None) -> Any:
+    """Conversation examples (see conversation_rows) as a Dataset."""
+    return to_dataset(conversation_rows(convs, catalog, idmap, task, render, max_messages))
+
+
+def history_rows(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, idmap: IdMap, split: str = "test",
+                 render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20) -> list[dict[str, str]]:
+    """history->next_item rows. For "validation"/"test" (lists from split_histories) the last event is the target;
+    for "train" each of the last `train_targets` positions of a user's training events is a target (all of them
+    would be ~100k near-duplicate prompts on MovieLens). The prompt lists up to `context` previous items, oldest
+    first, one per line."""
+    render_item = _renderer(render, catalog, idmap)
+    rows = []
+    for user, events in histories.items():
+        positions = range(max(1, len(events) - train_targets), len(events)) if split == "train" else [len(events) - 1]
+        for t in positions:
+            if t < 1:
+                continue
+            shown = "\n".join(render_item(i) for i, _ in events[max(0, t - context):t])
+            target = events[t][0]
+            rows.append({"prompt": prompt_for_context("history->next_item", shown),
+                         "completion": make_completion(idmap.code(target)), "task": "history->next_item",
+                         "item_id": target, "source_id": f"user:{user}:{t}"})
+    return rows
+
+
+def history_examples(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, idmap: IdMap, split: str = "test",
+                     render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20) -> Any:
+    """history->next_item examples (see history_rows) as a Dataset."""
+    return to_dataset(history_rows(histories, catalog, idmap, split, render, context, train_targets))

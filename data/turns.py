@@ -1,0 +1,46 @@
+"""Recommender turns: the evaluation and training unit cut out of a whole dialogue.
+
+At each message of the recommender (role "assistant"; in ReDial the dialogue's respondent) that mentions movies
+not mentioned before, one record: messages = the turns before it (context), targets = the movies first mentioned
+in that message, exclude = the movies mentioned earlier (they are known to the seeker; a re-mention is not a new
+recommendation, and keeping it as a target would contradict `exclude`). ReDial's per-movie labels
+(suggested / seen / liked from respondentQuestions) ride along in meta["labels"] and are never targets.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from data.formats import MENTION_RE, Conversation
+
+RECOMMENDER_ROLE = "assistant"
+
+
+def _mentions(text: str) -> list[str]:
+    return list(dict.fromkeys(MENTION_RE.findall(text)))
+
+
+def recommender_turns(dialogue: Conversation) -> list[Conversation]:
+    """One Conversation per recommender message with new mentions (see module docstring); ids '<dialogue>:<i>'."""
+    labels = dialogue.meta.get("respondentQuestions", {})
+    earlier: dict[str, None] = {}
+    out = []
+    for i, msg in enumerate(dialogue.messages):
+        mentioned = _mentions(msg.content)
+        new = [m for m in mentioned if m not in earlier]
+        if msg.role == RECOMMENDER_ROLE and new and i > 0:
+            out.append(Conversation(
+                id=f"{dialogue.id}:{i}",
+                messages=list(dialogue.messages[:i]),
+                exclude=list(earlier),
+                targets=new,
+                meta={"dialogue_id": dialogue.id, "turn": i,
+                      "labels": {t: labels[t] for t in new if t in labels},
+                      "repeated": [m for m in mentioned if m in earlier]},
+            ))
+        earlier.update(dict.fromkeys(mentioned))
+    return out
+
+
+def all_recommender_turns(dialogues: Iterable[Conversation]) -> list[Conversation]:
+    return [turn for d in dialogues for turn in recommender_turns(d)]

@@ -1,0 +1,282 @@
+"""`TrieConstraint`: a transformers LogitsProcessor that keeps every row of `generate` inside the trie.
+
+State per row (phase + one node per trie segment) is derived from input_ids, never from call order: at each step we
+find, for every row, a row of the previous step whose generated tokens equal this row's minus the last token (a hash
+of the generated suffix, then an exact check), take its state and advance it by the last token. Beam search may
+reorder, duplicate or drop rows between steps; the state follows the tokens. Rows whose match fails (a new
+`generate` call, or a hash collision) are recomputed from the prompt end, vectorized over rows.
+
+Masks are computed for all rows at once: rows at the root take the dense root mask (one row lookup); other rows
+expand their CSR edge ranges into (row, token) pairs that are scattered into a -inf tensor. No Python loop runs per
+row or per beam. Allowed tokens never score -inf: their score is clamped to a finite floor (transformers#22890), so
+greedy, sampling and beam search can always pick an allowed token. A row that has no allowed continuation (its last
+token was one the mask forbade, which beam search does when it keeps more candidates than there are items) is
+forced to EOS; its score is already -inf, so it ranks last and never displaces a complete item.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+from decoding.index import NodeFilter, TrieIndex
+
+IN, OUT, DONE, DEAD = 0, 1, 2, 3  # phases: inside an item, in free text (span mode), finished, no valid path
+DEFAULT_FLOOR = -1.0e4  # far below any real log-prob, far above beam search's -1e9 placeholders, and finite
+
+
+class TrieConstraint(LogitsProcessor):
+    """Allow only token sequences of the index's items (mode "whole": item then EOS; mode "span": free text with
+    items between ITEM_START and ITEM_END).
+
+    Args:
+        index: the TrieIndex (its mode and end token decide the grammar).
+        eos_token_id: the model's EOS (whole mode: the index's end token).
+        item_start_id: span mode only, the ITEM_START token id.
+        rows_per_query: rows of input_ids per query (num_beams for beam search, num_return_sequences for sampling);
+            needed only with allow/deny lists, to map rows to queries.
+        allow, deny: per-query item-id lists (None = no list), applied as masks without rebuilding the trie.
+        floor: the finite score given to allowed tokens that score below it (-inf included).
+
+    Create one processor per `generate` call (a new call is also detected automatically).
+    """
+
+    def __init__(self, index: TrieIndex, *, eos_token_id: int, item_start_id: int | None = None,
+                 rows_per_query: int = 1, allow: Sequence[Sequence[str] | None] | None = None,
+                 deny: Sequence[Sequence[str] | None] | None = None, floor: float = DEFAULT_FLOOR):
+        self.index = index
+        self.span = index.mode == "span"
+        self.end = index.end_token_id
+        self.eos = int(eos_token_id)
+        if self.span and item_start_id is None:
+            raise ValueError("span mode needs item_start_id (the ITEM_START token id)")
+        if not self.span and self.end != self.eos:
+            raise ValueError(f"whole-mode index ends items with token {self.end}, but eos_token_id is {self.eos}")
+        self.start = int(item_start_id) if item_start_id is not None else -1
+        self.rows_per_query = int(rows_per_query)
+        self.floor = float(floor)
+        self.tries = [s.trie for s in index.segments]
+        n_q = len(allow) if allow is not None else (len(deny) if deny is not None else 1)
+        has_lists = allow is not None or deny is not None or any(s.retired_rows.size for s in index.segments)
+        self.filters: list[list[NodeFilter]] | None = index.filters(allow, deny, n_q) if has_lists else None
+        self.n_queries = n_q
+        self._keys_cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if self.filters is not None:
+            for s, trie in enumerate(self.tries):
+                n = trie.n_nodes
+                q = [np.full(f.nodes.shape, i, dtype=np.int64) for i, f in enumerate(self.filters[s])]
+                qe = [np.full(f.ends.shape, i, dtype=np.int64) for i, f in enumerate(self.filters[s])]
+                nodes = np.concatenate([q_ * n + f.nodes for q_, f in zip(q, self.filters[s])]) if q else np.zeros(0, np.int64)
+                ends = np.concatenate([q_ * n + f.ends for q_, f in zip(qe, self.filters[s])]) if qe else np.zeros(0, np.int64)
+                allow_q = np.array([f.allow for f in self.filters[s]], dtype=bool)
+                self._keys_cache.append((np.sort(nodes), np.sort(ends), allow_q))
+        self._root_masks: dict[int, torch.Tensor] = {}
+        rng = np.random.default_rng(0x5EED)
+        self._weights = rng.integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+        self.reset()
+
+    def reset(self) -> None:
+        self._prompt_len: int | None = None
+        self._len = -1
+        self._rows = -1
+        self._phase = np.zeros(0, dtype=np.int64)
+        self._nodes = np.zeros((0, len(self.tries)), dtype=np.int64)
+        self._gen = np.zeros((0, 0), dtype=np.int64)
+        self._keys = np.zeros(0, dtype=np.uint64)
+
+    # --- state ---------------------------------------------------------------------------------------------------
+
+    def _hash(self, gen: np.ndarray) -> np.ndarray:
+        g = gen.shape[1]
+        if g == 0:
+            return np.zeros(gen.shape[0], dtype=np.uint64)
+        if g > self._weights.shape[0]:
+            rng = np.random.default_rng(0x5EED + g)
+            extra = rng.integers(1, 2**63, size=g, dtype=np.uint64)
+            self._weights = np.concatenate([self._weights, extra])
+        with np.errstate(over="ignore"):
+            return (gen.astype(np.uint64) * self._weights[:g]).sum(axis=1, dtype=np.uint64)
+
+    def _initial(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        phase = np.full(rows, OUT if self.span else IN, dtype=np.int64)
+        nodes = np.full((rows, len(self.tries)), -1 if self.span else 0, dtype=np.int64)
+        return phase, nodes
+
+    def _query_of(self, rows: np.ndarray) -> np.ndarray:
+        return rows // self.rows_per_query
+
+    def _edge_ok(self, s: int, q: np.ndarray, child: np.ndarray) -> np.ndarray:
+        """Filter check for edges into `child` (int64 [k], -1 = none) for queries q."""
+        ok = child >= 0
+        if self.filters is None or not ok.any():
+            return ok
+        keys, _, allow_q = self._keys_cache[s]
+        k = q * self.tries[s].n_nodes + child
+        pos = np.minimum(np.searchsorted(keys, k), max(keys.shape[0] - 1, 0))
+        listed = (keys[pos] == k) if keys.shape[0] else np.zeros(k.shape, dtype=bool)
+        return ok & (listed == allow_q[q])
+
+    def _end_ok(self, s: int, q: np.ndarray, node: np.ndarray) -> np.ndarray:
+        ok = (node >= 0) & self.tries[s].is_terminal(np.maximum(node, 0))
+        if self.filters is None or not ok.any():
+            return ok
+        _, ends, allow_q = self._keys_cache[s]
+        k = q * self.tries[s].n_nodes + node
+        pos = np.minimum(np.searchsorted(ends, k), max(ends.shape[0] - 1, 0))
+        listed = (ends[pos] == k) if ends.shape[0] else np.zeros(k.shape, dtype=bool)
+        return ok & (listed == allow_q[q])
+
+    def _step(self, phase: np.ndarray, nodes: np.ndarray, tok: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance (phase, nodes) of the given rows by one token each. All arrays are over the same k rows."""
+        phase, nodes = phase.copy(), nodes.copy()
+        q = self._query_of(rows)
+        inside = phase == IN
+        if inside.any():
+            idx = np.flatnonzero(inside)
+            t = tok[idx]
+            ended = np.zeros(idx.shape, dtype=bool)
+            alive = np.zeros(idx.shape, dtype=bool)
+            new_nodes = np.full((idx.shape[0], len(self.tries)), -1, dtype=np.int64)
+            for s, trie in enumerate(self.tries):  # at most 2 segments (base, delta): not a per-row loop
+                cur = nodes[idx, s]
+                ended |= (t == self.end) & self._end_ok(s, q[idx], cur)
+                has = cur >= 0
+                child = np.full(idx.shape, -1, dtype=np.int64)
+                if has.any():
+                    child[has] = trie.child(cur[has], t[has])
+                child = np.where(self._edge_ok(s, q[idx], child), child, -1)
+                new_nodes[:, s] = child
+                alive |= child >= 0
+            after_end = OUT if self.span else DONE
+            phase[idx] = np.where(ended, after_end, np.where(alive, IN, DEAD))
+            nodes[idx] = np.where((ended | ~alive)[:, None], -1, new_nodes)
+        if self.span:
+            out = np.flatnonzero(phase == OUT)
+            out = out[~inside[out]]  # rows that were already outside before this token
+            if out.size:
+                t = tok[out]
+                opening = t == self.start
+                phase[out[opening]] = IN
+                nodes[out[opening]] = 0
+                phase[out[t == self.eos]] = DONE
+        return phase, nodes
+
+    def _walk(self, gen: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """State after the generated tokens gen [k, g] from the initial state (vectorized over rows)."""
+        phase, nodes = self._initial(gen.shape[0])
+        for j in range(gen.shape[1]):
+            phase, nodes = self._step(phase, nodes, gen[:, j], rows)
+        return phase, nodes
+
+    def _update(self, ids: np.ndarray) -> None:
+        rows, length = ids.shape
+        if self._prompt_len is None or rows != self._rows or length != self._len + 1:
+            self._prompt_len = length
+            self._phase, self._nodes = self._initial(rows)
+            self._gen = np.zeros((rows, 0), dtype=np.int64)
+            self._keys = self._hash(self._gen)
+        else:
+            gen = ids[:, self._prompt_len:]
+            parent_gen = gen[:, :-1]
+            keys = self._hash(parent_gen)
+            order = np.argsort(self._keys, kind="stable")
+            pos = np.minimum(np.searchsorted(self._keys[order], keys), order.shape[0] - 1)
+            parent = order[pos]
+            ok = (self._keys[parent] == keys) & np.all(self._gen[parent] == parent_gen, axis=1)
+            phase, nodes = self._phase[parent], self._nodes[parent]
+            if not ok.all():  # a new generate call or a hash collision: recompute those rows from the prompt end
+                bad = np.flatnonzero(~ok)
+                if not ok.any():
+                    # no row continues the previous step: a new call whose prompt is one token longer
+                    self.reset()
+                    self._update(ids)
+                    return
+                phase, nodes = phase.copy(), nodes.copy()
+                phase[bad], nodes[bad] = self._walk(parent_gen[bad], bad)
+            self._phase, self._nodes = self._step(phase, nodes, gen[:, -1], np.arange(rows))
+            self._gen = gen
+            self._keys = self._hash(gen)
+        self._len = length
+        self._rows = rows
+
+    # --- masks ---------------------------------------------------------------------------------------------------
+
+    def _root_mask(self, width: int, device: torch.device) -> torch.Tensor:
+        """Dense [n_queries or 1, width] bool mask of tokens allowed at the root (union over segments, filtered)."""
+        key = width
+        if key not in self._root_masks:
+            n_q = self.n_queries if self.filters is not None else 1
+            mask = np.zeros((n_q, width), dtype=bool)
+            for s, trie in enumerate(self.tries):
+                rc = trie.root_child
+                toks = np.flatnonzero(rc >= 0)
+                if toks.size and toks[-1] >= width:
+                    raise ValueError(f"the index holds token {int(toks[-1])} but the model's vocabulary has {width}")
+                for q in range(n_q):  # once per query and generate call, not per step
+                    ok = self._edge_ok(s, np.full(toks.shape, q, dtype=np.int64), rc[toks].astype(np.int64))
+                    mask[q, toks[ok]] = True
+            self._root_masks[key] = torch.from_numpy(mask).to(device)
+        return self._root_masks[key]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids = input_ids.detach().to("cpu").numpy()
+        if self.filters is not None and ids.shape[0] != self.n_queries * self.rows_per_query:
+            raise ValueError(f"{ids.shape[0]} rows but {self.n_queries} queries x rows_per_query "
+                             f"{self.rows_per_query}: pass rows_per_query = num_beams (or num_return_sequences)")
+        self._update(ids)
+        return self._mask(scores)
+
+    def _mask(self, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows, width = scores.shape
+        device = scores.device
+        phase, nodes = self._phase, self._nodes
+        neg = -float("inf")
+        root_rows = np.flatnonzero((phase == IN) & (nodes[:, 0] == 0))  # the root is (0, 0, ...) in every segment
+        root_mask = self._root_mask(width, device)
+        # fast path: every row at the root (the first step of whole-mode decoding), one broadcast where()
+        if root_rows.shape[0] == rows:
+            m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows))]
+            return torch.where(m, scores.clamp_min(self.floor), neg)
+        out = torch.full_like(scores, neg)
+        if root_rows.size:
+            r = torch.from_numpy(root_rows).to(device)
+            m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
+            out[r] = torch.where(m, scores[r].clamp_min(self.floor), neg)
+        pair_rows: list[np.ndarray] = []
+        pair_toks: list[np.ndarray] = []
+        inner = np.setdiff1d(np.flatnonzero(phase == IN), root_rows, assume_unique=True)
+        if inner.size:
+            q = self._query_of(inner)
+            for s, trie in enumerate(self.tries):
+                cur = nodes[inner, s]
+                has = cur > 0
+                if has.any():
+                    r_loc, toks, child = trie.allowed_edges(cur[has])
+                    src = inner[has][r_loc]
+                    ok = self._edge_ok(s, self._query_of(src), child)
+                    pair_rows.append(src[ok])
+                    pair_toks.append(toks[ok])
+                end_ok = self._end_ok(s, q, cur)
+                if end_ok.any():
+                    pair_rows.append(inner[end_ok])
+                    pair_toks.append(np.full(int(end_ok.sum()), self.end, dtype=np.int64))
+        finished = np.flatnonzero((phase == DONE) | (phase == DEAD))
+        if finished.size:  # finished or dead rows may only emit EOS, with a finite score (never an empty row)
+            pair_rows.append(finished)
+            pair_toks.append(np.full(finished.shape, self.eos, dtype=np.int64))
+        if pair_rows:
+            pr = torch.from_numpy(np.concatenate(pair_rows)).to(device)
+            pt = torch.from_numpy(np.concatenate(pair_toks)).to(device)
+            vals = scores[pr, pt]
+            out[pr, pt] = torch.nan_to_num(vals, nan=self.floor).clamp_min(self.floor)
+        if self.span:
+            outside = np.flatnonzero(phase == OUT)
+            if outside.size:  # free text: anything but a closing marker
+                r = torch.from_numpy(outside).to(device)
+                free = scores[r].clone()
+                free[:, self.end] = neg
+                out[r] = free
+        return out

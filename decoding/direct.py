@@ -1,0 +1,154 @@
+"""Direct search: beam search constrained to the catalog, in the shared search shape (scores, catalog rows).
+
+    search = DirectSearch(model, tokenizer, index, catalog, beams=20)
+    scores, rows = search.search(prompts, k=10)       # float32 [n, k], int64 [n, k]; padded with -inf / -1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList
+
+from decoding.constraint import TrieConstraint
+from decoding.index import TrieIndex, _walk_exact
+
+PLACEHOLDER_SCORE = -1.0e8  # beam search's empty slots score -1e9; a real hypothesis scores far above this
+
+
+@dataclass
+class SearchStats:
+    """Counts over the returned beams: a valid item is a complete catalog item with a real score."""
+
+    returned: int = 0
+    valid: int = 0
+    duplicates: int = 0
+    placeholders: int = 0
+    per_query_valid: list[int] = field(default_factory=list)
+
+    def add(self, other: "SearchStats") -> None:
+        self.returned += other.returned
+        self.valid += other.valid
+        self.duplicates += other.duplicates
+        self.placeholders += other.placeholders
+        self.per_query_valid += other.per_query_valid
+
+    def as_dict(self) -> dict[str, float]:
+        real = max(self.returned - self.placeholders, 1)
+        return {"returned": self.returned, "valid": self.valid, "duplicates": self.duplicates,
+                "placeholders": self.placeholders, "valid_item_rate": self.valid / real,
+                "duplicate_rate": self.duplicates / max(self.valid, 1)}
+
+
+class DirectSearch:
+    """Constrained generation of catalog items for prompts (the model writes an item code, then EOS).
+
+    Args:
+        model: a causal LM (transformers / peft), in eval mode.
+        tokenizer: its tokenizer; padding is forced to the left (decoder-only batches).
+        index: a whole-mode TrieIndex built with this tokenizer.
+        catalog: the catalog; returned rows are `catalog.index(item_id)`.
+        beams: beam width (>= k); more beams, better recall, slower.
+        batch_size: prompts per generate call.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, index: TrieIndex, catalog: Any, *, beams: int = 20,
+                 batch_size: int = 8, length_penalty: float = 0.0):
+        if index.mode != "whole":
+            raise ValueError("DirectSearch needs a whole-mode index (items end with EOS); this one is span mode")
+        if tokenizer.eos_token_id != index.end_token_id:
+            raise ValueError(f"index ends items with token {index.end_token_id}, tokenizer EOS is {tokenizer.eos_token_id}")
+        self.model, self.tokenizer, self.index, self.catalog = model, tokenizer, index, catalog
+        self.beams, self.batch_size, self.length_penalty = int(beams), int(batch_size), float(length_penalty)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        missing = [i for i in index.item_ids if i not in catalog]
+        if missing:
+            raise ValueError(f"{len(missing)} indexed items are not in the catalog (e.g. {missing[:3]}): wrong catalog")
+        # index rows -> catalog rows, one array per segment
+        self._rows = [np.array([catalog.index(i) if i in catalog else -1 for i in s.item_ids], dtype=np.int64)
+                      for s in index.segments]
+        self.max_new_tokens = max(s.trie.max_depth for s in index.segments) + 1
+
+    def search(self, queries: Sequence[str], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
+               allow: Sequence[Sequence[str] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k catalog rows per prompt. Returns (scores float32 [n, k], rows int64 [n, k]), best first, padded with
+        -inf / -1. exclude / allow: per-query item-id lists applied as masks (e.g. items already mentioned)."""
+        scores, rows, _ = self.search_with_stats(queries, k, exclude=exclude, allow=allow)
+        return scores, rows
+
+    def search_with_stats(self, queries: Sequence[str], k: int, *, exclude=None, allow=None,
+                          progress: Any = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n = len(queries)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        rows = np.full((n, k), -1, dtype=np.int64)
+        stats = SearchStats()
+        beams = max(self.beams, k)
+        for lo in range(0, n, self.batch_size):
+            hi = min(lo + self.batch_size, n)
+            ex = list(exclude[lo:hi]) if exclude is not None else None
+            al = list(allow[lo:hi]) if allow is not None else None
+            s, r, st = self._batch(list(queries[lo:hi]), k, beams, ex, al)
+            scores[lo:hi], rows[lo:hi] = s, r
+            stats.add(st)
+            if progress is not None:
+                progress.update(hi - lo)
+        return scores, rows, stats
+
+    @torch.no_grad()
+    def _batch(self, prompts: list[str], k: int, beams: int, exclude, allow):
+        self.tokenizer.padding_side = "left"
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
+        device = next(self.model.parameters()).device
+        enc = {key: v.to(device) for key, v in enc.items()}
+        proc = TrieConstraint(self.index, eos_token_id=self.index.end_token_id, rows_per_query=beams,
+                              deny=exclude, allow=allow)
+        out = self.model.generate(**enc, num_beams=beams, num_return_sequences=beams, do_sample=False,
+                                  max_new_tokens=self.max_new_tokens, logits_processor=LogitsProcessorList([proc]),
+                                  pad_token_id=self.pad_id, eos_token_id=self.index.end_token_id,
+                                  length_penalty=self.length_penalty, early_stopping=True,
+                                  return_dict_in_generate=True, output_scores=True)
+        width = enc["input_ids"].shape[1]
+        gen = out.sequences[:, width:].cpu().numpy()
+        seq_scores = out.sequences_scores.float().cpu().numpy()
+        return self._rank(gen, seq_scores, len(prompts), beams, k)
+
+    def _rank(self, gen: np.ndarray, seq_scores: np.ndarray, n: int, beams: int, k: int):
+        """Map returned token rows to catalog rows (vectorized trie walk), drop placeholders, dedupe, keep top k."""
+        end = self.index.end_token_id
+        is_end = gen == end
+        has_end = is_end.any(axis=1)
+        lengths = np.where(has_end, is_end.argmax(axis=1), gen.shape[1])
+        toks = np.where(np.arange(gen.shape[1])[None, :] < lengths[:, None], gen, -1)
+        cat_rows = np.full(gen.shape[0], -1, dtype=np.int64)
+        for s, seg in enumerate(self.index.segments):
+            r = _walk_exact(seg.trie, toks, lengths)
+            hit = (r >= 0) & (cat_rows < 0) & has_end
+            cat_rows[hit] = self._rows[s][r[hit]]
+        real = seq_scores > PLACEHOLDER_SCORE
+        stats = SearchStats(returned=int(gen.shape[0]), placeholders=int((~real).sum()))
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        rows = np.full((n, k), -1, dtype=np.int64)
+        for q in range(n):  # per query (not per beam): dedupe and truncate a handful of results
+            sl = slice(q * beams, (q + 1) * beams)
+            cr, sc, ok = cat_rows[sl], seq_scores[sl], real[sl] & (cat_rows[sl] >= 0)
+            order = np.argsort(-np.where(ok, sc, -np.inf), kind="stable")
+            seen: set[int] = set()
+            kept = 0
+            for j in order:
+                if not ok[j]:
+                    break
+                stats.valid += 1
+                if int(cr[j]) in seen:
+                    stats.duplicates += 1
+                    continue
+                seen.add(int(cr[j]))
+                if kept < k:
+                    scores[q, kept], rows[q, kept] = sc[j], cr[j]
+                    kept += 1
+            stats.per_query_valid.append(len(seen))
+        return scores, rows, stats

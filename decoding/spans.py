@@ -1,0 +1,118 @@
+"""Items inside free text: the model writes text, opens a span with ITEM_START, names one catalog item under the
+trie constraint, closes it with ITEM_END, and may do so several times per reply.
+
+    replies = generate_with_items(model, tokenizer, span_index, prompts, max_new_tokens=64)
+    replies[0].items    # [SpanItem(item_id, score, ...)], in order
+    replies[0].texts    # the free text before, between and after the items (len(items) + 1 pieces)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList
+
+from data.prompts import ITEM_END, ITEM_START
+from decoding.constraint import TrieConstraint
+from decoding.index import TrieIndex, _walk_exact
+
+
+@dataclass(frozen=True)
+class SpanItem:
+    item_id: str
+    score: float  # sum of the constrained log-probs of the span's tokens (closing marker included)
+    token_start: int  # position of the first item token in the generated tokens
+    token_end: int  # position of the closing marker
+
+
+@dataclass
+class SpanReply:
+    items: list[SpanItem] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # len(items) + 1 pieces of free text around the items
+    incomplete: bool = False  # generation stopped inside an open span (that partial item is not returned)
+
+    def render(self, name: Any = None) -> str:
+        """The reply with each item written by name(item_id) (default: the id) between the markers."""
+        name = name or (lambda i: i)
+        parts = [self.texts[0]]
+        for it, t in zip(self.items, self.texts[1:]):
+            parts += [f"{ITEM_START}{name(it.item_id)}{ITEM_END}", t]
+        return "".join(parts)
+
+
+def marker_ids(tokenizer: Any) -> tuple[int, int]:
+    ids = [tokenizer.convert_tokens_to_ids(m) for m in (ITEM_START, ITEM_END)]
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"the tokenizer lacks {ITEM_START!r}/{ITEM_END!r} as tokens; add them as special tokens")
+    return int(ids[0]), int(ids[1])
+
+
+def parse_spans(tokens: Sequence[int], index: TrieIndex, tokenizer: Any, *, start_id: int, end_id: int,
+                logprobs: Sequence[float] | None = None, stop_ids: Sequence[int] = ()) -> SpanReply:
+    """Split generated tokens into free text and items. Tokens after EOS/pad (stop_ids) are ignored."""
+    toks = list(tokens)
+    for j, t in enumerate(toks):
+        if t in stop_ids:
+            toks = toks[:j]
+            break
+    reply = SpanReply()
+    text_start, j = 0, 0
+    while j < len(toks):
+        if toks[j] != start_id:
+            j += 1
+            continue
+        close = next((m for m in range(j + 1, len(toks)) if toks[m] == end_id), None)
+        reply_text = tokenizer.decode(toks[text_start:j], skip_special_tokens=False)
+        if close is None:
+            reply.incomplete = True
+            toks = toks[:j]
+            break
+        item_toks = np.array([toks[j + 1:close]], dtype=np.int64)
+        lengths = np.array([close - j - 1], dtype=np.int64)
+        item_id = None
+        for s, seg in enumerate(index.segments):
+            r = int(_walk_exact(seg.trie, item_toks if item_toks.size else np.full((1, 1), -1), lengths)[0])
+            if r >= 0 and lengths[0] > 0:
+                item_id = seg.item_ids[r]
+                break
+        if item_id is None:  # cannot happen under the constraint; kept as text if it does (unconstrained output)
+            j = close + 1
+            continue
+        score = float(sum(logprobs[j + 1:close + 1])) if logprobs is not None else 0.0
+        reply.texts.append(reply_text)
+        reply.items.append(SpanItem(item_id, score, j + 1, close))
+        text_start = j = close + 1
+    reply.texts.append(tokenizer.decode(toks[text_start:], skip_special_tokens=False))
+    return reply
+
+
+@torch.no_grad()
+def generate_with_items(model: Any, tokenizer: Any, index: TrieIndex, prompts: Sequence[str], *,
+                        max_new_tokens: int = 64, deny: Sequence[Sequence[str] | None] | None = None,
+                        logits_processor: Sequence[Any] = (), **generate_kwargs: Any) -> list[SpanReply]:
+    """Free-text generation with constrained item spans (greedy or sampling; one reply per prompt).
+
+    logits_processor: extra processors run before the constraint (the constraint always has the last word)."""
+    if index.mode != "span":
+        raise ValueError("generate_with_items needs a span-mode index (dlsearch index build --kind trie --mode span)")
+    start_id, end_id = marker_ids(tokenizer)
+    if end_id != index.end_token_id:
+        raise ValueError(f"index closes spans with token {index.end_token_id}, the tokenizer's {ITEM_END!r} is {end_id}")
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    proc = TrieConstraint(index, eos_token_id=eos, item_start_id=start_id, deny=deny)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList([*logits_processor, proc]),
+                         pad_token_id=pad, eos_token_id=eos, return_dict_in_generate=True, output_scores=True,
+                         **generate_kwargs)
+    width = enc["input_ids"].shape[1]
+    trans = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).cpu().numpy()
+    replies = []
+    for row, lp in zip(out.sequences[:, width:].tolist(), trans):
+        replies.append(parse_spans(row, index, tokenizer, start_id=start_id, end_id=end_id, logprobs=list(lp),
+                                   stop_ids=(eos, pad)))
+    return replies

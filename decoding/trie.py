@@ -1,0 +1,425 @@
+"""A compact, vectorized trie over token-id sequences (STATIC-style flat arrays, no nested dicts).
+
+Layout (all flat numpy arrays, saved with safetensors and loaded memory-mapped):
+
+  nodes       numbered breadth-first: root = 0, then every depth-1 node in lexicographic order, then depth 2, ...
+  child_token uint16 (int32 when the vocabulary is >= 65535) [n_nodes - 1]: the token on the edge into node e + 1.
+              Because nodes are numbered breadth-first and every non-root node has exactly one incoming edge,
+              edge e leads to node e + 1: child ids are implicit, nothing else is stored per edge.
+  child_start int32/int64 [k + 1]: the edges of node n are child_token[child_start[n]:child_start[n + 1]], sorted by
+              token. Trailing nodes without children (the deepest level) are left out: for n >= k the range is empty.
+  terminal    packed bits [ceil(n_nodes / 8)]: an item ends at node n (the end token is allowed there). An id that is a
+              prefix of another id gives a node that is terminal and has children: it may end or continue.
+  rank_block  int64 [n_nodes / 256 + 1]: terminals before each 256-node block, so rank(node) is O(1).
+              The index row of an item is the rank of its terminal node: no per-item table is stored.
+
+The root, which has up to |V| children, gets a dense transition table (`root_child`, int32 [V]) and a dense
+allowed-token mask computed at load time, so the root step is one row lookup (STATIC, Su et al. 2026). Deeper nodes use
+a vectorized binary search inside their CSR range: every operation is over all rows at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from safetensors.numpy import save_file
+
+TRIE_FORMAT_VERSION = 1
+_BLOCK = 256  # nodes per rank block: 256 bits = 32 bytes, popcount over at most 32 bytes per lookup
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+class TrieError(ValueError):
+    """Bad input to the trie builder (duplicate sequences, empty sequences, tokens outside the vocabulary)."""
+
+
+def _token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max else np.dtype(np.int32)
+
+
+@dataclass
+class TokenTrie:
+    """Immutable flat trie. Build with `build_trie`, save with `save`, load with `TokenTrie.load` (memory-mapped)."""
+
+    child_token: np.ndarray  # uint16|int32 [n_nodes - 1]
+    child_start: np.ndarray  # int32|int64 [k + 1]
+    terminal_bits: np.ndarray  # uint8 [ceil(n_nodes / 8)]
+    rank_block: np.ndarray  # int64 [n_nodes // 256 + 1]
+    level_start: np.ndarray  # int64 [max_depth + 2]: first node id of each depth, then n_nodes
+    vocab_size: int
+    max_degree: int  # largest child count below the root: bounds the binary search
+    _root_child: np.ndarray | None = field(default=None, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # --- sizes ---------------------------------------------------------------------------------------------------
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.child_token.shape[0]) + 1
+
+    @property
+    def n_items(self) -> int:
+        return int(self.rank_block[-1])
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.level_start.shape[0]) - 2
+
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays (what the index costs in memory / on disk), root table included."""
+        arrays = (self.child_token, self.child_start, self.terminal_bits, self.rank_block, self.level_start)
+        return int(sum(a.nbytes for a in arrays)) + int(self.root_child.nbytes)
+
+    # --- lookups (all vectorized over rows) ---------------------------------------------------------------------
+
+    @property
+    def root_child(self) -> np.ndarray:
+        """Dense root transition table, int32 [vocab]: child node of the root for each token, -1 if none."""
+        if self._root_child is None:
+            rc = np.full(self.vocab_size, -1, dtype=np.int32)
+            lo, hi = self._ranges(np.zeros(1, dtype=np.int64))
+            toks = np.asarray(self.child_token[lo[0]:hi[0]], dtype=np.int64)
+            rc[toks] = np.arange(lo[0], hi[0], dtype=np.int32) + 1
+            self._root_child = rc
+        return self._root_child
+
+    def _ranges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Edge range [lo, hi) of each node; nodes past the stored starts have no children."""
+        k = self.child_start.shape[0] - 1
+        inside = nodes < k
+        safe = np.where(inside, nodes, 0)
+        lo = np.where(inside, self.child_start[safe], 0).astype(np.int64)
+        hi = np.where(inside, self.child_start[safe + 1], 0).astype(np.int64)
+        return lo, hi
+
+    def child(self, nodes: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Child node reached from each node by each token, or -1. nodes, tokens: int64 [rows]."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        tokens = np.asarray(tokens, dtype=np.int64)
+        out = np.full(nodes.shape, -1, dtype=np.int64)
+        in_vocab = (tokens >= 0) & (tokens < self.vocab_size)
+        at_root = (nodes == 0) & in_vocab
+        if at_root.any():
+            out[at_root] = self.root_child[tokens[at_root]]
+        inner = (nodes > 0) & in_vocab
+        if inner.any():
+            out[inner] = self._search(nodes[inner], tokens[inner])
+        return out
+
+    def _search(self, nodes: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Binary search of tokens in each node's sorted edge range, all rows in lockstep."""
+        lo, hi = self._ranges(nodes)
+        end = hi.copy()
+        n_edges = self.child_token.shape[0]
+        if n_edges == 0:
+            return np.full(nodes.shape, -1, dtype=np.int64)
+        for _ in range(max(1, math.ceil(math.log2(self.max_degree + 1)) + 1)):
+            active = lo < hi
+            if not active.any():
+                break
+            mid = (lo + hi) >> 1
+            t = self.child_token[np.minimum(mid, n_edges - 1)].astype(np.int64)
+            right = active & (t < tokens)
+            left = active & ~right
+            lo = np.where(right, mid + 1, lo)
+            hi = np.where(left, mid, hi)
+        found = lo < end
+        found &= self.child_token[np.minimum(lo, n_edges - 1)].astype(np.int64) == tokens
+        return np.where(found, lo + 1, -1)
+
+    def is_terminal(self, nodes: np.ndarray) -> np.ndarray:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        ok = (nodes >= 0) & (nodes < self.n_nodes)
+        safe = np.where(ok, nodes, 0)
+        bit = (self.terminal_bits[safe >> 3] >> (safe & 7).astype(np.uint8)) & 1
+        return ok & (bit == 1)
+
+    def rank(self, nodes: np.ndarray) -> np.ndarray:
+        """Number of terminal nodes before each node: for a terminal node, the index row of its item."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        block = nodes // _BLOCK
+        base = self.rank_block[block].astype(np.int64)
+        first_byte = block * (_BLOCK // 8)
+        n_full = (nodes - block * _BLOCK) >> 3  # whole bytes of this block before the node
+        offs = np.arange(_BLOCK // 8, dtype=np.int64)
+        idx = np.minimum(first_byte[:, None] + offs[None, :], self.terminal_bits.shape[0] - 1)
+        bytes_ = np.asarray(self.terminal_bits[idx], dtype=np.int64)
+        full = np.where(offs[None, :] < n_full[:, None], _POPCOUNT[bytes_], 0).sum(axis=1)
+        last = np.asarray(self.terminal_bits[np.minimum(nodes >> 3, self.terminal_bits.shape[0] - 1)], dtype=np.int64)
+        part = _POPCOUNT[last & ((1 << (nodes & 7)) - 1)]
+        return base + full + part
+
+    def item_of(self, nodes: np.ndarray) -> np.ndarray:
+        """Index row of the item ending at each node, -1 where the node is not terminal."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        term = self.is_terminal(nodes)
+        out = np.full(nodes.shape, -1, dtype=np.int64)
+        if term.any():
+            out[term] = self.rank(nodes[term])
+        return out
+
+    def allowed_edges(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All (row, token, child) triples allowed from each row's node (CSR expand, no per-row loop).
+
+        Returns row indices int64 [E], tokens int64 [E], child nodes int64 [E]."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        lo, hi = self._ranges(nodes)
+        deg = hi - lo
+        total = int(deg.sum())
+        if total == 0:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z
+        rows = np.repeat(np.arange(nodes.shape[0], dtype=np.int64), deg)
+        first = np.repeat(lo - (np.cumsum(deg) - deg), deg)  # edge index = lo + position inside the row's run
+        edges = first + np.arange(total, dtype=np.int64)
+        return rows, self.child_token[edges].astype(np.int64), edges + 1
+
+    # --- whole-structure helpers (filters, deltas, merges) -------------------------------------------------------
+
+    def terminal_nodes(self) -> np.ndarray:
+        """Node id of every terminal in rank order (= index row order), int64 [n_items]. Cached."""
+        if "terminal_nodes" not in self._cache:
+            bits = np.unpackbits(np.asarray(self.terminal_bits), bitorder="little")[: self.n_nodes]
+            self._cache["terminal_nodes"] = np.flatnonzero(bits).astype(np.int64)
+        return self._cache["terminal_nodes"]
+
+    def parent(self, nodes: np.ndarray) -> np.ndarray:
+        """Parent of each non-root node (the node whose edge range holds edge node - 1)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        return np.searchsorted(np.asarray(self.child_start), nodes - 1, side="right").astype(np.int64) - 1
+
+    def subtree_items(self) -> np.ndarray:
+        """Items ending in each node's subtree, int64 [n_nodes]. Cached; built bottom-up level by level."""
+        if "subtree_items" not in self._cache:
+            counts = np.unpackbits(np.asarray(self.terminal_bits), bitorder="little")[: self.n_nodes].astype(np.int64)
+            for d in range(self.max_depth, 0, -1):
+                a, b = int(self.level_start[d]), int(self.level_start[d + 1])
+                if b > a:
+                    par = self.parent(np.arange(a, b, dtype=np.int64))
+                    np.add.at(counts, par, counts[a:b])
+            self._cache["subtree_items"] = counts
+        return self._cache["subtree_items"]
+
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every item's token sequence (without end token) in index-row order: tokens int64 [n, max_depth] padded
+        with -1, lengths int64 [n]. Used to merge deltas and to rebuild."""
+        term = self.terminal_nodes()
+        depth = np.searchsorted(np.asarray(self.level_start), term, side="right") - 1
+        out = np.full((term.shape[0], max(self.max_depth, 1)), -1, dtype=np.int64)
+        cur = term.copy()
+        pos = depth - 1
+        for _ in range(self.max_depth):
+            live = cur > 0
+            if not live.any():
+                break
+            out[np.flatnonzero(live), pos[live]] = self.child_token[cur[live] - 1]
+            cur[live] = self.parent(cur[live])
+            pos[live] -= 1
+        return out, depth.astype(np.int64)
+
+    def path_nodes(self, item_rows: np.ndarray) -> np.ndarray:
+        """Every node on the root-to-terminal paths of the given items (root excluded), unique, sorted."""
+        cur = self.terminal_nodes()[np.asarray(item_rows, dtype=np.int64)]
+        seen = [cur]
+        for _ in range(self.max_depth):
+            cur = cur[cur > 0]
+            cur = self.parent(cur)
+            cur = cur[cur > 0]
+            if cur.size == 0:
+                break
+            seen.append(cur)
+        return np.unique(np.concatenate(seen))
+
+    # --- persistence ----------------------------------------------------------------------------------------------
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "child_token": np.ascontiguousarray(self.child_token),
+            "child_start": np.ascontiguousarray(self.child_start),
+            "terminal_bits": np.ascontiguousarray(self.terminal_bits),
+            "rank_block": np.ascontiguousarray(self.rank_block),
+            "level_start": np.ascontiguousarray(self.level_start),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size, "max_degree": self.max_degree, "n_nodes": self.n_nodes,
+                "n_items": self.n_items, "max_depth": self.max_depth}
+
+    def save(self, path: str | Path) -> None:
+        """Write the arrays to one safetensors file (metadata: sizes)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(self.arrays(), str(tmp), metadata={k: str(v) for k, v in self.meta().items()})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = True) -> "TokenTrie":
+        """Load a trie saved by `save`; with mmap the arrays are numpy memmaps over the file (no copy)."""
+        arrays, meta = read_safetensors(path, mmap=mmap)
+        missing = {"child_token", "child_start", "terminal_bits", "rank_block", "level_start"} - set(arrays)
+        if missing:
+            raise TrieError(f"{path}: not a trie file, missing arrays {sorted(missing)}")
+        return cls(arrays["child_token"], arrays["child_start"], arrays["terminal_bits"], arrays["rank_block"],
+                   arrays["level_start"], vocab_size=int(meta["vocab_size"]), max_degree=int(meta["max_degree"]))
+
+
+_ST_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I32": np.int32, "I64": np.int64, "U32": np.uint32, "F32": np.float32,
+              "BOOL": np.bool_, "I16": np.int16, "U64": np.uint64, "F64": np.float64, "I8": np.int8}
+
+
+def read_safetensors(path: str | Path, *, mmap: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a safetensors file as numpy arrays, memory-mapped when mmap (the format is an 8-byte little-endian
+    header length, a JSON header with dtype/shape/data_offsets, then the raw little-endian data)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except (OSError, struct.error, json.JSONDecodeError) as e:
+        raise TrieError(f"{path}: cannot read safetensors file: {e}") from None
+    meta = header.pop("__metadata__", {}) or {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        dtype = np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        count = (end - start) // dtype.itemsize
+        if count == 0:
+            arrays[name] = np.zeros(shape, dtype=dtype)
+        elif mmap:
+            arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=8 + n + start, shape=shape)
+        else:
+            with open(path, "rb") as f:
+                f.seek(8 + n + start)
+                arrays[name] = np.frombuffer(f.read(end - start), dtype=dtype).reshape(shape)
+    return arrays, meta
+
+
+# --- building -------------------------------------------------------------------------------------------------------
+
+def pad_sequences(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged token lists -> (tokens int64 [n, max_len] padded with -1, lengths int64 [n])."""
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    width = int(lengths.max()) if len(seqs) else 0
+    out = np.full((len(seqs), max(width, 1)), -1, dtype=np.int64)
+    flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(seqs)), lengths)
+    cols = np.arange(flat.shape[0]) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, cols] = flat
+    return out, lengths
+
+
+def _lexicographic_order(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Row order sorting sequences lexicographically (padding -1 first, so a prefix precedes its extensions).
+
+    When every row fits one uint64 key (base vocab+1 digits), one radix-friendly argsort replaces lexsort."""
+    n, width = tokens.shape
+    base = vocab_size + 1
+    if width * math.log2(base) < 63:
+        key = np.zeros(n, dtype=np.uint64)
+        for j in range(width):
+            key = key * np.uint64(base) + (tokens[:, j] + 1).astype(np.uint64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort(tokens.T[::-1])
+
+
+def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int,
+               *, item_names: Sequence[str] | None = None) -> tuple[TokenTrie, np.ndarray]:
+    """Build the flat trie from padded token sequences by one sort and one pass per depth (no Python per item).
+
+    Args:
+        tokens: int [n, max_len], padded with -1 after each sequence's length. Sequences exclude the end token.
+        lengths: int [n], each >= 1.
+        vocab_size: tokens must lie in [0, vocab_size).
+        item_names: optional names for error messages (duplicates).
+
+    Returns:
+        (trie, order): order int64 [n] lists input positions in index-row order (index row r = item order[r]).
+
+    Raises:
+        TrieError: empty sequences, tokens outside the vocabulary, or two items with the same token sequence.
+    """
+    tokens = np.asarray(tokens)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = tokens.shape[0]
+    if n == 0:
+        raise TrieError("cannot build a trie of zero items")
+    if lengths.min() < 1:
+        bad = int(np.argmin(lengths))
+        raise TrieError(f"item {_name(item_names, bad)} has an empty token sequence")
+    valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
+    if (tokens[valid] < 0).any() or (tokens[valid] >= vocab_size).any():
+        raise TrieError(f"token ids must lie in [0, {vocab_size}); got {int(tokens[valid].min())}..{int(tokens[valid].max())}")
+    tokens = np.where(valid, tokens, -1).astype(np.int32 if vocab_size < 2**31 - 1 else np.int64)
+
+    order = _lexicographic_order(tokens, vocab_size)
+    srt = tokens[order]
+    lens = lengths[order]
+    del tokens
+
+    width = srt.shape[1]
+    differs = np.zeros(n, dtype=bool)
+    differs[0] = True
+    row_node = np.zeros(n, dtype=np.int64)  # each row's node at the previous depth (root at depth 0)
+    level_start = [0, 1]
+    edge_tokens: list[np.ndarray] = []
+    degree: list[np.ndarray] = []  # child count of the nodes of each depth (root first)
+    terminal_nodes: list[np.ndarray] = []
+    terminal_rows: list[np.ndarray] = []
+    offset = 1
+    for d in range(1, width + 1):
+        col = srt[:, d - 1]
+        differs[1:] |= col[1:] != col[:-1]
+        live = lens >= d
+        starts = differs & live
+        count = int(starts.sum())
+        if count == 0:
+            break
+        parents = row_node[starts]
+        prev_lo = level_start[-2]
+        degree.append(np.bincount(parents - prev_lo, minlength=level_start[-1] - prev_lo))
+        edge_tokens.append(col[starts])
+        ids = offset + np.cumsum(starts) - 1
+        ends = lens == d
+        dup = ends & ~starts
+        if dup.any():
+            r = int(np.flatnonzero(dup)[0])
+            raise TrieError(f"items {_name(item_names, int(order[r - 1]))} and {_name(item_names, int(order[r]))} "
+                            "have the same token sequence; ids must tokenize differently")
+        terminal_nodes.append(ids[ends])
+        terminal_rows.append(order[ends])
+        row_node = np.where(live, ids, -1)
+        offset += count
+        level_start.append(offset)
+    n_nodes = offset
+    degree.append(np.zeros(level_start[-1] - level_start[-2], dtype=np.int64))  # deepest level: leaves
+    deg = np.concatenate(degree)
+    last_inner = int(np.flatnonzero(deg)[-1]) + 1 if deg.any() else 1
+    start_dtype = np.int32 if n_nodes < 2**31 - 1 else np.int64
+    child_start = np.zeros(last_inner + 1, dtype=start_dtype)
+    np.cumsum(deg[:last_inner], out=child_start[1:])
+    child_token = np.concatenate(edge_tokens).astype(_token_dtype(vocab_size))
+
+    term = np.concatenate(terminal_nodes)
+    bits = np.zeros(n_nodes, dtype=bool)
+    bits[term] = True
+    packed = np.packbits(bits, bitorder="little")
+    per_block = np.add.reduceat(bits, np.arange(0, n_nodes, _BLOCK)) if n_nodes else np.zeros(0, dtype=np.int64)
+    rank_block = np.zeros(per_block.shape[0] + 1, dtype=np.int64)
+    np.cumsum(per_block, out=rank_block[1:])
+    max_degree = int(deg[1:].max()) if deg.shape[0] > 1 else 0
+    trie = TokenTrie(child_token, child_start, packed, rank_block, np.array(level_start, dtype=np.int64),
+                     vocab_size=int(vocab_size), max_degree=max_degree)
+    # terminal node ids come out of the loop in increasing order (by depth, then row), i.e. in rank order
+    return trie, np.concatenate(terminal_rows).astype(np.int64)
+
+
+def _name(names: Sequence[str] | None, i: int) -> str:
+    return repr(names[i]) if names is not None else f"#{i}"

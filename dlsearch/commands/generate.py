@@ -1,0 +1,35 @@
+"""`dlsearch generate`: constrained beam search over conversations, writing ranked predictions.
+
+    dlsearch generate --model runs/m --index runs/m/trie --input conversations.jsonl --beams 20 --k 10 --out preds.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="recommend catalog items for conversations with trie-constrained decoding")
+    p.add_argument("--model", required=True, help="model dir (HF dir + manifest.json)")
+    p.add_argument("--adapter", help="peft adapter dir (default: MODEL/adapter if present)")
+    p.add_argument("--index", required=True, help="trie index dir (dlsearch index build --kind trie)")
+    p.add_argument("--input", required=True, help="conversations JSONL")
+    p.add_argument("--out", required=True, help="predictions JSONL to write")
+    p.add_argument("--catalog", help="catalog JSONL (default: the one recorded in the index manifest)")
+    p.add_argument("--beams", type=int, default=20, help="beam width; more beams = better recall, slower")
+    p.add_argument("--k", type=int, default=10, help="items per conversation")
+    p.add_argument("--batch-size", type=int, default=8, help="conversations per generate call")
+    p.add_argument("--limit", type=int, help="only the first N conversations")
+    p.add_argument("--keep-mentioned", action="store_true", help="allow items already mentioned in the conversation")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from decoding.generate import generate_predictions
+
+    stats = generate_predictions(args.model, args.index, args.input, args.out, adapter=args.adapter,
+                                 catalog_path=args.catalog, beams=args.beams, k=args.k, batch_size=args.batch_size,
+                                 exclude_mentioned=not args.keep_mentioned, limit=args.limit)
+    print(json.dumps(stats, indent=2))
+    return 0

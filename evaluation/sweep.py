@@ -1,0 +1,436 @@
+"""Memorization against corpus size: up to what catalog size can the model name items itself?
+
+    dlsearch sweep --config configs/sweep-movielens.yaml          # resumes where an interrupted run stopped
+
+At each size — nested MovieLens catalogs (250, 1k, 2k, 4k, all 9,742), then synthetic catalogs (30k, 100k) whose
+items are drawn from the real attribute distributions (evaluation/synthetic.py) — the same model size is trained
+for the same number of epochs per item, and the sweep measures:
+  * exact-match memorization: greedy, unconstrained title->id on a sample of catalog items;
+  * valid-item rate without the constraint: share of those generations that name some catalog item;
+  * recall@10 on held-out requests (half the title words plus two concepts, never seen in training) for direct search
+    with the constraint, for each fallback (bm25, concept, dual) and for the router.
+Every number carries a 95 % bootstrap interval. The crossover is the first size at which the best fallback's
+recall@10 overtakes direct search (log-linear interpolation between the two sizes around it is reported too).
+
+Each point is a directory keyed by a hash of everything that determines it; each stage of a point (train,
+memorization, direct, each fallback, router) writes its own JSON when it finishes, so an interrupted sweep
+resumes at the first unfinished stage. The work itself is done by the other areas' public functions, gathered
+in `SweepSteps` (evaluation/sweep_steps.py builds the default one); tests pass stand-ins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from data.catalog import Catalog, normalize_title, split_title_year
+from data.ids import IdMap, build_idmap
+from evaluation.config import config_to_dict
+from evaluation.metrics import exact_match, valid_item_rate
+from evaluation.stats import bootstrap_ci
+from evaluation.synthetic import extend_with_synthetic
+
+SWEEP_FORMAT_VERSION = 1
+SearchFn = Callable[[Sequence[str], int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    # nested real catalog sizes; any size above the real catalog is filled with synthetic items
+    sizes: list[int]
+    # synthetic catalog sizes (real catalog + synthetic items drawn from its attribute distributions)
+    synthetic_sizes: list[int] = field(default_factory=list)
+    # on a machine without a GPU, points larger than this are recorded as "left to a GPU run" instead of run
+    cpu_max_size: int = 30000
+    # use only the first N items of the (shuffled) real catalog as the real part; 0 = all (tiny configs use this)
+    real_items: int = 0
+    # MovieLens folder (ml-latest-small layout); empty = the bundled copy
+    data: str = ""
+    seed: int = 0
+    # id scheme (data/ids.py): sequential ids are the hardest to memorize, semantic ones the easiest
+    id_scheme: str = "sequential"
+    id_params: dict[str, Any] = field(default_factory=dict)
+    # finetune recipe (YAML) fixing the model size and optimisation; the same at every point
+    recipe: str = ""
+    recipe_overrides: list[str] = field(default_factory=list)
+    # passes over each item's examples: equal at every size, so training steps grow with the catalog
+    epochs_per_item: float = 3.0
+    # items sampled per point for exact-match memorization (0 = all items); the cost of generation grows with it
+    memorization_sample: int = 1000
+    # held-out requests per point for recall@10
+    n_requests: int = 300
+    # a request keeps this share of its item's title words (at least one) plus request_concepts of its concepts:
+    # 1.0 makes lexical search (BM25) nearly perfect; lower values need knowledge of the item beyond its title
+    request_title_keep: float = 0.5
+    request_concepts: int = 2
+    k: int = 10
+    fallbacks: list[str] = field(default_factory=lambda: ["bm25", "concept", "dual"])
+    router: bool = True
+    # extra options for the steps (beams, batch sizes, dual-encoder epochs, ...)
+    step_options: dict[str, Any] = field(default_factory=dict)
+    n_resamples: int = 1000
+    out: str = ""
+
+    def __post_init__(self) -> None:
+        all_sizes = self.sizes + self.synthetic_sizes
+        if not all_sizes or any(s < 2 for s in all_sizes):
+            raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {all_sizes}")
+        if len(set(all_sizes)) != len(all_sizes):
+            raise ValueError(f"sizes repeat: {all_sizes}")
+        if self.epochs_per_item <= 0 or self.n_requests < 1 or self.k < 1:
+            raise ValueError("epochs_per_item must be > 0, n_requests >= 1, k >= 1")
+        if not self.out:
+            self.out = f"runs/sweep-{self.name}"
+
+    def point_sizes(self) -> list[int]:
+        return sorted(self.sizes + self.synthetic_sizes)
+
+
+@dataclass
+class SweepSteps:
+    """The other areas' functions the sweep calls (see evaluation/sweep_steps.py for the real ones).
+
+    train(catalog, idmap, out_dir, cfg) -> model dir (finetune: same model size, cfg.epochs_per_item epochs)
+    generate_ids(model_dir, catalog, idmap, titles) -> generated id text per title (greedy, no constraint)
+    direct_search(model_dir, catalog, idmap, request_texts, k, cfg) -> (scores, rows)  (constrained)
+    fallback(name, catalog, work_dir, cfg) -> search(texts, k)                   (retrieval strategies)
+    router(model_dir, catalog, idmap, fallbacks, work_dir, cfg) -> search(texts, k)
+    """
+
+    train: Callable[[Catalog, IdMap, Path, SweepConfig], Path]
+    generate_ids: Callable[[Path, Catalog, IdMap, list[str]], list[str]]
+    direct_search: Callable[[Path, Catalog, IdMap, list[str], int, SweepConfig], tuple[np.ndarray, np.ndarray]]
+    fallback: Callable[[str, Catalog, Path, SweepConfig], SearchFn]
+    router: Callable[[Path, Catalog, IdMap, dict[str, SearchFn], Path, SweepConfig], SearchFn] | None = None
+    version: str = "1"  # bump when a step's behaviour changes: cached points are then recomputed
+
+
+# --- catalogs and requests -----------------------------------------------------------------------------------------
+
+def nested_order(catalog: Catalog, seed: int) -> list[str]:
+    """A seeded permutation of the catalog's ids: the catalog of size s is its first s ids (so sizes nest)."""
+    perm = np.random.default_rng(seed).permutation(len(catalog))
+    ids = catalog.ids  # a property that builds a list: read it once
+    return [ids[i] for i in perm]
+
+
+def catalog_at(real: Catalog, size: int, *, seed: int, real_items: int = 0) -> Catalog:
+    """The sweep's catalog of `size` items: a nested subset of the real catalog, or all of it plus synthetic items."""
+    order = nested_order(real, seed)
+    if real_items:
+        order = order[:real_items]
+    base = real.subset(order)
+    if size <= len(base):
+        return base.subset(order[:size])
+    return extend_with_synthetic(base, size, seed=seed)
+
+
+def request_text(title: str, concepts: Sequence[str], rng: np.random.Generator, *, keep: float = 0.5, n_concepts: int = 2) -> str:
+    """A held-out request for an item: a random `keep` share of its title words (at least one; lower-cased, year
+    dropped, order kept) followed by up to `n_concepts` of its concepts — a phrasing never seen in training."""
+    words = normalize_title(split_title_year(title)[0], drop_year=True).split()
+    n_keep = max(1, int(round(keep * len(words))))
+    kept = sorted(rng.choice(len(words), size=min(n_keep, len(words)), replace=False)) if words else []
+    picked = [concepts[i] for i in sorted(rng.choice(len(concepts), size=min(n_concepts, len(concepts)), replace=False))] if concepts else []
+    return " ".join(words[i] for i in kept) + (f" ({', '.join(picked)})" if picked else "")
+
+
+def held_out_requests(catalog: Catalog, n: int, *, seed: int, keep: float = 0.5, n_concepts: int = 2) -> list[tuple[str, str]]:
+    """(request text, target item id) for `n` items sampled without replacement (all items when n >= size)."""
+    rng = np.random.default_rng([seed, len(catalog)])
+    rows = rng.choice(len(catalog), size=min(n, len(catalog)), replace=False)
+    items = catalog.items
+    return [(request_text(items[r].title, items[r].concepts, rng, keep=keep, n_concepts=n_concepts), items[r].id) for r in rows]
+
+
+def memorization_sample(catalog: Catalog, n: int, *, seed: int) -> list[str]:
+    """Item ids whose title->id generation is checked (all items when n is 0 or >= size)."""
+    if n <= 0 or n >= len(catalog):
+        return list(catalog.ids)
+    rows = np.random.default_rng([seed, len(catalog), 1]).choice(len(catalog), size=n, replace=False)
+    ids = catalog.ids
+    return [ids[r] for r in sorted(rows)]
+
+
+# --- caching -------------------------------------------------------------------------------------------------------
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)  # atomic: an interrupted write never leaves a stage that looks finished
+
+
+def point_key(cfg: SweepConfig, size: int, catalog_hash: str, steps_version: str) -> str:
+    """Hash of everything that determines a point; a changed config gets a fresh directory, not a stale cache."""
+    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples")}
+    blob = json.dumps({"v": SWEEP_FORMAT_VERSION, "size": size, "catalog": catalog_hash, "steps": steps_version, "cfg": relevant}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class PointCache:
+    """Stage results of one point as JSON files in its directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def get(self, stage: str) -> dict[str, Any] | None:
+        p = self.root / f"stage-{stage}.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    def put(self, stage: str, result: dict[str, Any]) -> dict[str, Any]:
+        _write_json(self.root / f"stage-{stage}.json", result)
+        return result
+
+    def stage(self, stage: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        cached = self.get(stage)
+        if cached is not None:
+            return cached
+        t0 = time.perf_counter()
+        out = fn()
+        out["seconds"] = round(time.perf_counter() - t0, 2)
+        return self.put(stage, out)
+
+
+# --- one point -----------------------------------------------------------------------------------------------------
+
+def _hits(rows: np.ndarray, catalog: Catalog, targets: Sequence[str], k: int) -> list[float]:
+    """1.0 per request whose target is among its top-k rows (recall@k with one target)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] != len(targets):
+        raise ValueError(f"search returned rows of shape {rows.shape}, expected ({len(targets)}, >= {k})")
+    out = []
+    for r, t in zip(rows[:, :k].tolist(), targets):
+        out.append(1.0 if catalog.index(t) in r else 0.0)
+    return out
+
+
+def _interval(values: Sequence[float], cfg: SweepConfig) -> dict[str, Any]:
+    return bootstrap_ci(values, seed=cfg.seed, n_resamples=cfg.n_resamples).to_json()
+
+
+def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out_dir: Path, *, on_gpu: bool) -> dict[str, Any]:
+    """Measure one catalog size (cached stage by stage under out_dir/points/)."""
+    catalog = catalog_at(real, size, seed=cfg.seed, real_items=cfg.real_items)
+    n_synth = sum(1 for it in catalog if it.meta.get("synthetic"))
+    chash = catalog.content_hash()
+    pdir = out_dir / "points" / f"size-{size:06d}-{point_key(cfg, size, chash, steps.version)}"
+    head = {"size": size, "n_items": len(catalog), "synthetic_items": n_synth, "catalog_hash": chash, "dir": str(pdir)}
+    if size > cfg.cpu_max_size and not on_gpu:
+        return {**head, "status": "skipped", "reason": f"left to a GPU run: size {size} > cpu_max_size {cfg.cpu_max_size} on a CPU-only machine"}
+    cache = PointCache(pdir)
+    if not (pdir / "catalog.jsonl").is_file():
+        catalog.save_jsonl(pdir / "catalog.jsonl")
+    idmap_path = pdir / "idmap.json"
+    if idmap_path.is_file():
+        idmap = IdMap.load(idmap_path)
+    else:
+        idmap = build_idmap(catalog, cfg.id_scheme, seed=cfg.seed, **cfg.id_params)
+        idmap.save(idmap_path)
+    requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
+    texts, targets = [r[0] for r in requests], [r[1] for r in requests]
+
+    train = cache.stage("train", lambda: {"model_dir": str(steps.train(catalog, idmap, pdir / "model", cfg))})
+    model_dir = Path(train["model_dir"])
+
+    def memorization() -> dict[str, Any]:
+        ids = memorization_sample(catalog, cfg.memorization_sample, seed=cfg.seed)
+        gen = steps.generate_ids(model_dir, catalog, idmap, [catalog[i].title for i in ids])
+        expected = [idmap.code(i) for i in ids]
+        named = [idmap.lookup(g) if g is not None else None for g in gen]
+        return {"n": len(ids), "exact_match": exact_match(gen, expected), "valid_rate": valid_item_rate(named, set(catalog.ids)),
+                "exact_match_ci": _interval([float(g is not None and g.strip() == e) for g, e in zip(gen, expected)], cfg),
+                "valid_rate_ci": _interval([float(n is not None) for n in named], cfg), "examples": list(zip(expected[:5], gen[:5]))}
+
+    mem = cache.stage("memorization", memorization)
+
+    def searched(search: SearchFn) -> dict[str, Any]:
+        _, rows = search(texts, cfg.k)
+        hits = _hits(rows, catalog, targets, cfg.k)
+        return {"recall": _interval(hits, cfg), "hits": hits}
+
+    recall = {"direct": cache.stage("direct", lambda: searched(lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k, cfg)))}
+    fallbacks: dict[str, SearchFn] = {}
+    for name in cfg.fallbacks:
+        def run_fallback(name: str = name) -> dict[str, Any]:
+            return searched(steps.fallback(name, catalog, pdir / f"fallback-{name}", cfg))
+        recall[name] = cache.stage(f"fallback-{name}", run_fallback)
+    if cfg.router:
+        if steps.router is None:
+            raise ValueError("cfg.router is true but no router step is available (retrieval area); set router: false")
+
+        def run_router() -> dict[str, Any]:
+            fbs = {n: steps.fallback(n, catalog, pdir / f"fallback-{n}", cfg) for n in cfg.fallbacks}
+            return searched(steps.router(model_dir, catalog, idmap, fbs, pdir / "router", cfg))
+
+        recall["router"] = cache.stage("router", run_router)
+    return {**head, "status": "done", "memorization": {k: mem[k] for k in ("n", "exact_match", "valid_rate", "exact_match_ci", "valid_rate_ci")},
+            f"recall@{cfg.k}": {name: r["recall"] for name, r in recall.items()},
+            "seconds": {"train": train.get("seconds"), "memorization": mem.get("seconds"), **{n: r.get("seconds") for n, r in recall.items()}}}
+
+
+# --- the whole sweep -------------------------------------------------------------------------------------------------
+
+def crossover(points: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
+    """First measured size where the best fallback's recall@k exceeds direct search, with a log-size interpolation."""
+    key = f"recall@{k}"
+    done = [p for p in points if p.get("status") == "done"]
+    prev = None
+    for p in done:
+        r = p[key]
+        fb = {n: v["mean"] for n, v in r.items() if n not in ("direct", "router")}
+        if not fb:
+            return {"size": None, "reason": "no fallback measured"}
+        best = max(fb, key=lambda n: fb[n])
+        gap = fb[best] - r["direct"]["mean"]  # > 0: the fallback wins
+        if gap > 0:
+            out = {"size": p["size"], "fallback": best, "gap": gap}
+            if prev is not None and prev[1] <= 0:
+                (s0, g0), (s1, g1) = prev, (p["size"], gap)
+                t = -g0 / (g1 - g0) if g1 != g0 else 0.0
+                out["interpolated_size"] = float(math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0))))
+            elif prev is None:
+                out["note"] = "the fallback already wins at the smallest size measured"
+            return out
+        prev = (p["size"], gap)
+    return {"size": None, "reason": "direct search stays at or above every fallback over the measured sizes" if done else "no point measured"}
+
+
+def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = None, on_gpu: bool | None = None,
+              config_path: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every point, then write sweep.json, sweep.csv and sweep.png under cfg.out."""
+    if real is None:
+        from data.movielens import load_movielens  # foundation area
+
+        real = load_movielens(cfg.data or None)[0]
+    if on_gpu is None:
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "config.json", config_to_dict(cfg))
+    points = []
+    t0 = time.perf_counter()
+    for size in tqdm(cfg.point_sizes(), desc=f"sweep {cfg.name}", unit="point"):
+        points.append(run_point(cfg, size, real, steps, out_dir, on_gpu=on_gpu))
+    result = {
+        "name": cfg.name, "config": config_to_dict(cfg), "config_path": config_path, "seed": cfg.seed, "k": cfg.k,
+        "real_catalog": {"items": len(real), "hash": real.content_hash()}, "on_gpu": on_gpu, "points": points,
+        "crossover": crossover(points, cfg.k), "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    _write_json(out_dir / "sweep.json", result)
+    write_sweep_csv(result, out_dir / "sweep.csv")
+    plot_sweep(result, out_dir / "sweep.png")
+    return result
+
+
+def _strategies(result: dict[str, Any]) -> list[str]:
+    key = f"recall@{result['k']}"
+    names: dict[str, None] = {}
+    for p in result["points"]:
+        names.update(dict.fromkeys(p.get(key, {})))
+    return list(names)
+
+
+def write_sweep_csv(result: dict[str, Any], path: Path) -> None:
+    import csv
+
+    key = f"recall@{result['k']}"
+    strategies = _strategies(result)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["size", "synthetic_items", "status", "exact_match", "exact_match_low", "exact_match_high", "valid_rate"]
+                   + [f"{key}_{s}{suf}" for s in strategies for suf in ("", "_low", "_high")])
+        for p in result["points"]:
+            if p["status"] != "done":
+                w.writerow([p["size"], p["synthetic_items"], p["status"]])
+                continue
+            m = p["memorization"]
+            row = [p["size"], p["synthetic_items"], "done", m["exact_match"], m["exact_match_ci"]["low"], m["exact_match_ci"]["high"], m["valid_rate"]]
+            for s in strategies:
+                iv = p[key].get(s)
+                row += [iv["mean"], iv["low"], iv["high"]] if iv else ["", "", ""]
+            w.writerow(row)
+
+
+def plot_sweep(result: dict[str, Any], path: Path) -> None:
+    """Two panels against catalog size (log x): memorization; recall@k per strategy with 95 % bands and the crossover."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = f"recall@{result['k']}"
+    done = [p for p in result["points"] if p["status"] == "done"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if done:
+        x = [p["size"] for p in done]
+        for label, k_mean, k_ci in (("exact-match memorization", "exact_match", "exact_match_ci"), ("valid-item rate (no constraint)", "valid_rate", "valid_rate_ci")):
+            y = [p["memorization"][k_mean] for p in done]
+            lo = [p["memorization"][k_ci]["low"] for p in done]
+            hi = [p["memorization"][k_ci]["high"] for p in done]
+            ax1.plot(x, y, marker="o", label=label)
+            ax1.fill_between(x, lo, hi, alpha=0.2)
+        for s in _strategies(result):
+            pts = [(p["size"], p[key][s]) for p in done if s in p[key]]
+            xs = [a for a, _ in pts]
+            ax2.plot(xs, [b["mean"] for _, b in pts], marker="o", label=s, linestyle="-" if s == "direct" else "--")
+            ax2.fill_between(xs, [b["low"] for _, b in pts], [b["high"] for _, b in pts], alpha=0.15)
+    cx = result["crossover"]
+    if cx.get("size"):
+        at = cx.get("interpolated_size", cx["size"])
+        ax2.axvline(at, color="black", linestyle=":", label=f"crossover ≈ {at:,.0f} ({cx['fallback']})")
+    for ax, title in ((ax1, "memorization"), (ax2, f"{key} on held-out requests")):
+        ax.set_xscale("log")
+        ax.set_xlabel("catalog size (items)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    skipped = [p["size"] for p in result["points"] if p["status"] == "skipped"]
+    fig.suptitle(f"sweep {result['name']}" + (f" (sizes {skipped} left to a GPU run)" if skipped else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_sweep(result: dict[str, Any], console: Any = None) -> None:
+    """The sweep table: size, memorization, valid rate, recall@k per strategy with intervals, then the crossover."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(Console().width, 150))
+    key = f"recall@{result['k']}"
+    strategies = _strategies(result)
+    table = Table(title=f"sweep {result['name']}: memorization and {key} against catalog size")
+    for col in ["size", "synthetic", "exact match", "valid (no constraint)"] + [f"{key} {s}" for s in strategies]:
+        table.add_column(col, justify="right", no_wrap=True)
+
+    def fmt(iv: dict[str, Any] | None) -> str:
+        return "—" if iv is None else f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
+
+    for p in result["points"]:
+        if p["status"] != "done":
+            table.add_row(f"{p['size']:,}", f"{p['synthetic_items']:,}", p["reason"], "", *["" for _ in strategies])
+            continue
+        m = p["memorization"]
+        table.add_row(f"{p['size']:,}", f"{p['synthetic_items']:,}", fmt(m["exact_match_ci"]), fmt(m["valid_rate_ci"]),
+                      *[fmt(p[key].get(s)) for s in strategies])
+    console.print(table)
+    cx = result["crossover"]
+    if cx.get("size"):
+        extra = f" (interpolated ≈ {cx['interpolated_size']:,.0f})" if "interpolated_size" in cx else ""
+        console.print(f"crossover: {cx['fallback']} overtakes direct search at size {cx['size']:,}{extra}. {cx.get('note', '')}")
+    else:
+        console.print(f"crossover: none — {cx['reason']}")

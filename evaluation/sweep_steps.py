@@ -1,0 +1,152 @@
+"""The sweep's steps, each a call into another area's public functions (finetune, decoding, retrieval).
+
+    steps = default_steps()          # what `dlsearch sweep` uses
+    run_sweep(cfg, steps)
+
+Fallbacks answer the held-out request text:
+  bm25     retrieval.bm25 over item title + concepts + text;
+  concept  retrieval.concept over item-text embeddings, queried with the concepts named in the request (the part in
+           parentheses; in the full system a model generates them from the conversation);
+  dual     retrieval.dual_encoder towers trained on one *training* request per item (drawn with another seed, so
+           never the held-out phrasing), on frozen sentence-encoder features.
+Embeddings are cached in <out>/embeddings by content hash, so nested catalogs embed each item once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.catalog import Catalog
+from data.ids import IdMap
+from evaluation.sweep import SearchFn, SweepConfig, SweepSteps, held_out_requests
+
+_CONCEPTS_RE = re.compile(r"\(([^()]*)\)\s*$")
+
+
+def request_concepts(text: str) -> list[str]:
+    """The concepts a request names in its trailing parentheses: 'heat (Action, Crime)' -> ['Action', 'Crime']."""
+    m = _CONCEPTS_RE.search(text)
+    return [c.strip() for c in m.group(1).split(",") if c.strip()] if m else []
+
+
+def _embedding_cache(cfg: SweepConfig) -> str:
+    return str(Path(cfg.out) / "embeddings")
+
+
+def bm25_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
+    from retrieval.bm25 import build_bm25
+
+    index = build_bm25(catalog)
+    return lambda texts, k: index.search(list(texts), k)
+
+
+def concept_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
+    from retrieval.concept import ConceptSearch, build_concept_index
+
+    search = ConceptSearch(build_concept_index(catalog, cache_dir=_embedding_cache(cfg), show_progress=True),
+                           aggregate=cfg.step_options.get("concept_aggregate", "mean"), cache_dir=_embedding_cache(cfg))
+    return lambda texts, k: search.search([request_concepts(t) for t in texts], k)
+
+
+def dual_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
+    from retrieval.dual_encoder import DualEncoderConfig, DualSearch, build_dual_index, train_dual_encoder
+    from retrieval.embedding import embed_items, embed_texts
+
+    cache = _embedding_cache(cfg)
+    item_feats = embed_items(catalog, cache_dir=cache, show_progress=True)  # [n, d]
+    pairs = held_out_requests(catalog, len(catalog), seed=cfg.seed + 1, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)  # training phrasings: another seed
+    ctx = embed_texts([t for t, _ in pairs], cache_dir=cache, show_progress=True)  # [n, d]
+    targets = np.array([catalog.index(i) for _, i in pairs], dtype=np.int64)
+    dcfg = DualEncoderConfig.from_dict({"seed": cfg.seed, **cfg.step_options.get("dual", {})}, where="step_options.dual")
+    model = train_dual_encoder(ctx, targets, item_feats, dcfg, show_progress=False)
+    search = DualSearch(model, build_dual_index(model, catalog, item_feats), cache_dir=cache)
+    return lambda texts, k: search.search(list(texts), k)
+
+
+FALLBACKS = {"bm25": bm25_fallback, "concept": concept_fallback, "dual": dual_fallback}
+
+
+def fallback(name: str, catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
+    """Build the named fallback on this point's catalog."""
+    if name not in FALLBACKS:
+        raise ValueError(f"unknown fallback {name!r}; available: {sorted(FALLBACKS)}")
+    return FALLBACKS[name](catalog, work_dir, cfg)
+
+
+def _missing(what: str, module: str) -> Any:
+    def fail(*_: Any, **__: Any) -> Any:
+        raise ValueError(f"sweep step '{what}' needs {module}, which is not in this checkout yet; "
+                         f"run the fallback-only part with a config that has no model stages, or merge that area")
+    return fail
+
+
+def default_steps() -> SweepSteps:
+    """The real steps: finetune (train, generate ids), decoding (direct search), retrieval (fallbacks, router)."""
+    import importlib.util
+
+    def have(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            return False
+
+    train = _missing("train", "finetune.train") if not have("finetune.train") else _train
+    gen = _missing("generate_ids", "finetune.memorization") if not have("finetune.memorization") else _generate_ids
+    direct = _missing("direct_search", "decoding.direct") if not have("decoding.direct") else _direct_search
+    router = _router if have("retrieval.router") else None
+    return SweepSteps(train=train, generate_ids=gen, direct_search=direct, fallback=fallback, router=router, version="1")
+
+
+# --- adapters to the model areas (filled in as their public functions land on main) -------------------------------
+
+def _train(catalog: Catalog, idmap: IdMap, out_dir: Path, cfg: SweepConfig) -> Path:
+    """finetune.run_recipe on this point's prepared dir (catalog.jsonl + idmap.json next to out_dir), every stage
+    run for cfg.epochs_per_item epochs; resumable (finetune's own checkpoints)."""
+    from finetune.config import load_recipe
+    from finetune.train import run_recipe
+
+    if not cfg.recipe:
+        raise ValueError("sweep config: recipe is empty; name a finetune recipe YAML (e.g. configs/sweep-recipe-cpu.yaml)")
+    point_dir = out_dir.parent  # run_point saved catalog.jsonl and idmap.json there
+    overrides = [f"data.dataset={point_dir}", f"output_dir={out_dir}", f"seed={cfg.seed}",
+                 "eval.memorization=false",  # the sweep measures memorization itself, on its own sample
+                 *cfg.recipe_overrides]
+    recipe = load_recipe(cfg.recipe, overrides)
+    for stage in recipe.stages:  # same passes over each item at every size: steps grow with the catalog
+        stage.train.epochs = float(cfg.epochs_per_item)
+        stage.train.max_steps = -1
+    run_recipe(recipe, resume=True)
+    return out_dir
+
+
+def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[str]) -> list[str]:
+    """Greedy, unconstrained title->id generations (finetune.memorization)."""
+    from finetune.loading import load_finetuned
+    from finetune.memorization import code_token_budget, generate_ids
+
+    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
+    return generate_ids(model, tokenizer, titles, max_new_tokens=code_token_budget(tokenizer, idmap))
+
+
+def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Sequence[str], k: int, cfg: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Constrained beam search (decoding.direct) with the title->id prompt holding the request text."""
+    from data.prompts import apply_chat_template, prompt_for_item_task
+    from decoding.direct import DirectSearch
+    from decoding.index import build_index
+    from finetune.loading import load_finetuned
+
+    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    search = DirectSearch(model, tokenizer, build_index(catalog, idmap, tokenizer), catalog, beams=max(int(cfg.step_options.get("num_beams", 10)), k))
+    prompts = [apply_chat_template(tokenizer, prompt_for_item_task("title->id", title=t)["prompt"]) for t in texts]
+    return search.search(prompts, k)
+
+
+def _router(model_dir: Path, catalog: Catalog, idmap: IdMap, fallbacks: dict[str, SearchFn], work_dir: Path, cfg: SweepConfig) -> SearchFn:
+    raise NotImplementedError("wired when the retrieval router is on main")

@@ -1,0 +1,300 @@
+"""Supervised fine-tuning recipes: one or more stages of trl SFTTrainer (full, LoRA or QLoRA) over weighted task
+mixtures, each stage saved with a manifest and its measured memorization.
+
+    accelerate launch -m finetune --config configs/movielens_cpu.yaml            # 1 process (CPU or GPU)
+    accelerate launch --multi_gpu --num_processes 2 -m finetune --config ...      # 2 gloo processes on CPU too
+    torchrun --nproc_per_node 2 -m finetune --config ...
+    dlsearch finetune --config configs/movielens_cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
+
+Output layout: stage k < last -> <output_dir>/stages/<name>/, the last stage -> <output_dir>/ itself; a from-scratch
+model is first built in <output_dir>/init/. Checkpoints live in <stage dir>/checkpoints/ (every save_steps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from data.catalog import Catalog
+from data.ids import IdMap
+from data.prompts import apply_chat_template
+from finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
+from finetune.loading import load_base, load_finetuned, model_dtype
+from finetune.manifest import MANIFEST, read_manifest, write_manifest
+from finetune.memorization import CurveCallback, measure, save_curve, write_memorization
+from finetune.mixture import weighted_mixture
+from finetune.model_factory import id_tokens, init_scratch_model, model_fingerprint
+from finetune.sources import load_source, task_examples
+
+
+# --- hardware-dependent defaults ------------------------------------------------------------------------------------
+
+def on_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
+    """SFTConfig from our settings. trl defaults bf16=True and gradient_checkpointing=True; on a CPU without bf16
+    units both only cost time (measured 6-8x slower), so they follow the hardware unless set explicitly."""
+    from trl import SFTConfig
+
+    cuda = on_cuda()
+    bf16 = t.bf16 if t.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return SFTConfig(
+        output_dir=str(out), seed=seed, data_seed=seed,
+        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        num_train_epochs=t.epochs, max_steps=t.max_steps, max_length=t.max_length, max_grad_norm=t.max_grad_norm,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps, report_to="none", disable_tqdm=False,
+        bf16=bf16, fp16=False, activation_checkpointing=t.gradient_checkpointing, train_sampling_strategy=t.sampling,
+        use_cpu=not cuda, ddp_backend=("gloo" if multi and not cuda else None),
+        dataloader_num_workers=t.dataloader_workers, completion_only_loss=True,
+        remove_unused_columns=True, dataset_num_proc=None,
+    )
+
+
+def load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# --- the parts of a stage -----------------------------------------------------------------------------------------------
+
+class RecordingCollator:
+    """Wraps the data collator to write a fingerprint of every example this rank trains on (tests check that two
+    processes see disjoint shards)."""
+
+    def __init__(self, inner: Any, path: Path):
+        self.inner, self.path = inner, path
+        self.seen: list[str] = []
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        for ex in examples:
+            self.seen.append(hashlib.sha1(json.dumps(list(ex["input_ids"])).encode()).hexdigest()[:16])
+        self.path.write_text(json.dumps(self.seen))
+        return self.inner(examples)
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CatalogSFTTrainer(SFTTrainer):
+        """trl's SFTTrainer; the loss falls back to the model's own (full-logits) loss when peft wraps the output
+        layer (trainable id-token rows on a tied lm_head): trl's fused LM head reads `lm_head.weight` directly and
+        would neither see nor train those rows."""
+
+        plain_loss = False
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            if self.plain_loss:
+                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    return CatalogSFTTrainer
+
+
+def output_layer_wrapped(model: Any) -> bool:
+    head = model.get_output_embeddings()
+    return type(head).__module__.startswith("peft.")
+
+
+def stage_dataset(stage: StageConfig, tokenizer: Any, catalog: Catalog, idmap: IdMap, extras: dict[str, Any],
+                  cfg: RecipeConfig) -> Any:
+    tables = {task: task_examples(task, catalog, idmap, extras, cfg.data) for task, w in stage.tasks.items() if w > 0}
+    ds = weighted_mixture(tables, stage.tasks, seed=cfg.seed)
+    if getattr(tokenizer, "chat_template", None):
+        # Pretrained chat models see prompts in their template, exactly as decoding will render them.
+        ds = ds.map(lambda r: {"prompt": apply_chat_template(tokenizer, r["prompt"]) if r["prompt"] else ""})
+    return ds
+
+
+def peft_config(stage: StageConfig, tokenizer: Any, idmap: IdMap) -> Any:
+    from peft import LoraConfig
+
+    lc = stage.lora
+    trainable = None
+    if lc.train_new_tokens:
+        # The id tokens were added to the vocabulary; LoRA leaves embeddings frozen, so their rows train directly.
+        trainable = sorted(tokenizer.convert_tokens_to_ids(id_tokens(idmap)))
+    return LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+                      bias="none", task_type="CAUSAL_LM", trainable_token_indices=trainable or None,
+                      modules_to_save=list(lc.modules_to_save) or None)
+
+
+def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:
+    if method != "qlora":
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    from peft import prepare_model_for_kbit_training
+
+    # Gradient checkpointing only saves memory; on CPU it costs time, so it is not switched on here.
+    return prepare_model_for_kbit_training(load_base(base_dir, quantized=True), use_gradient_checkpointing=False)
+
+
+def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
+                  extras: dict[str, Any]) -> tuple[Any, Any, CurveCallback | None]:
+    """(trainer, tokenizer, learning-curve callback or None) for one stage, ready to train."""
+    # Order: tokenizer first (datasets and LoRA token indices depend on it), then model, data, trainer.
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = load_stage_model(base_dir, stage.method, model_dtype(cfg.model.dtype))
+    train_ds = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
+    args = sft_args(stage.train, stage_dir / "checkpoints", seed=cfg.seed)
+    curve = None
+    if cfg.eval.curve_every > 0 and stage.tasks.get("title->id", 0) > 0:
+        sample = sorted(catalog.ids[:: max(1, len(catalog) // cfg.eval.curve_sample)][: cfg.eval.curve_sample],
+                        key=catalog.index)
+        curve = CurveCallback(tokenizer, catalog, idmap, sample, cfg.eval.curve_every, cfg.eval.batch_size,
+                              path=stage_dir / "learning_curve.json")
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                               peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
+                               callbacks=[curve] if curve else None)
+    # trl's fused LM head cannot see peft-wrapped output rows; on CPU it is also slower than the full logits.
+    loss = stage.train.loss if stage.train.loss != "auto" else ("fused" if on_cuda() else "plain")
+    trainer.plain_loss = loss == "plain" or output_layer_wrapped(trainer.model)
+    if cfg.record_shards:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        rank = trainer.accelerator.process_index
+        trainer.data_collator = RecordingCollator(trainer.data_collator, stage_dir / f"shard_rank{rank}.json")
+    return trainer, tokenizer, curve
+
+
+def run_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
+              extras: dict[str, Any], *, resume: bool) -> dict[str, Any]:
+    """Train one stage from the model in base_dir; save the model or adapter, manifest and memorization in stage_dir."""
+    return train_stage(cfg, stage, base_dir, stage_dir, catalog, idmap, extras, resume=resume)[0]
+
+
+def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
+                extras: dict[str, Any], *, resume: bool = False) -> tuple[dict[str, Any], Any]:
+    """run_stage, also returning the trainer (its in-memory model is what tests compare reloads against)."""
+    trainer, tokenizer, curve = build_trainer(cfg, stage, base_dir, stage_dir, catalog, idmap, extras)
+    last = last_complete_checkpoint(stage_dir / "checkpoints") if resume else None
+    load0, t0 = load_avg(), time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    wall = time.perf_counter() - t0
+    eval_s = curve.eval_seconds if curve else 0.0
+
+    info: dict[str, Any] = {
+        "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,
+        "train_loss": result.training_loss, "train_seconds": round(wall - eval_s, 1), "curve_eval_seconds": round(eval_s, 1),
+        "resumed_from": last, "world_size": trainer.accelerator.num_processes, "examples": len(trainer.train_dataset),
+        "load_avg_start": load0, "load_avg_end": load_avg(), "device": "cuda" if on_cuda() else "cpu",
+        "losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    if trainer.is_world_process_zero():
+        save_stage(trainer, tokenizer, stage, base_dir, stage_dir, catalog, idmap, cfg, info)
+        if curve is not None:
+            save_curve(curve.points, stage_dir, title=f"{idmap.scheme} ids, {len(catalog)} items, stage {stage.name}")
+    trainer.accelerator.wait_for_everyone()
+    return info, trainer
+
+
+def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog,
+               idmap: IdMap, cfg: RecipeConfig, info: dict[str, Any]) -> None:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    base_man = read_manifest(base_dir)
+    if stage.method == "full":
+        trainer.save_model(str(stage_dir))
+        (stage_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest records the recipe
+        kind, base_model, extra = "model", base_man.get("base_model"), {}
+    else:
+        trainer.model.save_pretrained(str(stage_dir / "adapter"))
+        kind, base_model = "adapter", str(base_dir.resolve())
+        extra = {"base_model_fingerprint": model_fingerprint(base_dir), "method": stage.method}
+    tokenizer.save_pretrained(str(stage_dir))
+    from finetune.config import to_dict
+
+    write_manifest(stage_dir, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=base_model,
+                   extra={"kind": kind, **extra, "stage": info, "recipe": to_dict(cfg), "complete": False})
+    if kind == "adapter" and stage.merge:
+        export_merged(stage_dir, stage_dir / "merged")
+    if cfg.eval.memorization:
+        model, tok, _ = load_finetuned(stage_dir)  # from the saved files: what a user would load
+        r = measure(model, tok, catalog, idmap, batch_size=cfg.eval.batch_size)
+        write_memorization(stage_dir, r, catalog=catalog, idmap=idmap, step=info["steps"])
+        info["memorization"] = {k: r[k] for k in ("exact_match", "valid_rate", "n_items", "eval_seconds")}
+    man = read_manifest(stage_dir)
+    man["stage"], man["complete"] = info, True
+    (stage_dir / MANIFEST).write_text(json.dumps(man, indent=2, default=str))
+
+
+def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Merge a LoRA adapter into its (full-precision) base and save a plain model dir with the same manifest."""
+    model, tok, man = load_finetuned(adapter_dir, merge=True)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    for f in ("idmap.json", "catalog.jsonl"):
+        shutil.copy(Path(adapter_dir) / f, out / f)
+    (out / MANIFEST).write_text(json.dumps({**man, "kind": "model", "merged_from": str(Path(adapter_dir).resolve())}, indent=2, default=str))
+    return out
+
+
+# --- the recipe -----------------------------------------------------------------------------------------------------
+
+def active_stages(cfg: RecipeConfig) -> list[StageConfig]:
+    return [s for s in cfg.stages if s.enabled]
+
+
+def stage_dirs(cfg: RecipeConfig) -> list[Path]:
+    out, stages = Path(cfg.output_dir), active_stages(cfg)
+    return [out if i == len(stages) - 1 else out / "stages" / st.name for i, st in enumerate(stages)]
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last) exists: a run killed while saving leaves a
+    partial checkpoint dir that must not be resumed from."""
+    if not ckpt_dir.exists():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
+    """The model stage 1 starts from: built from scratch (tokenizer trained here) or the pretrained dir with the id
+    tokens added. Re-runnable: an existing init dir for the same catalog and id scheme is reused."""
+    from finetune.model_factory import init_pretrained_model
+
+    init = Path(cfg.output_dir) / "init"
+    if (init / MANIFEST).exists():
+        man = read_manifest(init)
+        if man.get("catalog_hash") == catalog.content_hash() and man.get("id_scheme") == idmap.scheme:
+            return init
+    if cfg.model.size:
+        size = load_model_size(cfg.model.size)
+        return init_scratch_model(catalog, idmap, size, cfg.model.tokenizer, init, seed=cfg.seed,
+                                  size_name=Path(cfg.model.size).stem)
+    return init_pretrained_model(catalog, idmap, cfg.model.pretrained, init)
+
+
+def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any]]:
+    """Run every stage in order; with resume, finished stages are skipped and the current one continues from its
+    last checkpoint. Returns per-stage info (steps, losses, timings, memorization)."""
+    from accelerate import PartialState
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    state = PartialState(cpu=not on_cuda())
+    # Order: data before the model (the tokenizer is trained on the catalog and its id tokens), then stages.
+    catalog, idmap, extras = load_source(cfg.data)
+    with state.main_process_first():  # one process builds the init dir, the others then reuse it
+        base = prepare_base(cfg, catalog, idmap)
+    infos = []
+    for stage, sdir in zip(active_stages(cfg), stage_dirs(cfg)):
+        if resume and (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
+            infos.append(read_manifest(sdir)["stage"])
+        else:
+            infos.append(run_stage(cfg, stage, base, sdir, catalog, idmap, extras, resume=resume))
+        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
+    if state.is_main_process:
+        Path(cfg.output_dir, "run_summary.json").write_text(json.dumps(infos, indent=2, default=str))
+    return infos

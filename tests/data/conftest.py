@@ -1,0 +1,46 @@
+"""Session fixtures over the real MovieLens catalog: embeddings (cached on disk under .cache/, ignored by git, so
+only the first run embeds the 9,742 items) and the two expensive id maps, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+EMBEDDING_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "embeddings"
+
+
+@pytest.fixture(scope="session")
+def movielens():
+    from data.movielens import load_movielens
+
+    return load_movielens()
+
+
+@pytest.fixture(scope="session")
+def redial():
+    from data.redial import load_redial
+
+    return load_redial()
+
+
+@pytest.fixture(scope="session")
+def ml_embeddings(movielens):
+    from data.semantic_ids import item_embeddings
+
+    return item_embeddings(movielens[0], cache_dir=EMBEDDING_CACHE)
+
+
+@pytest.fixture(scope="session")
+def semantic_map(movielens, ml_embeddings):
+    from data.ids import build_idmap
+
+    return build_idmap(movielens[0], "semantic", seed=0, embeddings=ml_embeddings)  # the default configuration
+
+
+@pytest.fixture(scope="session")
+def collaborative_map(movielens, ml_embeddings):
+    from data.ids import build_idmap
+
+    catalog, histories = movielens
+    return build_idmap(catalog, "collaborative", seed=0, histories=histories, embeddings=ml_embeddings)

@@ -1,0 +1,54 @@
+"""Tiny fixtures for decoding tests: a BPE tokenizer trained on a few strings and random 2-layer, 64-dim Llamas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+            max_position_embeddings=512)
+SPECIALS = ["<pad>", "<s>", "</s>", "<item>", "</item>"]
+CORPUS = [
+    "### Task: Give the catalog id of this item.", "Title: Toy Story (1995)", "\n### Answer: ABC", "Heat (1995)",
+    "Jumanji", "The Matrix", "I suggest <item>Heat</item> and more", "User: hello", "Assistant: try this",
+    "ABCDEFGHJKLMNPQRSTUVWXYZ 0123456789", "Grumpier Old Men", "Waiting to Exhale", "Father of the Bride",
+]
+
+
+def make_tokenizer(corpus: list[str] = CORPUS, vocab_size: int = 300, seed_text: str = ""):
+    """A byte-level BPE tokenizer (GPT-2 style leading-space tokens) wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(list(corpus) + ([seed_text] if seed_text else []), trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  additional_special_tokens=["<item>", "</item>"])
+    tok.padding_side = "left"
+    return tok
+
+
+def make_model(vocab_size: int, seed: int = 0, *, eos: int = 2, pad: int = 0, bos: int = 1):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, eos_token_id=eos, pad_token_id=pad, bos_token_id=bos, **TINY)
+    model = LlamaForCausalLM(cfg).eval()
+    return model
+
+
+def random_prompts(rng: np.random.Generator, batch: int, vocab: int, *, pad: int = 0, low: int = 5, max_len: int = 6):
+    """Left-padded random prompts (tokens >= low) and their attention mask."""
+    lens = rng.integers(1, max_len + 1, size=batch)
+    width = int(lens.max())
+    ids = np.full((batch, width), pad, dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.int64)
+    for i, n in enumerate(lens):
+        ids[i, width - n:] = rng.integers(low, vocab, size=n)
+        mask[i, width - n:] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)

@@ -1,0 +1,117 @@
+"""End to end: a tiny tokenizer + random Llama saved as a model dir, `dlsearch index build --kind trie`,
+`dlsearch generate`, DirectSearch's search shape, items inside free text, fuzzy matching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import LogitsProcessor
+
+from data.catalog import Catalog, Item, load_catalog_jsonl
+from data.formats import Conversation, Message, load_predictions, save_conversations
+from data.ids import build_idmap
+from decoding.direct import DirectSearch
+from decoding.fuzzy import FuzzyMatcher
+from decoding.generate import conversation_prompt, recommend
+from decoding.index import TrieIndex, build_index
+from decoding.spans import generate_with_items, marker_ids
+from dlsearch.cli import main
+
+from decoding_fixtures import make_model, make_tokenizer
+
+TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "The Matrix (1999)", "Grumpier Old Men (1995)",
+          "Waiting to Exhale (1995)", "Father of the Bride Part II (1995)", "Sabrina (1995)", "Tom and Huck (1995)",
+          "Sudden Death (1995)", "GoldenEye (1995)", "Balto (1995)"]
+CATALOG = Catalog([Item(str(100 + i), t) for i, t in enumerate(TITLES)])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    tok = make_tokenizer()
+    model = make_model(len(tok), seed=3, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    (d / "manifest.json").write_text(json.dumps({"catalog_hash": CATALOG.content_hash(), "id_scheme": "random"}))
+    return d
+
+
+def test_cli_index_build_and_generate(tmp_path, model_dir):
+    CATALOG.save_jsonl(tmp_path / "catalog.jsonl")
+    idmap = build_idmap(CATALOG, "random", seed=0)
+    idmap.save(tmp_path / "idmap.json")
+    assert main(["index", "build", "--kind", "trie", "--catalog", str(tmp_path / "catalog.jsonl"), "--idmap",
+                 str(tmp_path / "idmap.json"), "--model", str(model_dir), "--out", str(tmp_path / "trie")]) == 0
+    convs = [Conversation(f"c{i}", [Message("user", f"I liked @{100 + i}, what next?")], targets=[str(101 + i)])
+             for i in range(5)]
+    save_conversations(tmp_path / "convs.jsonl", convs)
+    assert main(["generate", "--model", str(model_dir), "--index", str(tmp_path / "trie"), "--input",
+                 str(tmp_path / "convs.jsonl"), "--beams", "6", "--k", "4", "--out", str(tmp_path / "preds.jsonl")]) == 0
+    preds = load_predictions(tmp_path / "preds.jsonl")
+    assert [p.id for p in preds] == [c.id for c in convs]
+    for p, c in zip(preds, convs):
+        got = [s.item_id for s in p.items]
+        assert len(got) == 4 and len(set(got)) == 4 and all(g in CATALOG for g in got)
+        assert c.mentioned()[0] not in got  # mentioned items are excluded by a query-time mask
+        assert [s.rank for s in p.items] == [1, 2, 3, 4] and all(np.diff([s.score for s in p.items]) <= 0)
+
+
+def test_direct_search_shape_and_allow_list(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), tok)
+    search = DirectSearch(model, tok, index, CATALOG, beams=8, batch_size=2)
+    prompts = [conversation_prompt(Conversation("x", [Message("user", t)]), CATALOG) for t in ("hi", "a film", "x")]
+    scores, rows = search.search(prompts, k=5)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64 and scores.shape == rows.shape == (3, 5)
+    assert (rows >= 0).all() and (rows < len(CATALOG)).all() and np.isfinite(scores).all()
+    scores, rows = search.search(prompts, k=5, allow=[["100", "103"]] * 3)  # only 2 allowed: padded with -1 / -inf
+    assert set(rows[:, :2].ravel()) <= {0, 3} and (rows[:, 2:] == -1).all() and np.isneginf(scores[:, 2:]).all()
+    pred = recommend(Conversation("c", [Message("user", "I liked @100")]), search, k=3)
+    assert len(pred.items) == 3 and "100" not in [s.item_id for s in pred.items]
+
+
+def test_items_inside_free_text(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), tok, mode="span")
+    start_id, end_id = marker_ids(tok)
+
+    class OpenSpans(LogitsProcessor):  # the random model never opens a span by itself: push it to, twice
+        def __init__(self, width):
+            self.width = width
+
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] - self.width in (2, 16):
+                scores[:, start_id] += 1000.0
+            return scores
+
+    prompts = ["User: recommend two films\nAssistant:", "User: hi\nAssistant:"]
+    width = tok(prompts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+    replies = generate_with_items(model, tok, index, prompts, max_new_tokens=40, deny=[["102"], None],
+                                  logits_processor=[OpenSpans(width)], do_sample=False)
+    for q, r in enumerate(replies):
+        assert len(r.items) >= 1 and all(it.item_id in CATALOG for it in r.items)
+        assert len(r.texts) == len(r.items) + 1 and all(it.score <= 0 for it in r.items)
+        if q == 0:
+            assert "102" not in [it.item_id for it in r.items]
+        assert "<item>" in r.render(lambda i: CATALOG[i].title)
+
+
+def test_fuzzy_matching():
+    idmap = build_idmap(CATALOG, "random", seed=0)
+    m = FuzzyMatcher(CATALOG, idmap)
+    assert m.exact("the matrix (1999)") == ["103"] and m.exact("Matrix, The (1999)") == ["103"]
+    assert m.match("The Matrx (1999)") == [("103", 1)]
+    assert m.match("jumanji") == [("101", 0)]  # title without its year
+    assert m.match(idmap.code("105").lower()) == [("105", 0)]
+    assert m.match("completely different") == []
+    found = m.find_mentions("I loved Heat (1995) and also Balto, but not heathers")
+    assert [f[0] for f in found] == ["102", "111"]

@@ -1,0 +1,181 @@
+"""evaluation/sweep.py orchestration with stand-in steps: nesting, synthetic sizes, caching, resume, crossover, outputs.
+
+The stand-in model "memorizes" the first CAPACITY items of any catalog and answers requests only among those, so
+direct search must lose to BM25 once the catalog outgrows it: the crossover is known in advance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.catalog import Catalog, Item
+from evaluation.baselines import BM25Search  # noqa: F401  (the package baseline; the text fallback below is separate)
+from evaluation.metrics import id_tie_order, top_k_rows
+from evaluation.sweep import SweepConfig, SweepSteps, catalog_at, crossover, held_out_requests, run_sweep
+from evaluation.synthetic import AttributeDistribution, synthetic_items
+
+CAPACITY = 50
+REAL_ITEMS = 120
+
+
+@pytest.fixture(scope="module")
+def movielens_catalog() -> Catalog:
+    root = Path(__file__).resolve().parents[2] / "data" / "datasets" / "movielens-latest-small"
+    tags: dict[str, dict[str, str]] = {}
+    with open(root / "tags.csv", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            tags.setdefault(r["movieId"], {}).setdefault(r["tag"].strip().lower(), r["tag"].strip())
+    items = []
+    with open(root / "movies.csv", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            g = [x for x in r["genres"].split("|") if x != "(no genres listed)"]
+            t = list(tags.get(r["movieId"], {}).values())
+            items.append(Item(r["movieId"], r["title"], concepts=tuple(dict.fromkeys(g + t)), meta={"genres": g, "tags": t}))
+    return Catalog(items)
+
+
+def _words(text: str) -> set[str]:
+    return set(text.lower().replace("(", " ").replace(")", " ").replace(",", " ").split())
+
+
+class StandIn:
+    """Counts calls; optionally fails once in a stage to simulate an interruption."""
+
+    def __init__(self, fail_at: tuple[str, int] | None = None):
+        self.calls: dict[str, int] = {}
+        self.fail_at = fail_at
+
+    def _count(self, stage: str, size: int) -> None:
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        if self.fail_at == (stage, size):
+            self.fail_at = None
+            raise KeyboardInterrupt(f"simulated interruption in {stage} at size {size}")
+
+    def steps(self) -> SweepSteps:
+        def train(catalog, idmap, out_dir: Path, cfg):
+            self._count("train", len(catalog))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "memorized.json").write_text(json.dumps(catalog.ids[:CAPACITY]))
+            return out_dir
+
+        def generate_ids(model_dir, catalog, idmap, titles):
+            self._count("generate", len(catalog))
+            known = set(json.loads((model_dir / "memorized.json").read_text()))
+            by_title = {it.title: it.id for it in catalog}
+            return [idmap.code(by_title[t]) if by_title[t] in known else "not-an-id" for t in titles]
+
+        def direct_search(model_dir, catalog, idmap, texts, k, cfg):
+            self._count("direct", len(catalog))
+            known = json.loads((model_dir / "memorized.json").read_text())
+            rows_known = np.array([catalog.index(i) for i in known])
+            dense = np.full((len(texts), len(catalog)), -np.inf)
+            for n, t in enumerate(texts):
+                q = _words(t)
+                for r in rows_known:
+                    w = _words(catalog.items[r].title)
+                    dense[n, r] = len(q & w) / max(1, len(q | w))
+            return top_k_rows(dense, k, id_tie_order(catalog.ids))
+
+        def fallback(name, catalog, work_dir, cfg):
+            assert name == "bm25"
+            docs = [_words(it.title + " " + " ".join(it.concepts)) for it in catalog]
+
+            def search(texts, k):
+                self._count("bm25", len(catalog))
+                dense = np.array([[len(_words(t) & d) for d in docs] for t in texts], dtype=float)
+                return top_k_rows(dense, k, id_tie_order(catalog.ids))
+
+            return search
+
+        return SweepSteps(train=train, generate_ids=generate_ids, direct_search=direct_search, fallback=fallback, router=None)
+
+
+def _cfg(tmp_path: Path) -> SweepConfig:
+    return SweepConfig(name="standin", sizes=[40, 80], synthetic_sizes=[240], real_items=REAL_ITEMS, n_requests=40,
+                       memorization_sample=0, fallbacks=["bm25"], router=False, n_resamples=100, out=str(tmp_path / "sweep"),
+                       id_scheme="sequential")
+
+
+def test_catalogs_nest_and_synthetic_items_follow_real_attributes(movielens_catalog) -> None:
+    small, big = catalog_at(movielens_catalog, 40, seed=0), catalog_at(movielens_catalog, 80, seed=0)
+    assert big.ids[:40] == small.ids
+    syn = catalog_at(movielens_catalog, 240, seed=0, real_items=REAL_ITEMS)
+    assert syn.ids[:80] == catalog_at(movielens_catalog, 80, seed=0, real_items=REAL_ITEMS).ids
+    fake = [it for it in syn if it.meta.get("synthetic")]
+    assert len(fake) == 120 and len({it.title for it in syn}) == 240
+    # genres of synthetic items follow the real frequencies: Drama and Comedy dominate in both
+    dist = AttributeDistribution(movielens_catalog)
+    many = synthetic_items(dist, 3000, seed=1)
+    real_drama = np.mean(["Drama" in it.meta["genres"] for it in movielens_catalog])
+    syn_drama = np.mean(["Drama" in it.meta["genres"] for it in many])
+    assert abs(real_drama - syn_drama) < 0.04
+    assert synthetic_items(dist, 5, seed=1) == many[:5]  # deterministic and nested
+
+
+def test_requests_are_held_out_phrasings(movielens_catalog) -> None:
+    cat = catalog_at(movielens_catalog, 200, seed=0)
+    reqs = held_out_requests(cat, 50, seed=0)
+    assert len({t for _, t in reqs}) == 50 and reqs == held_out_requests(cat, 50, seed=0)
+    assert all(text != cat[t].title for text, t in reqs)
+
+
+def test_sweep_runs_caches_resumes_and_finds_the_crossover(movielens_catalog, tmp_path) -> None:
+    cfg = _cfg(tmp_path)
+    stand = StandIn(fail_at=("direct", 80))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
+    assert stand.calls == {"train": 2, "generate": 2, "direct": 2, "bm25": 1}  # size 40 done, size 80 stopped in direct
+    result = run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
+    # resumed: size 80's train and memorization were not redone; only its direct stage and size 240 ran
+    assert stand.calls == {"train": 3, "generate": 3, "direct": 4, "bm25": 3}
+    pts = {p["size"]: p for p in result["points"]}
+    assert pts[40]["memorization"]["exact_match"] == 1.0 and pts[240]["memorization"]["exact_match"] == pytest.approx(CAPACITY / 240)
+    assert pts[240]["synthetic_items"] == 120
+    assert pts[40]["recall@10"]["direct"]["mean"] > pts[240]["recall@10"]["direct"]["mean"]
+    cx = result["crossover"]
+    assert cx["size"] in (80, 240) and cx["fallback"] == "bm25"
+    out = Path(cfg.out)
+    assert (out / "sweep.png").stat().st_size > 10_000 and (out / "sweep.csv").read_text().count("\n") == 4
+    # a third run does no work at all
+    before = dict(stand.calls)
+    again = run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
+    assert stand.calls == before and again["points"] == result["points"]
+
+
+def test_large_points_are_left_to_a_gpu_run(movielens_catalog, tmp_path) -> None:
+    cfg = _cfg(tmp_path)
+    cfg.cpu_max_size = 100
+    result = run_sweep(cfg, StandIn().steps(), real=movielens_catalog, on_gpu=False)
+    skipped = [p for p in result["points"] if p["status"] == "skipped"]
+    assert [p["size"] for p in skipped] == [240] and "GPU" in skipped[0]["reason"]
+
+
+def test_crossover_interpolates_in_log_size() -> None:
+    def pt(size, direct, fb):
+        return {"size": size, "status": "done", "recall@10": {"direct": {"mean": direct}, "bm25": {"mean": fb}}}
+
+    cx = crossover([pt(100, 0.9, 0.3), pt(1000, 0.5, 0.4), pt(10000, 0.1, 0.5)], 10)
+    assert cx["size"] == 10000 and cx["fallback"] == "bm25"
+    assert 1000 < cx["interpolated_size"] < 10000
+    assert crossover([pt(100, 0.9, 0.3)], 10)["size"] is None
+
+
+def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
+    """configs/sweep-tiny.yaml with the real steps: finetune trains, decoding searches, retrieval's BM25 falls back."""
+    pytest.importorskip("finetune.train", reason="finetune area not merged into this checkout")
+    pytest.importorskip("decoding.direct", reason="decoding area not merged into this checkout")
+    from dlsearch.cli import main
+
+    out = tmp_path / "tiny"
+    assert main(["sweep", "--config", "configs/sweep-tiny.yaml", "--set", f"out={out}"]) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    done = [p for p in result["points"] if p["status"] == "done"]
+    assert [p["size"] for p in done] == [20, 40, 80] and done[-1]["synthetic_items"] == 20
+    for p in done:
+        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25"}
+    assert (out / "sweep.png").is_file() and result["crossover"].get("size") in (20, 40, 80, None)

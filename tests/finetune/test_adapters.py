@@ -1,0 +1,54 @@
+"""QLoRA (4-bit nf4 on CPU via bitsandbytes) from a trained base; adapter reload; refusal of wrong base/catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.catalog import Catalog, Item
+from finetune.config import load_recipe
+from finetune.loading import load_finetuned
+from finetune.manifest import ManifestError
+from finetune.sources import load_source
+from finetune.train import active_stages, prepare_base, train_stage
+from tests.finetune.conftest import RECIPE, TINY
+
+
+def test_qlora_loss_falls_and_adapter_reloads_to_identical_logits(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    base = tiny_run[0] / "stages" / "index"
+    cfg = load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "model.size=null", f"model.pretrained={base}",
+                               "stages.index.enabled=false", "stages.history.method=qlora", "stages.history.merge=false",
+                               "stages.history.tasks={title->id: 1.0, id->title: 1.0}", "stages.history.train.max_steps=16",
+                               "stages.history.train.lr=1.0e-2", "stages.history.lora.r=8", "eval.curve_every=0"])
+    catalog, idmap, extras = load_source(cfg.data)
+    init = prepare_base(cfg, catalog, idmap)
+    (stage,) = active_stages(cfg)
+    info, trainer = train_stage(cfg, stage, init, tmp_path, catalog, idmap, extras)
+    losses = [h["loss"] for h in info["losses"]]
+    assert losses[-1] < losses[0], losses
+    assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules()), "base was not quantized"
+
+    batch = trainer.processing_class(["### Task: Give the catalog id of this item.\nTitle: Toy Story (1995)\n### Answer:"],
+                                     return_tensors="pt", add_special_tokens=False)
+    trainer.model.eval()
+    with torch.no_grad():
+        want = trainer.model(**batch).logits
+        model, _, man = load_finetuned(tmp_path, catalog=catalog)
+        got = model(**batch).logits
+    assert man["method"] == "qlora" and man["kind"] == "adapter"
+    assert torch.equal(want, got), (want - got).abs().max()
+
+
+def test_adapter_on_wrong_base_is_refused(tiny_run: tuple[Path, list[dict]]) -> None:
+    out = tiny_run[0]
+    model, _, _ = load_finetuned(out)  # its own base: fine
+    with pytest.raises(ManifestError, match="trained on base model .* fingerprint"):
+        load_finetuned(out, base_model_dir=out / "init")  # same architecture, untrained weights
+
+
+def test_model_on_wrong_catalog_is_refused(tiny_run: tuple[Path, list[dict]]) -> None:
+    other = Catalog([Item(id="1", title="Some Other Movie (2001)")])
+    with pytest.raises(ManifestError, match="trained for catalog"):
+        load_finetuned(tiny_run[0], catalog=other)

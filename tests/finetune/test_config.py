@@ -1,0 +1,75 @@
+"""Recipe configs: every shipped YAML loads; misspelled or mistyped fields are refused by name; overrides apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune.config import ConfigError, load_model_size, load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / "configs").glob("finetune-*.yaml")) + [REPO / "configs" / "movielens_cpu.yaml"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_load_and_start_with_launch_command(path: Path) -> None:
+    cfg = load_recipe(path)
+    assert cfg.stages
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# Launch:") and "--config" in first
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "models").glob("*.yaml")), ids=lambda p: p.name)
+def test_model_presets_load(path: Path) -> None:
+    size = load_model_size(path)
+    assert size.hidden_size % size.num_attention_heads == 0
+
+
+def test_misspelled_field_is_refused_with_suggestion(tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text("model: {size: configs/models/llama-tiny.yaml}\nstages:\n  - name: a\n    train: {lerning_rate: 1.0e-3}\n")
+    with pytest.raises(ConfigError, match=r"unknown field 'stages\[0\]\.train\.lerning_rate'") as e:
+        load_recipe(p)
+    assert str(p) in str(e.value)
+    p.write_text("model: {size: configs/models/llama-tiny.yaml}\noutput_dri: x\n")
+    with pytest.raises(ConfigError, match="did you mean 'output_dir'"):
+        load_recipe(p)
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text("model: {size: configs/models/llama-tiny.yaml}\nstages: [{name: a, train: {batch_size: many}}]\n")
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.train\.batch_size: expected an integer, got str 'many'"):
+        load_recipe(p)
+
+
+def test_unknown_task_and_method_are_refused() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'title->id'"):
+        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["stages.index.tasks={title-id: 1.0}"])
+    with pytest.raises(ConfigError, match="method: 'lorra'"):
+        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["stages.0.method=lorra"])
+
+
+def test_overrides_by_index_and_by_stage_name() -> None:
+    cfg = load_recipe(REPO / "configs" / "movielens_cpu.yaml",
+                      ["stages.index.train.lr=0.5", "stages.1.lora.r=4", "data.id_scheme=random", "eval.curve_every=0"])
+    assert cfg.stages[0].train.lr == 0.5 and cfg.stages[1].lora.r == 4
+    assert cfg.data.id_scheme == "random" and cfg.eval.curve_every == 0
+    with pytest.raises(ConfigError, match="unknown field 'data.id_schem'"):
+        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["data.id_schem=random"])
+    with pytest.raises(ConfigError, match="no list element 'nope'"):
+        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["stages.nope.train.lr=1"])
+
+
+def test_hardware_defaults_on_cpu() -> None:
+    """trl defaults bf16 and gradient checkpointing on; on CPU both must be off (6-8x slower)."""
+    import torch
+
+    from finetune.train import sft_args
+
+    cfg = load_recipe(REPO / "configs" / "movielens_cpu.yaml")
+    args = sft_args(cfg.stages[0].train, Path("/tmp/x"), seed=0)
+    if not torch.cuda.is_available():
+        assert args.bf16 is False and args.gradient_checkpointing is False and args.use_cpu
+    assert args.completion_only_loss is True and args.activation_checkpointing is False

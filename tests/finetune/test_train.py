@@ -1,0 +1,90 @@
+"""The real entry point on a tiny config: loss falls, outputs and manifests, kill -9 + --resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.finetune.conftest import INDEX_STEPS, LORA_STEPS, N_ITEMS, REPO, env, finetune_cmd, run_finetune
+
+
+def test_loss_falls_in_both_stages(tiny_run: tuple[Path, list[dict]]) -> None:
+    out, infos = tiny_run
+    index, lora = infos
+    assert index["steps"] == INDEX_STEPS and lora["steps"] == LORA_STEPS
+    first, last = index["losses"][0]["loss"], index["losses"][-1]["loss"]
+    assert last < 0.7 * first, index["losses"]
+    assert lora["losses"][-1]["loss"] < lora["losses"][0]["loss"], lora["losses"]
+    assert lora["trainable_parameters"] < index["trainable_parameters"] / 2  # LoRA trains a small part
+
+
+def test_outputs_manifest_and_memorization(tiny_run: tuple[Path, list[dict]]) -> None:
+    out, _ = tiny_run
+    base = out / "stages" / "index"
+    for d, kind in ((base, "model"), (out, "adapter"), (out / "merged", "model")):
+        man = json.loads((d / "manifest.json").read_text())
+        assert man["kind"] == kind and man["id_scheme"] == "random" and man["n_items"] == N_ITEMS
+        assert {"catalog_hash", "catalog_version", "base_model"} <= set(man)
+        assert (d / "tokenizer.json").exists() and (d / "idmap.json").exists()
+        assert not (d / "training_args.bin").exists()  # no pickles in model dirs
+    assert json.loads((out / "manifest.json").read_text())["base_model"] == str(base.resolve())
+    mem = json.loads((out / "memorization.json").read_text())
+    (entry,) = mem.values()
+    assert entry["task"] == "title->id" and entry["n_items"] == N_ITEMS and entry["step"] == LORA_STEPS
+    assert 0.0 <= entry["exact_match"] <= entry["valid_rate"] <= 1.0
+    curve = json.loads((base / "learning_curve.json").read_text())
+    assert [p["step"] for p in curve] == [10, 20, 30] and (base / "learning_curve.png").stat().st_size > 1000
+
+
+def test_kill_and_resume_reaches_same_weights(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """SIGKILL after the step-20 checkpoint of the full stage, then --resume: same final weights as the
+    uninterrupted run with the same seed (both stages)."""
+    ref, _ = tiny_run
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(finetune_cmd(out, "eval.curve_every=0", entry="finetune"), cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "stages" / "index" / "checkpoints" / "checkpoint-20" / "trainer_state.json"
+    deadline = time.time() + 150
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "stages" / "index" / "model.safetensors").exists()
+    infos = run_finetune(out, "eval.curve_every=0", resume=True)
+    assert infos[0]["resumed_from"].endswith("checkpoint-20") or infos[0]["resumed_from"].endswith("checkpoint-30")
+    for rel in ("stages/index/model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(str(ref / rel)), load_file(str(out / rel))
+        assert a.keys() == b.keys()
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst <= 1e-5, (rel, worst)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "finetune"] + finetune_cmd(
+        out, "record_shards=true", "stages.history.enabled=false", "stages.index.train.max_steps=3",
+        "eval.curve_every=0", "eval.memorization=false", entry="finetune")[3:]
+    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (info,) = json.loads((out / "run_summary.json").read_text())
+    assert info["world_size"] == 2 and info["steps"] == 3
+    r0 = json.loads((out / "shard_rank0.json").read_text())
+    r1 = json.loads((out / "shard_rank1.json").read_text())
+    # 3 steps x per-process batch 8, plus the batch the dataloader prefetches; 2 x 32 < 80 rows: one epoch.
+    assert len(r0) == len(r1) and 3 * 8 <= len(r0) <= 4 * 8
+    assert not set(r0) & set(r1), "ranks trained on the same examples"
+    assert (out / "model.safetensors").exists()
