@@ -22,6 +22,7 @@ class DirectConversationSearch:
     """search(conversations, k) -> (scores, rows) with decoding's constrained beam search."""
 
     name = "direct"
+    masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
 
     def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True):
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
