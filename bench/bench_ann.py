@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--ivf", default="4096", help="comma list of IVF nlist values ('' to skip)")
     ap.add_argument("--nprobe", default="16,32,64,128")
     ap.add_argument("--pq", default="48", help="PQ code bytes for IVF,PQ with Flat re-ranking ('' to skip)")
-    ap.add_argument("--train-size", type=int, default=131072, help="vectors sampled to train IVF/PQ (32 per list at 4096)")
+    ap.add_argument("--train-size", type=int, default=65536, help="vectors sampled to train IVF/PQ (16 per list at 4096)")
+    ap.add_argument("--kmeans-iter", type=int, default=10, help="k-means iterations for the IVF coarse quantizer")
     ap.add_argument("--cache-dir", default=".cache/embeddings")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -175,6 +176,7 @@ def main() -> None:
         r = rss_mb()
         t = time.perf_counter()
         if not index.is_trained:
+            faiss.extract_index_ivf(index).cp.niter = args.kmeans_iter
             index.train(x[np.random.default_rng(args.seed).choice(len(x), min(len(x), args.train_size), replace=False)])
         index.add(x)
         build = time.perf_counter() - t
