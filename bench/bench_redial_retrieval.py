@@ -39,33 +39,21 @@ from retrieval.router import ConversationSearch, Policy, Router, Strategy  # noq
 
 
 def standin_prepare(out: Path, seed: int = 0) -> Path:
-    """Only while `dlsearch data prepare` is not on main: the per-turn records the TEAM.md contract describes
-    (context before a recommender turn; targets = movies first mentioned in it; exclude = movies mentioned earlier),
-    dialogues split 80/10/10 with a seeded shuffle. Results from it are labelled `split: standin`."""
-    import random
-
+    """Only while `dlsearch data prepare` is not on main: the same records from the foundation's functions —
+    `data.turns.all_recommender_turns` (context before a recommender turn; targets = movies first mentioned in it;
+    exclude = movies mentioned earlier) split by dialogue with `data.splits.split_conversations` (80/10/10, seed 0)."""
     from data.catalog import write_jsonl
-    from data.formats import MENTION_RE, Conversation
     from data.redial import load_redial
+    from data.splits import split_conversations
+    from data.turns import all_recommender_turns
 
     catalog, dialogues = load_redial()
-    order = list(range(len(dialogues)))
-    random.Random(seed).shuffle(order)
-    n_train, n_val = int(0.8 * len(order)), int(0.1 * len(order))
-    parts = {"train": order[:n_train], "validation": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
     catalog.save_jsonl(out / "catalog.jsonl")
-    for split, idx in parts.items():
-        recs = []
-        for i in sorted(idx):
-            d, seen = dialogues[i], []
-            for t, m in enumerate(d.messages):
-                ids = list(dict.fromkeys(MENTION_RE.findall(m.content)))
-                new = [x for x in ids if x not in seen]
-                if m.role == "assistant" and new and t > 0:
-                    recs.append(Conversation(f"{d.id}:{t}", d.messages[:t], exclude=list(seen), targets=new, meta={"dialogue_id": d.id}).to_json())
-                seen.extend(x for x in ids if x not in seen)
-        write_jsonl(out / "conversations" / f"{split}.jsonl", recs)
-    (out / "manifest.json").write_text(json.dumps({"split": "standin", "seed": seed, "dialogues": {k: len(v) for k, v in parts.items()}}))
+    parts = split_conversations(all_recommender_turns(dialogues), seed=seed)
+    for split, convs in parts.items():
+        write_jsonl(out / "conversations" / f"{split}.jsonl", (c.to_json() for c in convs))
+    (out / "manifest.json").write_text(json.dumps({"split": "data.turns + data.splits (prepare CLI not on main yet)", "seed": seed,
+                                                   "turns": {k: len(v) for k, v in parts.items()}}))
     return out
 
 
@@ -78,7 +66,7 @@ def main() -> None:
     ap.add_argument("--movielens", action="store_true", help="add MovieLens history->next item pairs to dual training")
     ap.add_argument("--model-dir", default=None, help="fine-tuned model for conversation->concepts (concept_model row)")
     ap.add_argument("--resamples", type=int, default=1000)
-    ap.add_argument("--standin-split", action="store_true", help="write a stand-in split to --data first (see standin_prepare)")
+    ap.add_argument("--standin-split", action="store_true", help="write the split to --data first with data.turns + data.splits")
     args = ap.parse_args()
     if args.standin_split:
         standin_prepare(Path(args.data))
