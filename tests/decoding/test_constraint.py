@@ -4,7 +4,6 @@ edge case. Every check reads the raw `generate` output, before any filtering."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
