@@ -123,7 +123,9 @@ def main() -> None:
         router_strategies["concept"] = Strategy("concept", concept, to_c)
     else:
         notes["concept_model"] = "not run: no fine-tuned model (--model-dir) was available"
-    weights = {"dual": 1.0, "concept": 0.5, "bm25": 0.5}
+    import yaml
+
+    weights = yaml.safe_load(Path("configs/recommend.yaml").read_text())["policy"]["weights"]  # the shipped policy
     systems["router"] = Router(catalog, router_strategies, Policy(weights=weights, overfetch=100))
 
     first_concepts = lambda c: list(catalog[c.targets[0]].concepts) if c.targets and catalog[c.targets[0]].concepts else None  # noqa: E731
