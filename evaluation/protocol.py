@@ -5,8 +5,9 @@ Two tasks, one pipeline (each query is a `Conversation` with `targets` and `excl
 * **ReDial turns** (`redial_turns_task`): the foundation split written by `dlsearch data prepare` — one record per
   recommender turn of a TEST dialogue; messages = the turns before it, targets = the movies mentioned in that turn,
   exclude = the movies mentioned earlier. Ranking is over the full catalog.
-* **MovieLens leave-one-out** (`movielens_loo_task`): per user, the last rated item (by time) is the target, the
-  second-to-last is validation, the rest is training; the query is the history before the target.
+* **MovieLens leave-one-out** (`movielens_loo_task`): data.splits.split_histories — per user, the last rated item
+  (by time) is the target, the second-to-last is validation, the rest is training; the query is the history before
+  the target.
 
 Two modes, both always reported:
 * `excluded` (default, the headline): items already mentioned/consumed are removed from every ranking, and targets
@@ -122,32 +123,22 @@ def redial_turns_task(prepared_dir: str | Path) -> EvalTask:
     )
 
 
-def leave_one_out(histories: Mapping[str, Sequence[tuple[str, int]]]) -> tuple[dict[str, list[str]], dict[str, str], dict[str, str]]:
-    """(train items per user, validation item per user, test item per user): last by time is test, second-to-last
-    validation. Users with fewer than 3 interactions stay wholly in training."""
-    train, val, test = {}, {}, {}
-    for user, events in histories.items():
-        items = [i for i, _ in events]
-        if len(items) < 3:
-            train[user] = items
-            continue
-        train[user], val[user], test[user] = items[:-2], items[-2], items[-1]
-    return train, val, test
-
-
 def movielens_loo_task(catalog: Catalog, histories: Mapping[str, Sequence[tuple[str, int]]], *, text_items: int = 20) -> EvalTask:
     """Leave-one-out next item: the query is the user's history before the last item, rendered as @<id> mentions
     (the last `text_items` of them in the text; all of them in `exclude`)."""
-    train, val, test = leave_one_out(histories)
+    from data.splits import split_histories  # foundation: the one leave-one-out split every area uses
+
+    splits = split_histories({u: list(e) for u, e in histories.items()})
     counts: Counter = Counter()
-    for items in train.values():
-        counts.update(i for i in items if i in catalog)
+    for events in splits["train"].values():
+        counts.update(i for i, _ in events if i in catalog)
     queries, groups = [], []
-    for user in sorted(test, key=lambda u: (len(u), u)):
-        before = train[user] + [val[user]]
+    for user in sorted(splits["test"], key=lambda u: (len(u), u)):
+        events = splits["test"][user]  # ends with the test target
+        before, target = [i for i, _ in events[:-1]], events[-1][0]
         text = "I rated " + ", ".join(f"@{i}" for i in before[-text_items:])
         queries.append(Conversation(id=f"user{user}", messages=[Message("user", text)], exclude=list(dict.fromkeys(before)),
-                                    targets=[test[user]], meta={"user": user}))
+                                    targets=[target], meta={"user": user}))
         groups.append(user)
     h = hashlib.sha256(json.dumps({u: list(map(list, e)) for u, e in sorted(histories.items())}).encode()).hexdigest()
     return EvalTask(name="movielens-loo", catalog=catalog, train_counts=counts, queries=queries, groups=groups,
