@@ -87,9 +87,7 @@ def spectral_embedding(x: sp.csr_matrix, dims: int, seed: int) -> np.ndarray:
         _, s, vt = svds(b, k=k, v0=v0, random_state=seed)
         vt = vt[np.argsort(-s)]
     emb = (vt[1:] / np.sqrt(np.maximum(di, 1))[None, :]).T  # drop the trivial vector; [items, k-1]
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    vt0 = vt[0] if vt.ndim == 2 else vt
-    return emb if emb.size else vt0[:, None]
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
 def _split(n: int, labels: np.ndarray, branching: int) -> list[np.ndarray]:

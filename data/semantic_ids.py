@@ -152,13 +152,19 @@ def extend_semantic(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: in
 
 
 def semantic_stats(idmap: IdMap) -> dict[str, Any]:
-    """Utilization per level (distinct codes used / codebook size) and the items that needed `<d_k>`."""
+    """Per level: utilization (distinct codes used / codebook size) and perplexity; the items that needed `<d_k>`
+    (every member of a colliding group), the number of such groups ("collisions resolved"), the largest group."""
     levels, size = int(idmap.params.get("levels", DEFAULT_LEVELS)), int(idmap.params.get("codebook_size", DEFAULT_CODEBOOK_SIZE))
     parsed = [parse_code(c) for c in idmap.codes.values()]
     util = {LEVEL_LETTERS[l]: len({p[l][1] for p in parsed}) / size for l in range(levels)}
+    perplexity = {}  # exp(entropy) of the code distribution per level: how evenly the used codes are filled
+    for l in range(levels):
+        counts = np.unique([p[l][1] for p in parsed], return_counts=True)[1] if parsed else np.ones(1)
+        prob = counts / counts.sum()
+        perplexity[LEVEL_LETTERS[l]] = round(float(np.exp(-(prob * np.log(prob)).sum())), 1)
     need = sum(1 for p in parsed if len(p) > levels)
     groups = len({tuple(x[1] for x in p[:levels]) for p in parsed if len(p) > levels})
-    return {"items": len(parsed), "levels": levels, "codebook_size": size, "utilization": util,
+    return {"items": len(parsed), "levels": levels, "codebook_size": size, "utilization": util, "perplexity": perplexity,
             "disambiguated_items": need, "disambiguated_fraction": need / max(1, len(parsed)),
             "collision_groups": groups, "max_group_size": _max_d([idmap.codes[i] for i in idmap.codes], levels)}
 

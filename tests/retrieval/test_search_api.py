@@ -106,3 +106,13 @@ def test_bad_configuration_is_a_value_error(ml_catalog):
         HTTPSearchAPI(ml_catalog, "http://x", preset="solr")
     with pytest.raises(ValueError, match="http://"):
         HTTPSearchAPI(ml_catalog, "localhost:9200")
+
+
+def test_custom_mapping(served, ml_catalog):
+    from retrieval.search_api import HTTPMapping
+
+    url, _, _ = served
+    mapping = HTTPMapping(path="/movies/_search", body={"size": "{k}", "query": {"match": {"title": {"query": "{query}"}}}},
+                          hits_path="hits.hits", id_field="_id", score_field="_score")
+    _, rows = HTTPSearchAPI(ml_catalog, url, mapping=mapping).search(["jumanji"], 2)
+    assert ml_catalog.items[rows[0, 0]].title.startswith("Jumanji")

@@ -1,0 +1,29 @@
+"""`dlsearch recommend`: the router over a conversations file.
+
+    dlsearch recommend --config configs/recommend.yaml --input conversations.jsonl --out preds.jsonl [--k 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recommend", help="recommend items with direct search and fallbacks fused by a YAML policy")
+    p.add_argument("--config", required=True, help="configs/recommend.yaml")
+    p.add_argument("--input", required=True, help="conversations JSONL")
+    p.add_argument("--out", required=True, help="predictions JSONL (decisions go to OUT.decisions.json)")
+    p.add_argument("--k", type=int, default=None, help="override k")
+    p.add_argument("--catalog", default=None, help="override the config's catalog path")
+    p.set_defaults(func=cmd_recommend)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from retrieval.recommend_config import recommend_file
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in (("k", args.k), ("catalog", args.catalog)) if v is not None}
+    print(json.dumps(recommend_file(args.config, args.input, args.out, overrides=overrides), indent=2))
+    return 0

@@ -1,0 +1,70 @@
+"""Queries for the fallbacks from the fine-tuned model: `conversation->concepts` and `conversation->query`.
+
+    gen = TaskGenerator(model, tokenizer, catalog)        # model/tokenizer from finetune.loading.load_finetuned
+    gen.concepts(conversation) -> ["sci-fi", "robots"]    # free generation, split on ", "
+    gen.query(conversation)    -> "funny space adventure"
+
+Greedy decoding of the shared prompt template (data.prompts), batched with left padding. Constraining concepts to
+the catalog vocabulary is either the decoding trie (decoding/) or `retrieval.concept.snap_to_vocabulary` after the
+fact.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from data.catalog import Catalog
+from data.formats import Conversation
+from data.prompts import CONCEPT_SEP, apply_chat_template, prompt_for_context
+from retrieval.embedding import conversation_text
+
+
+class TaskGenerator:
+    def __init__(self, model: Any, tokenizer: Any, catalog: Catalog | None = None, *, max_new_tokens: int = 32, batch_size: int = 16):
+        self.model, self.tokenizer, self.catalog = model, tokenizer, catalog
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @torch.no_grad()
+    def generate(self, task: str, convs: Sequence[Conversation]) -> list[str]:
+        """Greedy completion (first line, stripped) of `task` for each conversation."""
+        self.model.eval()
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
+        device = next(self.model.parameters()).device
+        out: list[str] = []
+        try:
+            for s in range(0, len(convs), self.batch_size):
+                prompts = [apply_chat_template(self.tokenizer, prompt_for_context(task, conversation_text(c, self.catalog, max_messages=None)))
+                           for c in convs[s : s + self.batch_size]]
+                enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+                new = gen[:, enc["input_ids"].shape[1]:]  # [b, <= max_new_tokens]
+                out += [t.split("\n")[0].strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        finally:
+            self.tokenizer.padding_side = side
+        return out
+
+    def concepts(self, conv: Conversation) -> list[str]:
+        return self.concepts_many([conv])[0]
+
+    def concepts_many(self, convs: Sequence[Conversation]) -> list[list[str]]:
+        return [[c.strip() for c in t.split(CONCEPT_SEP.strip()) if c.strip()] for t in self.generate("conversation->concepts", convs)]
+
+    def query(self, conv: Conversation) -> str:
+        return self.generate("conversation->query", [conv])[0]
+
+
+def load_model(model_dir: str, catalog: Catalog | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a fine-tuned model dir: finetune.loading.load_finetuned (plain or adapter dirs)."""
+    try:
+        from finetune.loading import load_finetuned
+    except ImportError:  # finetune not merged yet: plain Hugging Face model dirs only
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
+    return model, tokenizer

@@ -1,0 +1,160 @@
+"""configs/recommend.yaml -> a ready Router (`load_router`) and the batch entry point of `dlsearch recommend`.
+
+    router, k = load_router("configs/recommend.yaml", overrides={"k": 20})
+    preds = recommend_file("configs/recommend.yaml", "conversations.jsonl", "preds.jsonl")
+
+Every section rejects unknown keys by name; paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from data.catalog import Catalog, load_catalog_jsonl
+from data.formats import Conversation, load_conversations, save_predictions
+from retrieval.router import Policy, Router, Strategy, load_memorization
+
+log = logging.getLogger(__name__)
+
+TOP_KEYS = {"catalog", "k", "cache_dir", "model_dir", "policy", "strategies"}
+STRATEGY_KEYS: dict[str, set[str]] = {
+    "direct": {"enabled", "factory", "options"},
+    "dual": {"enabled", "index"},
+    "concept": {"enabled", "index", "aggregate", "concepts_from", "snap"},
+    "bm25": {"enabled", "index", "query_from"},
+    "search_api": {"enabled", "endpoint", "preset", "mapping", "timeout", "retries", "query_from"},
+}
+QUERY_FROM = ("conversation", "meta", "model")
+
+
+def _check(d: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return d
+
+
+def read_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such config file")
+    cfg = _check(yaml.safe_load(p.read_text()) or {}, TOP_KEYS, str(p))
+    cfg.update(overrides or {})
+    if not cfg.get("catalog"):
+        raise ValueError(f"{p}: field 'catalog' (path to catalog.jsonl) is required")
+    strategies = _check(cfg.get("strategies"), set(STRATEGY_KEYS), f"{p}: strategies")
+    for name, sc in strategies.items():
+        _check(sc, STRATEGY_KEYS[name], f"{p}: strategies.{name}")
+        qf = (sc or {}).get("query_from", (sc or {}).get("concepts_from"))
+        if qf is not None and qf not in QUERY_FROM:
+            raise ValueError(f"{p}: strategies.{name}: query source {qf!r} not in {QUERY_FROM}")
+    return cfg
+
+
+def _import(dotted: str) -> Callable[..., Any]:
+    mod, _, attr = dotted.partition(":")
+    if not attr:
+        raise ValueError(f"strategies.direct.factory must be 'module:callable', got {dotted!r}")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
+    """Construct every enabled strategy; a strategy that cannot be built (missing index, bad endpoint) is an error,
+    not a silent fallback: the config says it should exist."""
+    from retrieval.build import load_bm25, load_concept_search, load_dual_search
+    from retrieval.concept import snap_to_vocabulary
+    from retrieval.search_api import HTTPSearchAPI
+
+    catalog = catalog or load_catalog_jsonl(cfg["catalog"])
+    cache_dir = cfg.get("cache_dir")
+    model_dir = cfg.get("model_dir")
+    generator = None
+
+    def gen() -> Any:
+        nonlocal generator
+        if generator is None:
+            if not model_dir:
+                raise ValueError("a strategy takes its query from the model but 'model_dir' is not set")
+            from retrieval.generate import TaskGenerator, load_model
+
+            generator = TaskGenerator(*load_model(model_dir, catalog), catalog)
+        return generator
+
+    strategies: dict[str, Strategy] = {}
+    for name, sc in (cfg.get("strategies") or {}).items():
+        sc = sc or {}
+        if not sc.get("enabled", True):
+            continue
+        if name == "direct":
+            if not sc.get("factory"):
+                raise ValueError("strategies.direct.factory ('module:callable' returning a search-shape object) is required")
+            searcher = _import(sc["factory"])(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
+            strategies[name] = Strategy(name, searcher)
+        elif name == "dual":
+            strategies[name] = Strategy(name, load_dual_search(sc["index"], catalog, cache_dir=cache_dir))
+        elif name == "concept":
+            search = load_concept_search(sc["index"], catalog, aggregate=sc.get("aggregate", "mean"), cache_dir=cache_dir)
+            source, snap = sc.get("concepts_from", "meta"), sc.get("snap", False)
+            vocab = sorted(search.vocabulary)
+
+            def to_concepts(conv: Conversation, source=source, snap=snap, vocab=vocab) -> list[str] | None:
+                concepts = conv.meta.get("concepts") if source == "meta" else gen().concepts(conv)
+                if not concepts:
+                    return None
+                return snap_to_vocabulary(concepts, vocab, cache_dir=cache_dir) if snap else list(concepts)
+
+            strategies[name] = Strategy(name, search, to_concepts)
+        else:
+            if name == "bm25":
+                searcher = load_bm25(sc.get("index"), catalog)
+            else:
+                mapping = None
+                if sc.get("mapping"):
+                    from retrieval.search_api import HTTPMapping
+
+                    m = _check(sc["mapping"], set(HTTPMapping.__dataclass_fields__), "strategies.search_api.mapping")
+                    mapping = HTTPMapping(**m)
+                searcher = HTTPSearchAPI(catalog, sc["endpoint"], preset=sc.get("preset", "dlsearch"), mapping=mapping,
+                                         timeout=sc.get("timeout", 2.0), retries=sc.get("retries", 2))
+            source = sc.get("query_from", "conversation")
+            to_query = None
+            if source == "meta":
+                to_query = lambda conv: conv.meta.get("query")  # noqa: E731
+            elif source == "model":
+                to_query = lambda conv: gen().query(conv)  # noqa: E731
+            strategies[name] = Strategy(name, searcher, to_query)
+    memorization = load_memorization(model_dir, catalog.content_hash()) if model_dir else None
+    policy = Policy.from_dict(_check(cfg.get("policy"), set(Policy.__dataclass_fields__), "policy"))
+    return Router(catalog, strategies, policy, memorization=memorization)
+
+
+def load_router(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Router, int]:
+    cfg = read_config(path, overrides)
+    return build_router(cfg), int(cfg.get("k", 10))
+
+
+def recommend_file(config: str | Path, input_path: str | Path, out_path: str | Path, *, overrides: dict[str, Any] | None = None,
+                   batch_size: int = 64) -> dict[str, Any]:
+    """Predictions for every conversation of `input_path`, written to `out_path`; decisions next to it."""
+    from tqdm import tqdm
+
+    router, k = load_router(config, overrides)
+    convs = load_conversations(input_path)
+    preds = []
+    for s in tqdm(range(0, len(convs), batch_size), desc="recommend", disable=len(convs) <= batch_size):
+        preds += router.recommend_many(convs[s : s + batch_size], k)
+    save_predictions(out_path, preds)
+    summary = {"input": str(input_path), "out": str(out_path), "conversations": len(convs), "k": k, "decisions": router.decisions[:1],
+               "failures": sorted({n for d in router.decisions for n in d["failures"]})}
+    Path(str(out_path) + ".decisions.json").write_text(json.dumps(router.decisions, indent=1))
+    return summary

@@ -1,0 +1,252 @@
+"""The router: run direct search and the fallbacks a policy allows, degrade on failures, fuse with RRF.
+
+    router = Router(catalog, {"direct": direct, "dual": dual, "bm25": bm25}, Policy(), memorization=mem)
+    pred = router.recommend(conversation, k=10)       # Prediction; every ScoredItem names its strategy
+
+Policy (see configs/recommend.yaml, every field commented there):
+  * direct search runs only while the catalog is small enough (`direct_max_items`) and the model's measured
+    memorization of THIS catalog version (exact match of title->id, from `<model_dir>/memorization.json`, keyed by
+    catalog content hash) reaches `min_exact_match`; with no measurement, `unmeasured` decides ("fallback": run it
+    fused with the fallbacks; "skip": do not run it);
+  * at or above `direct_alone_at`, direct answers alone and fallbacks run only if it fails or returns nothing;
+  * a strategy that raises (search API down, timeout, HTTP 500, malformed JSON) is dropped for that batch and the
+    reason is logged and kept in `router.decisions`; the others still answer;
+  * the remaining lists are fused with reciprocal rank fusion (per-strategy weights); a fused item's strategy is
+    "a+b" listing contributors by contribution, its score the RRF score; a single list keeps its own scores.
+Items in `conversation.exclude` are removed (strategies are asked for k + len(exclude) + overfetch candidates, except
+those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from data.catalog import Catalog
+from data.formats import Conversation, Prediction, ScoredItem
+from retrieval.embedding import conversation_text
+from retrieval.fusion import RRF_K, rrf
+from retrieval.shape import check_k, topk_from_lists
+
+log = logging.getLogger(__name__)
+
+UNMEASURED = ("fallback", "skip", "trust")
+
+
+@dataclass
+class Policy:
+    direct_max_items: int = 50_000
+    min_exact_match: float = 0.5
+    direct_alone_at: float = 0.95
+    unmeasured: str = "fallback"
+    rrf_k: float = RRF_K
+    overfetch: int = 20
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.unmeasured not in UNMEASURED:
+            raise ValueError(f"policy.unmeasured must be one of {UNMEASURED}, got {self.unmeasured!r}")
+        for name in ("min_exact_match", "direct_alone_at"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0 + 1e-9:
+                raise ValueError(f"policy.{name} must be in [0, 1], got {v}")
+        if self.overfetch < 0 or self.direct_max_items < 0:
+            raise ValueError("policy.overfetch and policy.direct_max_items must be >= 0")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "policy") -> "Policy":
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+@dataclass
+class ConversationSearch:
+    """Any text/concept searcher seen from conversations: search(convs, k) = searcher.search(map(to_query, convs), k).
+    Conversations whose query is None get padding. Used to evaluate single strategies with the router's inputs."""
+
+    searcher: Any
+    to_query: Callable[[Conversation], Any]
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = [self.to_query(c) for c in convs]
+        live = [i for i, q in enumerate(queries) if q is not None]
+        scores = np.full((len(convs), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(convs), k), -1, dtype=np.int64)
+        if live:
+            s, r = self.searcher.search([queries[i] for i in live], k)
+            scores[live], rows[live] = s, r
+        return scores, rows
+
+
+@dataclass
+class Strategy:
+    """A searcher with the search shape plus how a conversation becomes its query.
+
+    `to_query` (default: the rendered conversation text) may return None for a conversation it cannot handle
+    (e.g. no concepts available): that conversation then gets no results from this strategy."""
+
+    name: str
+    searcher: Any
+    to_query: Callable[[Conversation], Any] | None = None
+
+
+def load_memorization(model_dir: str | Path, catalog_hash: str) -> dict[str, Any] | None:
+    """The memorization record for this catalog version from `<model_dir>/memorization.json`, or None."""
+    path = Path(model_dir) / "memorization.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    rec = data.get(catalog_hash) if isinstance(data, dict) else None
+    if rec is not None and not isinstance(rec.get("exact_match"), (int, float)):
+        raise ValueError(f"{path}: entry {catalog_hash[:12]} lacks a numeric 'exact_match'")
+    return rec
+
+
+class Router:
+    """Picks and fuses strategies per the policy; `recommend_many` batches each strategy over conversations."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        strategies: dict[str, Strategy | Any],
+        policy: Policy | None = None,
+        *,
+        memorization: dict[str, Any] | None = None,
+    ):
+        self.catalog, self.policy, self.memorization = catalog, policy or Policy(), memorization
+        self.strategies: dict[str, Strategy] = {
+            n: s if isinstance(s, Strategy) else Strategy(n, s) for n, s in strategies.items()
+        }
+        if not self.strategies:
+            raise ValueError("the router needs at least one strategy")
+        self.decisions: list[dict[str, Any]] = []
+
+    # -- policy -----------------------------------------------------------------------------------------------
+    def plan(self) -> dict[str, Any]:
+        """Which strategies run and why, from corpus size and memorization (availability is checked at run time)."""
+        p, reasons = self.policy, []
+        fallbacks = [n for n in self.strategies if n != "direct"]
+        direct, alone = "direct" in self.strategies, False
+        if direct:
+            n = len(self.catalog)
+            em = None if self.memorization is None else float(self.memorization["exact_match"])
+            if n > p.direct_max_items:
+                direct = False
+                reasons.append(f"direct skipped: catalog has {n} items > direct_max_items {p.direct_max_items}")
+            elif em is None:
+                if p.unmeasured == "skip":
+                    direct = False
+                    reasons.append("direct skipped: no memorization measured for this catalog version (unmeasured: skip)")
+                else:
+                    alone = p.unmeasured == "trust"
+                    reasons.append(f"no memorization measured for this catalog version: direct runs ({p.unmeasured})")
+            elif em < p.min_exact_match:
+                direct = False
+                reasons.append(f"direct skipped: memorization exact_match {em:.3f} < min_exact_match {p.min_exact_match}")
+            elif em >= p.direct_alone_at:
+                alone = True
+                reasons.append(f"direct alone: memorization exact_match {em:.3f} >= direct_alone_at {p.direct_alone_at}")
+            else:
+                reasons.append(f"direct fused with fallbacks: exact_match {em:.3f} in [{p.min_exact_match}, {p.direct_alone_at})")
+        run = (["direct"] if direct else []) + ([] if alone else fallbacks)
+        return {"run": run, "direct_alone": alone, "fallbacks": fallbacks, "reasons": reasons}
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def _query(self, strategy: Strategy, conv: Conversation) -> Any:
+        if strategy.to_query is not None:
+            return strategy.to_query(conv)
+        if strategy.name == "direct":
+            return conv
+        return conversation_text(conv, self.catalog)
+
+    def _run(self, name: str, convs: Sequence[Conversation], kk: int, failures: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+        strategy = self.strategies[name]
+        if getattr(strategy.searcher, "masks_exclusions", False):
+            kk = kk - self._extra  # it never returns excluded items (direct masks them inside beam search)
+        try:
+            queries = [self._query(strategy, c) for c in convs]
+            live = [i for i, q in enumerate(queries) if q is not None]
+            scores = np.full((len(convs), kk), -np.inf, dtype=np.float32)
+            rows = np.full((len(convs), kk), -1, dtype=np.int64)
+            if live:
+                s, r = strategy.searcher.search([queries[i] for i in live], kk)
+                if s.shape != (len(live), kk) or r.shape != (len(live), kk):
+                    raise RuntimeError(f"returned shapes {s.shape}/{r.shape}, expected {(len(live), kk)}")
+                scores[live], rows[live] = s, r
+            return scores, rows
+        except Exception as e:  # availability: any failing strategy degrades to the others
+            failures[name] = f"{type(e).__name__}: {e}"
+            log.warning("strategy %s unavailable, degrading to the others: %s", name, failures[name])
+            return None
+
+    def recommend_many(self, convs: Sequence[Conversation], k: int) -> list[Prediction]:
+        """One Prediction per conversation (same order); decisions (plan, failures) appended to self.decisions."""
+        k = check_k(k)
+        if not convs:
+            return []
+        plan = self.plan()
+        max_excl = max(len(c.exclude) for c in convs)
+        self._extra = max_excl + self.policy.overfetch
+        kk = k + self._extra
+        failures: dict[str, str] = {}
+        results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in plan["run"]:
+            res = self._run(name, convs, kk, failures)
+            if res is not None:
+                results[name] = res
+        if plan["direct_alone"] and ("direct" not in results or (results["direct"][1] < 0).all()):
+            why = failures.get("direct", "returned nothing")
+            plan["reasons"].append(f"direct alone failed ({why}): running fallbacks")
+            for name in plan["fallbacks"]:
+                res = self._run(name, convs, kk, failures)
+                if res is not None:
+                    results[name] = res
+        decision = {**plan, "used": list(results), "failures": failures}
+        self.decisions.append(decision)
+        if not results:
+            raise RuntimeError(f"every strategy failed: {failures or plan['reasons']}")
+        return [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+
+    def _finish(self, conv: Conversation, i: int, results: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> Prediction:
+        excluded = {self.catalog.index(x) for x in conv.exclude if x in self.catalog}
+        names = list(results)
+        lists = []
+        for name in names:
+            s, r = results[name]
+            keep = [j for j in range(r.shape[1]) if r[i, j] >= 0 and r[i, j] not in excluded]
+            lists.append((s[i : i + 1, keep], r[i : i + 1, keep]))
+        items: list[ScoredItem] = []
+        nonempty = [j for j, (_, r) in enumerate(lists) if r.shape[1] > 0]
+        if len(nonempty) == 1:  # one list: keep its own scores
+            j = nonempty[0]
+            s, r = lists[j]
+            for rank, (sc, row) in enumerate(zip(s[0][:k], r[0][:k]), start=1):
+                items.append(ScoredItem(self.catalog.items[int(row)].id, float(sc), rank, names[j]))
+        elif nonempty:
+            weights = [self.policy.weights.get(n, 1.0) for n in names]
+            padded = [(s, r) if r.shape[1] else (np.full((1, 1), -np.inf, np.float32), np.full((1, 1), -1, np.int64)) for s, r in lists]
+            s, r, sources = rrf(padded, k, rrf_k=self.policy.rrf_k, weights=weights)
+            for rank, (sc, row, src) in enumerate(zip(s[0], r[0], sources[0]), start=1):
+                if row < 0:
+                    break
+                items.append(ScoredItem(self.catalog.items[int(row)].id, float(sc), rank, "+".join(names[x] for x in src)))
+        return Prediction(conv.id, items)
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The router in the search shape (fused scores, catalog rows), so it can be evaluated like any strategy."""
+        preds = self.recommend_many(convs, k)
+        return topk_from_lists([[(self.catalog.index(s.item_id), s.score) for s in p.items] for p in preds], k)
+
+    def recommend(self, conversation: Conversation, k: int = 10) -> Prediction:
+        """Top-k items for one conversation; each ScoredItem carries its strategy and score."""
+        return self.recommend_many([conversation], k)[0]

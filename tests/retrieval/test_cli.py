@@ -1,0 +1,53 @@
+"""`dlsearch index build --kind bm25|concept|dual` and `dlsearch recommend` end to end on real data samples."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from data.formats import Conversation, Message, load_predictions, save_conversations
+from dlsearch.cli import main
+from retrieval.search_server import free_port
+
+
+def test_index_build_and_recommend(redial_sample, embed_cache, tmp_path, capsys):
+    catalog, turns = redial_sample
+    data = tmp_path / "data"
+    catalog.save_jsonl(data / "catalog.jsonl")
+    save_conversations(data / "conversations" / "train.jsonl", turns[:-20])
+    save_conversations(data / "conversations" / "validation.jsonl", turns[-20:-10])
+    idx = tmp_path / "index"
+    for kind in ("bm25", "concept"):
+        assert main(["index", "build", "--kind", kind, "--data", str(data), "--out", str(idx / kind), "--cache-dir", embed_cache]) == 0
+    assert main(["index", "build", "--kind", "dual", "--data", str(data), "--out", str(idx / "dual"), "--cache-dir", embed_cache,
+                 "--config", "configs/dual_encoder.yaml", "--set", "epochs=1", "--set", "batch_size=32"]) == 0
+    out = capsys.readouterr().out
+    assert '"kind": "dual"' in out and '"conversation_pairs"' in out
+
+    cfg = yaml.safe_load(open("configs/recommend.yaml"))  # the production config with tiny overrides
+    cfg.update(catalog=str(data / "catalog.jsonl"), cache_dir=embed_cache)
+    cfg["strategies"]["dual"]["index"] = str(idx / "dual")
+    cfg["strategies"]["concept"].update(enabled=True, index=str(idx / "concept"), concepts_from="meta", snap=False)
+    cfg["strategies"]["bm25"]["index"] = str(idx / "bm25")
+    cfg["strategies"]["search_api"].update(enabled=True, endpoint=f"http://127.0.0.1:{free_port()}", retries=0)  # down
+    (tmp_path / "recommend.yaml").write_text(yaml.safe_dump(cfg))
+    convs = turns[-10:] + [Conversation("concepts-only", [Message("user", "any scary film?")], meta={"concepts": ["horror"]})]
+    save_conversations(tmp_path / "in.jsonl", convs)
+    assert main(["recommend", "--config", str(tmp_path / "recommend.yaml"), "--input", str(tmp_path / "in.jsonl"),
+                 "--out", str(tmp_path / "preds.jsonl"), "--k", "5"]) == 0
+    preds = load_predictions(tmp_path / "preds.jsonl")
+    assert [p.id for p in preds] == [c.id for c in convs]
+    assert all(len(p.items) == 5 for p in preds)
+    for p, c in zip(preds, convs):
+        assert not set(c.exclude) & {s.item_id for s in p.items}
+    used = {name for p in preds for s in p.items for name in s.strategy.split("+")}
+    assert {"dual", "bm25", "concept"} <= used and "search_api" not in used
+    decisions = json.loads((tmp_path / "preds.jsonl.decisions.json").read_text())
+    assert "search_api" in decisions[0]["failures"]
+
+
+def test_bad_config_names_the_key(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("catalog: x.jsonl\nstrategies:\n  bm25: {indx: null}\n")
+    assert main(["recommend", "--config", str(tmp_path / "c.yaml"), "--input", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "strategies.bm25: unknown key(s) ['indx']" in capsys.readouterr().err

@@ -1,0 +1,135 @@
+"""Router: fallback when the search API is down, RRF fusion, and use of the saved memorization figure."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from data.formats import Conversation, Message
+from retrieval.bm25 import build_bm25
+from retrieval.router import Policy, Router, Strategy, load_memorization
+from retrieval.search_api import HTTPSearchAPI
+from retrieval.search_server import ServerThread, create_app, free_port
+from retrieval.shape import topk_from_lists
+
+
+class FixedDirect:
+    """Stand-in for decoding.direct (any object with the search shape): answers a fixed list of ids."""
+
+    name = "direct"
+
+    def __init__(self, catalog, ids, fail=False):
+        self.rows = [catalog.index(i) for i in ids]
+        self.fail = fail
+
+    def search(self, queries, k):
+        if self.fail:
+            raise RuntimeError("model server crashed")
+        return topk_from_lists([[(r, 1.0 - 0.1 * j) for j, r in enumerate(self.rows)] for _ in queries], k)
+
+
+def _conv(text, exclude=()):
+    return Conversation("c1", [Message("user", text)], exclude=list(exclude))
+
+
+def _write_mem(tmp_path, catalog_hash, em):
+    (tmp_path / "memorization.json").write_text(json.dumps({catalog_hash: {
+        "scheme": "atomic", "task": "title->id", "n_items": 400, "exact_match": em, "valid_rate": 1.0, "step": 10,
+        "measured_at": "2026-11-30T09:00:00Z"}}))
+    return load_memorization(tmp_path, catalog_hash)
+
+
+def test_search_api_down_degrades_to_other_strategies(ml_catalog, caplog):
+    dead = HTTPSearchAPI(ml_catalog, f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.0)
+    router = Router(ml_catalog, {"search_api": dead, "bm25": build_bm25(ml_catalog)})
+    with caplog.at_level(logging.WARNING, logger="retrieval.router"):
+        pred = router.recommend(_conv("I want something like Jumanji"), k=5)
+    assert pred.items and all(s.strategy == "bm25" for s in pred.items)
+    assert ml_catalog[pred.items[0].item_id].title.startswith("Jumanji")
+    assert "SearchUnavailable" in router.decisions[-1]["failures"]["search_api"]
+    assert "search_api unavailable" in caplog.text
+
+
+def test_search_api_up_is_used_and_fused(ml_catalog):
+    bm25 = build_bm25(ml_catalog)
+    with ServerThread(create_app(bm25, ml_catalog)) as url:
+        router = Router(ml_catalog, {"search_api": HTTPSearchAPI(ml_catalog, url), "direct": FixedDirect(ml_catalog, ml_catalog.ids[100:103])},
+                        Policy(unmeasured="fallback"))
+        pred = router.recommend(_conv("Toy Story"), k=6)
+    strategies = {s.strategy for s in pred.items}
+    assert "direct" in strategies and "search_api" in strategies
+    assert router.decisions[-1]["used"] == ["direct", "search_api"]
+    scores = [s.score for s in pred.items]
+    assert scores == sorted(scores, reverse=True) and [s.rank for s in pred.items] == list(range(1, 7))
+
+
+def test_fusion_rewards_agreement_and_applies_exclusions(ml_catalog):
+    ids = ml_catalog.ids
+    a = FixedDirect(ml_catalog, [ids[1], ids[2], ids[3]])
+    b = FixedDirect(ml_catalog, [ids[3], ids[4], ids[1]])
+    router = Router(ml_catalog, {"a": a, "b": b}, Policy(overfetch=0))
+    pred = router.recommend(_conv("anything", exclude=[ids[2]]), k=10)
+    got = [s.item_id for s in pred.items]
+    # exclusion first: a = [1, 3], b = [3, 4, 1]; item 3 ranks (2, 1), item 1 ranks (1, 3)
+    assert got == [ids[3], ids[1], ids[4]]
+    assert [s.strategy for s in pred.items] == ["b+a", "a+b", "b"]
+    assert pred.items[0].score == pytest.approx(1 / 61 + 1 / 62)
+
+
+@pytest.mark.parametrize("em,expect_used", [(0.2, ["bm25"]), (0.7, ["direct", "bm25"]), (0.97, ["direct"])])
+def test_router_uses_saved_memorization(ml_catalog, tmp_path, em, expect_used):
+    mem = _write_mem(tmp_path, ml_catalog.content_hash(), em)
+    direct = FixedDirect(ml_catalog, ml_catalog.ids[:3])
+    router = Router(ml_catalog, {"direct": direct, "bm25": build_bm25(ml_catalog)}, Policy(min_exact_match=0.5, direct_alone_at=0.95), memorization=mem)
+    pred = router.recommend(_conv("Heat"), k=5)
+    assert router.decisions[-1]["used"] == expect_used
+    assert any(f"{em:.3f}" in r for r in router.decisions[-1]["reasons"])
+    if expect_used == ["direct"]:
+        assert all(s.strategy == "direct" for s in pred.items)
+
+
+def test_memorization_for_other_catalog_version_counts_as_unmeasured(ml_catalog, tmp_path):
+    assert _write_mem(tmp_path, "0" * 64, 0.99) is None or True
+    mem = load_memorization(tmp_path, ml_catalog.content_hash())
+    assert mem is None
+    router = Router(ml_catalog, {"direct": FixedDirect(ml_catalog, ml_catalog.ids[:3]), "bm25": build_bm25(ml_catalog)},
+                    Policy(unmeasured="skip"), memorization=mem)
+    router.recommend(_conv("Heat"), 5)
+    assert router.decisions[-1]["used"] == ["bm25"]
+    small = Router(ml_catalog, {"direct": FixedDirect(ml_catalog, ml_catalog.ids[:3]), "bm25": build_bm25(ml_catalog)},
+                   Policy(direct_max_items=100), memorization={"exact_match": 1.0})
+    small.recommend(_conv("Heat"), 5)
+    assert small.decisions[-1]["used"] == ["bm25"] and "direct_max_items" in small.decisions[-1]["reasons"][0]
+
+
+def test_direct_alone_failing_runs_fallbacks(ml_catalog):
+    router = Router(ml_catalog, {"direct": FixedDirect(ml_catalog, [], fail=True), "bm25": build_bm25(ml_catalog)},
+                    memorization={"exact_match": 0.99})
+    pred = router.recommend(_conv("Jumanji"), 3)
+    assert pred.items[0].strategy == "bm25"
+    assert "model server crashed" in router.decisions[-1]["failures"]["direct"]
+
+
+def test_everything_down_raises_with_reasons(ml_catalog):
+    dead = HTTPSearchAPI(ml_catalog, f"http://127.0.0.1:{free_port()}", retries=0)
+    with pytest.raises(RuntimeError, match="every strategy failed.*SearchUnavailable"):
+        Router(ml_catalog, {"search_api": dead}).recommend(_conv("x"), 3)
+    with pytest.raises(ValueError, match="unknown key"):
+        Policy.from_dict({"min_exactmatch": 0.3})
+
+
+def test_router_and_single_strategies_in_search_shape(ml_catalog):
+    from retrieval.router import ConversationSearch
+    from retrieval.shape import check_result
+
+    bm25 = build_bm25(ml_catalog)
+    convs = [_conv("Jumanji"), _conv("zzqxv")]
+    router = Router(ml_catalog, {"bm25": bm25, "direct": FixedDirect(ml_catalog, ml_catalog.ids[:2])})
+    scores, rows = router.search(convs, 4)
+    check_result(scores, rows, 2, 4)
+    single = ConversationSearch(bm25, lambda c: c.messages[-1].content if c.messages[-1].content != "zzqxv" else None)
+    s, r = single.search(convs, 3)
+    assert ml_catalog.items[r[0, 0]].title.startswith("Jumanji") and (r[1] == -1).all()
