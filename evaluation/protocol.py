@@ -154,6 +154,12 @@ def baseline_systems(task: EvalTask, *, bm25_max_messages: int | None = None) ->
 Ranked = tuple[list[str], list[float]]
 
 
+def excludes_itself(system: System) -> bool:
+    """True for systems that always drop `conversation.exclude` themselves (decoding's direct search masks them in
+    beam search; the router removes them): asked for `depth` items only, and left out of the 'included' mode."""
+    return bool(getattr(system, "masks_exclusions", False) or getattr(system, "removes_exclusions", False))
+
+
 def rank_queries(task: EvalTask, system: System, depth: int, *, batch_size: int = 128, desc: str = "") -> list[Ranked]:
     """Each query's ranking (item ids, scores), best first: enough entries that `depth` survive exclusion."""
     if isinstance(system, Mapping):
@@ -164,7 +170,7 @@ def rank_queries(task: EvalTask, system: System, depth: int, *, batch_size: int 
             out.append(([s.item_id for s in items], [s.score for s in items]))
         return out
     search = system.search if hasattr(system, "search") else system
-    max_excl = max(len(q.exclude) for q in task.queries)
+    max_excl = 0 if excludes_itself(system) else max(len(q.exclude) for q in task.queries)
     k = min(len(task.catalog), depth + max_excl)
     ids = task.catalog.ids
     out = []
@@ -235,14 +241,15 @@ def evaluate_systems(
     for mode in modes:
         per_system: dict[str, dict[str, np.ndarray]] = {}
         views = {}
-        for name, ranks in rankings.items():
+        in_mode = {n: r for n, r in rankings.items() if mode == "excluded" or not excludes_itself(systems[n])}
+        for name, ranks in in_mode.items():
             kept, ranked, gold = mode_view(task, ranks, mode, depth)
             views[name] = (kept, ranked)
             per_system[name] = {m: per_query_scores([r[0] for r in ranked], gold, m) for m in metrics}
         groups = [task.groups[i] for i in kept]
         best = max(present, key=lambda b: (per_system[b][primary].mean(), -present.index(b)))
         out_sys = {}
-        for name in systems:
+        for name in in_mode:
             entries = [e for items, _ in rankings[name] for e in items[:depth]]
             entry = {
                 "baseline": name in present,
@@ -260,7 +267,8 @@ def evaluate_systems(
         report["modes"][mode] = {
             "n_queries": len(kept), "dropped_queries": len(task.queries) - len(kept), "n_groups": len(set(groups)),
             "best_baseline": best, "systems": out_sys,
-            "_runs": {name: (views[name][0], views[name][1]) for name in systems},  # for the TREC file; not in JSON
+            "_runs": {name: (views[name][0], views[name][1]) for name in in_mode},  # for the TREC file; not in JSON
+            "not_in_mode": sorted(set(systems) - set(in_mode)),  # systems that always exclude: only in 'excluded' 
         }
     return report
 
