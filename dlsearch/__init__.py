@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('evaluate_systems', 'movielens_loo_task', 'redial_turns_task'), "evaluation.protocol"),
     **dict.fromkeys(('EvaluateConfig', 'run_evaluation'), "evaluation.runner"),
     **dict.fromkeys(('SweepConfig', 'run_sweep'), "evaluation.sweep"),
+    **dict.fromkeys(('QuickstartConfig', 'run_quickstart'), "evaluation.quickstart"),
+    **dict.fromkeys(('load_metric',), "evaluation.metric_modules"),
     **dict.fromkeys(('build_collaborative',), "data.collaborative_ids"),
     **dict.fromkeys(('encode_texts', 'item_text', 'load_encoder'), "data.encoder"),
     **dict.fromkeys(('conversation_examples', 'history_examples', 'indexing_examples', 'search_query'), "data.examples"),

@@ -119,18 +119,6 @@ def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartCon
     return {"trie": str(trie_dir), "dual": str(dual_dir)}
 
 
-class RouterSystem:
-    """The router as an evaluation system: it always removes `conversation.exclude` itself."""
-
-    removes_exclusions = True
-
-    def __init__(self, router: Any):
-        self.router = router
-
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.router.search(convs, k)
-
-
 def router_config(data_dir: Path, model_dir: Path, indexes: dict[str, str], out: Path, cfg: QuickstartConfig) -> dict[str, Any]:
     return {
         "catalog": str(data_dir / "catalog.jsonl"), "k": 10, "cache_dir": str(out / "embeddings"), "model_dir": str(model_dir),
@@ -150,6 +138,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     from data.prepare import prepare
     from evaluation.protocol import baseline_systems, evaluate_systems, print_report, redial_turns_task, write_report
+    from evaluation.strategies import ConversationTextSearch, RouterSystem
     from retrieval.recommend_config import build_router
 
     console = console or Console(width=max(Console().width, 150))
@@ -202,7 +191,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     task.note += f" Catalog: {source_info['catalog_items']:,} {source_info['subset']}."
     systems: dict[str, Any] = dict(baseline_systems(task))
     systems["direct"] = router.strategies["direct"].searcher
-    systems["dual"] = _ConversationText(router.strategies["dual"].searcher, catalog)
+    systems["dual"] = ConversationTextSearch(router.strategies["dual"].searcher, catalog)
     systems["router"] = RouterSystem(router)
     report = evaluate_systems(task, systems, metrics=("recall@1", "recall@10", "ndcg@10", "mrr"), depth=10,
                               modes=("excluded",), seed=cfg.seed, n_resamples=cfg.n_resamples, config=vars(cfg))
@@ -220,19 +209,9 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     return result
 
 
-class _ConversationText:
-    """A text-query searcher (dual encoder) seen from conversations: the rendered conversation is the query."""
-
-    def __init__(self, searcher: Any, catalog: Catalog):
-        self.searcher, self.catalog = searcher, catalog
-
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        from retrieval.embedding import conversation_text
-
-        return self.searcher.search([conversation_text(c, self.catalog) for c in convs], k)
-
-
 def _render_example(conv: Conversation, pred: Any, catalog: Catalog) -> str:
+    from rich.markup import escape
+
     from data.prompts import render_conversation
 
     title = lambda i: catalog[i].title if i in catalog else i  # noqa: E731
@@ -240,7 +219,8 @@ def _render_example(conv: Conversation, pred: Any, catalog: Catalog) -> str:
     recs = "\n".join(f"   {s.rank}. {title(s.item_id)}  [{s.strategy}, {s.score:.3f}]" + ("  <- said next" if s.item_id in conv.targets else "")
                      for s in pred.items)
     said = ", ".join(title(t) for t in conv.targets)
-    return f"[dim]{conv.id}[/dim]\n{context}\n  recommender then mentioned: {said}\n  recommendations:\n{recs}\n"
+    # escape: titles and "[strategy, score]" must not be read as rich markup
+    return f"[dim]{escape(conv.id)}[/dim]\n{escape(context)}\n  recommender then mentioned: {escape(said)}\n  recommendations:\n{escape(recs)}\n"
 
 
 def _verdict(report: dict[str, Any]) -> dict[str, Any]:
