@@ -40,13 +40,17 @@ class TrieConstraint(LogitsProcessor):
             needed only with allow/deny lists, to map rows to queries.
         allow, deny: per-query item-id lists (None = no list), applied as masks without rebuilding the trie.
         floor: the finite score given to allowed tokens that score below it (-inf included).
+        inplace: write the mask into the scores tensor (transformers passes a private copy per step; this avoids a
+            fresh [rows, vocab] allocation per step). Set False when you also request `output_logits` with greedy or
+            sampling and this processor runs first (transformers would then return the masked tensor as raw logits).
 
     Create one processor per `generate` call (a new call is also detected automatically).
     """
 
     def __init__(self, index: TrieIndex, *, eos_token_id: int, item_start_id: int | None = None,
                  rows_per_query: int = 1, allow: Sequence[Sequence[str] | None] | None = None,
-                 deny: Sequence[Sequence[str] | None] | None = None, floor: float = DEFAULT_FLOOR):
+                 deny: Sequence[Sequence[str] | None] | None = None, floor: float = DEFAULT_FLOOR,
+                 inplace: bool = True):
         self.index = index
         self.span = index.mode == "span"
         self.end = index.end_token_id
@@ -58,8 +62,10 @@ class TrieConstraint(LogitsProcessor):
         self.start = int(item_start_id) if item_start_id is not None else -1
         self.rows_per_query = int(rows_per_query)
         self.floor = float(floor)
+        self.inplace = bool(inplace)
         self.tries = [s.trie for s in index.segments]
         n_q = len(allow) if allow is not None else (len(deny) if deny is not None else 1)
+        self._global = allow is None and deny is None  # only retired items: one filter shared by every row
         has_lists = allow is not None or deny is not None or any(s.retired_rows.size for s in index.segments)
         self.filters: list[list[NodeFilter]] | None = index.filters(allow, deny, n_q) if has_lists else None
         self.n_queries = n_q
@@ -100,13 +106,23 @@ class TrieConstraint(LogitsProcessor):
         with np.errstate(over="ignore"):
             return (gen.astype(np.uint64) * self._weights[:g]).sum(axis=1, dtype=np.uint64)
 
+    def _keys_of(self, gen: np.ndarray) -> np.ndarray:
+        """Row keys: the generated suffix, plus the query when per-query filters make states query-dependent."""
+        keys = self._hash(gen)
+        if self.filters is not None:
+            with np.errstate(over="ignore"):
+                keys = keys ^ (self._query_of(np.arange(gen.shape[0])).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        return keys
+
     def _initial(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         phase = np.full(rows, OUT if self.span else IN, dtype=np.int64)
         nodes = np.full((rows, len(self.tries)), -1 if self.span else 0, dtype=np.int64)
         return phase, nodes
 
     def _query_of(self, rows: np.ndarray) -> np.ndarray:
-        return rows // self.rows_per_query
+        if self._global:
+            return np.zeros(np.shape(rows), dtype=np.int64)
+        return (np.asarray(rows) // self.rows_per_query).astype(np.int64)
 
     def _edge_ok(self, s: int, q: np.ndarray, child: np.ndarray) -> np.ndarray:
         """Filter check for edges into `child` (int64 [k], -1 = none) for queries q."""
@@ -177,15 +193,17 @@ class TrieConstraint(LogitsProcessor):
             self._prompt_len = length
             self._phase, self._nodes = self._initial(rows)
             self._gen = np.zeros((rows, 0), dtype=np.int64)
-            self._keys = self._hash(self._gen)
+            self._keys = self._keys_of(self._gen)
         else:
             gen = ids[:, self._prompt_len:]
             parent_gen = gen[:, :-1]
-            keys = self._hash(parent_gen)
+            keys = self._keys_of(parent_gen)
             order = np.argsort(self._keys, kind="stable")
             pos = np.minimum(np.searchsorted(self._keys[order], keys), order.shape[0] - 1)
             parent = order[pos]
             ok = (self._keys[parent] == keys) & np.all(self._gen[parent] == parent_gen, axis=1)
+            if self.filters is not None:
+                ok &= self._query_of(parent) == self._query_of(np.arange(rows))
             phase, nodes = self._phase[parent], self._nodes[parent]
             if not ok.all():  # a new generate call or a hash collision: recompute those rows from the prompt end
                 bad = np.flatnonzero(~ok)
@@ -198,14 +216,15 @@ class TrieConstraint(LogitsProcessor):
                 phase[bad], nodes[bad] = self._walk(parent_gen[bad], bad)
             self._phase, self._nodes = self._step(phase, nodes, gen[:, -1], np.arange(rows))
             self._gen = gen
-            self._keys = self._hash(gen)
+            self._keys = self._keys_of(gen)
         self._len = length
         self._rows = rows
 
     # --- masks ---------------------------------------------------------------------------------------------------
 
     def _root_mask(self, width: int, device: torch.device) -> torch.Tensor:
-        """Dense [n_queries or 1, width] bool mask of tokens allowed at the root (union over segments, filtered)."""
+        """Dense [n_queries or 1, width] additive mask of the root (0 = allowed, -inf = not; union over segments,
+        filtered)."""
         key = width
         if key not in self._root_masks:
             n_q = self.n_queries if self.filters is not None else 1
@@ -218,16 +237,21 @@ class TrieConstraint(LogitsProcessor):
                 for q in range(n_q):  # once per query and generate call, not per step
                     ok = self._edge_ok(s, np.full(toks.shape, q, dtype=np.int64), rc[toks].astype(np.int64))
                     mask[q, toks[ok]] = True
-            self._root_masks[key] = torch.from_numpy(mask).to(device)
+            # a query whose lists leave no item at all: its rows may only end (an empty output, never an item)
+            mask[~mask.any(axis=1), self.eos if not self.span else self.end] = True
+            # additive bias (0 allowed, -inf not): one broadcast add is ~15x cheaper than masked_fill/where with a
+            # bool mask on CPU (measured: 0.8 ms vs 11-41 ms for [160, 32000])
+            bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
+            self._root_masks[key] = torch.from_numpy(bias).to(device)
         return self._root_masks[key]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids = input_ids.detach().to("cpu").numpy()
-        if self.filters is not None and ids.shape[0] != self.n_queries * self.rows_per_query:
+        if self.filters is not None and not self._global and ids.shape[0] != self.n_queries * self.rows_per_query:
             raise ValueError(f"{ids.shape[0]} rows but {self.n_queries} queries x rows_per_query "
                              f"{self.rows_per_query}: pass rows_per_query = num_beams (or num_return_sequences)")
         self._update(ids)
-        return self._mask(scores)
+        return self._mask(scores if self.inplace else scores.clone())
 
     def _mask(self, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, width = scores.shape
@@ -236,15 +260,31 @@ class TrieConstraint(LogitsProcessor):
         neg = -float("inf")
         root_rows = np.flatnonzero((phase == IN) & (nodes[:, 0] == 0))  # the root is (0, 0, ...) in every segment
         root_mask = self._root_mask(width, device)
-        # fast path: every row at the root (the first step of whole-mode decoding), one broadcast where()
+        if not scores.is_contiguous():
+            scores = scores.contiguous()
+        if root_mask.dtype != scores.dtype:
+            root_mask = root_mask.to(scores.dtype)
+        # fast path: every row at the root (the first step of whole-mode decoding): two in-place passes
         if root_rows.shape[0] == rows:
-            m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows))]
-            return torch.where(m, scores.clamp_min(self.floor), neg)
-        out = torch.full_like(scores, neg)
+            m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
+            # NaN / -inf on allowed tokens become the floor (#22890); then disallowed tokens get -inf (NaN + -inf
+            # would stay NaN, which argmax would pick: hence nan_to_num rather than clamp)
+            return scores.nan_to_num_(nan=self.floor, neginf=self.floor).add_(m)
+        # Gather what survives (small), then overwrite scores in place: no fresh [rows, vocab] allocation per step,
+        # whose page faults would cost more than the masking itself. transformers hands each step's scores to the
+        # processors as a private copy, so writing into them is safe.
+        keep_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         if root_rows.size:
             r = torch.from_numpy(root_rows).to(device)
             m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
-            out[r] = torch.where(m, scores[r].clamp_min(self.floor), neg)
+            keep_rows.append((r, scores[r].nan_to_num_(nan=self.floor, neginf=self.floor) + m))
+        if self.span:
+            outside = np.flatnonzero(phase == OUT)
+            if outside.size:  # free text: anything but a closing marker
+                r = torch.from_numpy(outside).to(device)
+                free = scores[r]
+                free[:, self.end] = neg
+                keep_rows.append((r, free))
         pair_rows: list[np.ndarray] = []
         pair_toks: list[np.ndarray] = []
         inner = np.setdiff1d(np.flatnonzero(phase == IN), root_rows, assume_unique=True)
@@ -267,16 +307,14 @@ class TrieConstraint(LogitsProcessor):
         if finished.size:  # finished or dead rows may only emit EOS, with a finite score (never an empty row)
             pair_rows.append(finished)
             pair_toks.append(np.full(finished.shape, self.eos, dtype=np.int64))
+        vals = None
         if pair_rows:
             pr = torch.from_numpy(np.concatenate(pair_rows)).to(device)
             pt = torch.from_numpy(np.concatenate(pair_toks)).to(device)
-            vals = scores[pr, pt]
-            out[pr, pt] = torch.nan_to_num(vals, nan=self.floor).clamp_min(self.floor)
-        if self.span:
-            outside = np.flatnonzero(phase == OUT)
-            if outside.size:  # free text: anything but a closing marker
-                r = torch.from_numpy(outside).to(device)
-                free = scores[r].clone()
-                free[:, self.end] = neg
-                out[r] = free
-        return out
+            vals = torch.nan_to_num(scores[pr, pt], nan=self.floor).clamp_min(self.floor)
+        scores.fill_(neg)
+        for r, v in keep_rows:
+            scores[r] = v
+        if vals is not None:
+            scores[pr, pt] = vals
+        return scores

@@ -20,40 +20,21 @@ from decoding.index import TrieIndex
 TASK = "conversation->item"
 
 
-def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, device: str = "cpu") -> tuple[Any, Any]:
-    """Load a model dir written by finetune (HF dir + manifest.json, tokenizer files) and, if given, a peft adapter.
+def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, catalog: Catalog | None = None,
+               device: str | None = None) -> tuple[Any, Any]:
+    """Load a model dir written by finetune (HF dir + manifest.json; an adapter dir loads onto its base) through
+    finetune.loading.load_finetuned, which refuses a catalog the model was not trained for. With --adapter, the
+    adapter dir is loaded onto model_dir as its base. The tokenizer pads on the left (decoder-only batches)."""
+    from finetune.loading import load_finetuned
 
-    With an `adapter/` subdirectory and no explicit adapter, that adapter is used on the manifest's base_model.
-    Raises FileNotFoundError / ValueError naming what is missing."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model_dir = Path(model_dir)
-    if not model_dir.exists():
-        raise FileNotFoundError(f"{model_dir}: no such model directory")
-    manifest = _read_manifest(model_dir)
-    if adapter is None and (model_dir / "adapter").exists():
-        adapter = model_dir / "adapter"
     if adapter is not None:
-        base = manifest.get("base_model")
-        if not base:
-            raise ValueError(f"{model_dir / 'manifest.json'}: an adapter needs 'base_model' (a local model dir)")
-        model = AutoModelForCausalLM.from_pretrained(base)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model, tokenizer, _ = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, device=device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    tok_dir = model_dir if (model_dir / "tokenizer_config.json").exists() else Path(manifest.get("base_model", model_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog, device=device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return model.to(device).eval(), tokenizer
-
-
-def _read_manifest(model_dir: Path) -> dict[str, Any]:
-    p = model_dir / "manifest.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+    return model, tokenizer
 
 
 def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None) -> str:
@@ -73,7 +54,7 @@ def to_predictions(ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, cat
     return out
 
 
-def recommend(conv: Conversation, search: DirectSearch, k: int = 10, *, exclude_mentioned: bool = True) -> Prediction:
+def recommend_for_conversation(conv: Conversation, search: DirectSearch, k: int = 10, *, exclude_mentioned: bool = True) -> Prediction:
     """Ranked items for one conversation (items it already mentions or excludes are masked out)."""
     exclude = list(dict.fromkeys(list(conv.exclude) + (conv.mentioned() if exclude_mentioned else [])))
     scores, rows = search.search([conversation_prompt(conv, search.catalog, search.tokenizer)], k, exclude=[exclude])
@@ -88,13 +69,15 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
     (valid-item rate, duplicate rate, counts) that the CLI prints."""
     from tqdm import tqdm
 
-    model, tokenizer = load_model(model_dir, adapter)
     index_dir = Path(index_dir)
+    if not (index_dir / "manifest.json").exists():
+        raise FileNotFoundError(f"{index_dir / 'manifest.json'}: missing; build it with `dlsearch index build --kind trie`")
     manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
     catalog_path = catalog_path or manifest.get("catalog_path")
     if not catalog_path:
         raise ValueError(f"{index_dir / 'manifest.json'} records no catalog_path; pass --catalog")
     catalog = load_catalog_jsonl(catalog_path)
+    model, tokenizer = load_model(model_dir, adapter, catalog=catalog)
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
     convs = load_conversations(input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
@@ -106,4 +89,4 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
     return {"conversations": len(convs), "out": str(out_path), **stats.as_dict()}
 
 
-__all__ = ["load_model", "conversation_prompt", "recommend", "generate_predictions", "to_predictions", "SearchStats"]
+__all__ = ["load_model", "conversation_prompt", "recommend_for_conversation", "generate_predictions", "to_predictions", "SearchStats"]

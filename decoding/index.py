@@ -90,16 +90,20 @@ class TrieIndex:
     base: Segment
     manifest: dict[str, Any]
     delta: Segment | None = None
-    _row_of: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # item id -> (segment, row)
+    _row_of_cache: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     _delta_seqs: list[list[int]] = field(default_factory=list, repr=False)
 
-    def __post_init__(self) -> None:
-        self._reindex()
-
     def _reindex(self) -> None:
-        self._row_of = {iid: (0, r) for r, iid in enumerate(self.base.item_ids)}
-        if self.delta is not None:
-            self._row_of.update({iid: (1, r) for r, iid in enumerate(self.delta.item_ids)})
+        self._row_of_cache = None
+
+    @property
+    def _row_of(self) -> dict[str, tuple[int, int]]:
+        """item id -> (segment, row); built on first use (filters, updates), not at load."""
+        if self._row_of_cache is None:
+            self._row_of_cache = {iid: (0, r) for r, iid in enumerate(self.base.item_ids)}
+            if self.delta is not None:
+                self._row_of_cache.update({iid: (1, r) for r, iid in enumerate(self.delta.item_ids)})
+        return self._row_of_cache
 
     # --- basic facts ---------------------------------------------------------------------------------------------
 
@@ -201,6 +205,9 @@ class TrieIndex:
     def _refresh_retired(self) -> None:
         retired = set(self.manifest.get("retired", []))
         for s in self.segments:
+            if not retired:
+                s.retired_rows = np.zeros(0, dtype=np.int64)
+                continue
             s.retired_rows = np.array([r for r, i in enumerate(s.item_ids) if i in retired], dtype=np.int64)
 
     def _record_catalog(self, catalog_hash: str) -> None:

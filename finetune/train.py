@@ -1,10 +1,10 @@
 """Supervised fine-tuning recipes: one or more stages of trl SFTTrainer (full, LoRA or QLoRA) over weighted task
 mixtures, each stage saved with a manifest and its measured memorization.
 
-    accelerate launch -m finetune --config configs/movielens_cpu.yaml            # 1 process (CPU or GPU)
+    accelerate launch -m finetune --config configs/finetune-movielens-cpu.yaml            # 1 process (CPU or GPU)
     accelerate launch --multi_gpu --num_processes 2 -m finetune --config ...      # 2 gloo processes on CPU too
     torchrun --nproc_per_node 2 -m finetune --config ...
-    dlsearch finetune --config configs/movielens_cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
+    dlsearch finetune --config configs/finetune-movielens-cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
 
 Output layout: stage k < last -> <output_dir>/stages/<name>/, the last stage -> <output_dir>/ itself; a from-scratch
 model is first built in <output_dir>/init/. Checkpoints live in <stage dir>/checkpoints/ (every save_steps).
@@ -157,6 +157,11 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
                                callbacks=[curve] if curve else None)
+    if stage.method == "qlora" and not on_cuda():
+        # trl casts QLoRA adapters to bf16 (QLoRA paper); a CPU has no bf16 units, so they train in float32 here.
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype == torch.bfloat16:
+                p.data = p.data.float()
     # trl's fused LM head cannot see peft-wrapped output rows; on CPU it is also slower than the full logits.
     loss = stage.train.loss if stage.train.loss != "auto" else ("fused" if on_cuda() else "plain")
     trainer.plain_loss = loss == "plain" or output_layer_wrapped(trainer.model)

@@ -45,7 +45,7 @@ def build_trie(args: argparse.Namespace) -> dict[str, Any]:
         idmap = build_idmap(catalog, "atomic")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     index = build_index(catalog, idmap, tokenizer, mode=args.mode, source=args.source)
-    index.manifest["catalog_path"] = str(args.catalog)
+    index.manifest["catalog_path"] = catalog_path(args)
     index.save(args.out)
     return {"kind": "trie", "out": args.out, "items": len(index), "bytes": index.nbytes(),
             "seconds": round(time.perf_counter() - t0, 3), "mode": args.mode}

@@ -7,16 +7,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from transformers import LogitsProcessor
 
-from data.catalog import Catalog, Item, load_catalog_jsonl
+from data.catalog import Catalog, Item
 from data.formats import Conversation, Message, load_predictions, save_conversations
 from data.ids import build_idmap
 from decoding.direct import DirectSearch
 from decoding.fuzzy import FuzzyMatcher
-from decoding.generate import conversation_prompt, recommend
-from decoding.index import TrieIndex, build_index
+from decoding.generate import conversation_prompt, recommend_for_conversation
+from decoding.index import build_index
 from decoding.spans import generate_with_items, marker_ids
 from dlsearch.cli import main
 
@@ -50,6 +49,12 @@ def test_cli_index_build_and_generate(tmp_path, model_dir):
     save_conversations(tmp_path / "convs.jsonl", convs)
     assert main(["generate", "--model", str(model_dir), "--index", str(tmp_path / "trie"), "--input",
                  str(tmp_path / "convs.jsonl"), "--beams", "6", "--k", "4", "--out", str(tmp_path / "preds.jsonl")]) == 0
+    # the router's factory: same index, Conversation objects as queries, mentioned items masked
+    from decoding.direct import from_config
+
+    search = from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(tmp_path / "trie"), beams=6)
+    scores, rows = search.search(convs[:2], 4)
+    assert rows.shape == (2, 4) and (rows >= 0).all() and CATALOG.index("100") not in rows[0]
     preds = load_predictions(tmp_path / "preds.jsonl")
     assert [p.id for p in preds] == [c.id for c in convs]
     for p, c in zip(preds, convs):
@@ -72,7 +77,7 @@ def test_direct_search_shape_and_allow_list(model_dir):
     assert (rows >= 0).all() and (rows < len(CATALOG)).all() and np.isfinite(scores).all()
     scores, rows = search.search(prompts, k=5, allow=[["100", "103"]] * 3)  # only 2 allowed: padded with -1 / -inf
     assert set(rows[:, :2].ravel()) <= {0, 3} and (rows[:, 2:] == -1).all() and np.isneginf(scores[:, 2:]).all()
-    pred = recommend(Conversation("c", [Message("user", "I liked @100")]), search, k=3)
+    pred = recommend_for_conversation(Conversation("c", [Message("user", "I liked @100")]), search, k=3)
     assert len(pred.items) == 3 and "100" not in [s.item_id for s in pred.items]
 
 

@@ -169,10 +169,17 @@ def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
     """configs/sweep-tiny.yaml with the real steps: finetune trains, decoding searches, retrieval's BM25 falls back."""
     pytest.importorskip("finetune.train", reason="finetune area not merged into this checkout")
     pytest.importorskip("decoding.direct", reason="decoding area not merged into this checkout")
+    import torch
+
     from dlsearch.cli import main
 
     out = tmp_path / "tiny"
-    assert main(["sweep", "--config", "configs/sweep-tiny.yaml", "--set", f"out={out}"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI machine is shared: one thread per process avoids OpenMP oversubscription stalls
+    try:
+        assert main(["sweep", "--config", "configs/sweep-tiny.yaml", "--set", f"out={out}"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     result = json.loads((out / "sweep.json").read_text())
     done = [p for p in result["points"] if p["status"] == "done"]
     assert [p["size"] for p in done] == [20, 40, 80] and done[-1]["synthetic_items"] == 20
