@@ -184,5 +184,5 @@ def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
     done = [p for p in result["points"] if p["status"] == "done"]
     assert [p["size"] for p in done] == [20, 40, 80] and done[-1]["synthetic_items"] == 20
     for p in done:
-        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25"}
+        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25", "router"}
     assert (out / "sweep.png").is_file() and result["crossover"].get("size") in (20, 40, 80, None)
