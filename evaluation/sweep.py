@@ -393,8 +393,12 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
     if cx.get("size"):
         at = cx.get("interpolated_size", cx["size"])
         ax2.axvline(at, color="black", linestyle=":", label=f"crossover ≈ {at:,.0f} ({cx['fallback']})")
+    sizes = [p["size"] for p in done]
     for ax, title in ((ax1, "memorization"), (ax2, f"{key} on held-out requests")):
         ax.set_xscale("log")
+        if sizes:  # label the measured sizes themselves, not powers of ten
+            ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+            ax.minorticks_off()
         ax.set_xlabel("catalog size (items)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(title)
