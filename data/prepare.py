@@ -26,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -36,6 +36,9 @@ from data.formats import Conversation, load_conversations, save_conversations
 from data.ids import IdMap, build_idmap
 from data.splits import SPLITS, check_conversation_splits, check_history_splits, split_conversations, split_histories
 from data.turns import all_recommender_turns
+
+if TYPE_CHECKING:
+    import datasets
 
 PREPARE_VERSION = 1  # bump when the outputs of a step change for the same inputs
 VERSIONED_PACKAGES = ("direct-llm-search", "datasets", "numpy", "scikit-learn", "scipy", "sentence-transformers",
@@ -266,7 +269,7 @@ def _stats(catalog: Catalog, idmap: IdMap, conv_splits: dict, hist_splits: dict,
     return stats
 
 
-def load_examples(out: str | Path, split: str) -> Any:
+def load_examples(out: str | Path, split: str) -> "datasets.Dataset":
     """DIR/examples/<split>.jsonl as a datasets.Dataset (columns prompt, completion, task, item_id, source_id)."""
     import datasets
 

@@ -223,7 +223,8 @@ class TrieConstraint(LogitsProcessor):
     # --- masks ---------------------------------------------------------------------------------------------------
 
     def _root_mask(self, width: int, device: torch.device) -> torch.Tensor:
-        """Dense [n_queries or 1, width] bool mask of tokens allowed at the root (union over segments, filtered)."""
+        """Dense [n_queries or 1, width] additive mask of the root (0 = allowed, -inf = not; union over segments,
+        filtered)."""
         key = width
         if key not in self._root_masks:
             n_q = self.n_queries if self.filters is not None else 1
@@ -238,7 +239,10 @@ class TrieConstraint(LogitsProcessor):
                     mask[q, toks[ok]] = True
             # a query whose lists leave no item at all: its rows may only end (an empty output, never an item)
             mask[~mask.any(axis=1), self.eos if not self.span else self.end] = True
-            self._root_masks[key] = torch.from_numpy(mask).to(device)
+            # additive bias (0 allowed, -inf not): one broadcast add is ~15x cheaper than masked_fill/where with a
+            # bool mask on CPU (measured: 0.8 ms vs 11-41 ms for [160, 32000])
+            bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
+            self._root_masks[key] = torch.from_numpy(bias).to(device)
         return self._root_masks[key]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -258,10 +262,14 @@ class TrieConstraint(LogitsProcessor):
         root_mask = self._root_mask(width, device)
         if not scores.is_contiguous():
             scores = scores.contiguous()
+        if root_mask.dtype != scores.dtype:
+            root_mask = root_mask.to(scores.dtype)
         # fast path: every row at the root (the first step of whole-mode decoding): two in-place passes
         if root_rows.shape[0] == rows:
             m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
-            return scores.clamp_min_(self.floor).masked_fill_(~m, neg)
+            # NaN / -inf on allowed tokens become the floor (#22890); then disallowed tokens get -inf (NaN + -inf
+            # would stay NaN, which argmax would pick: hence nan_to_num rather than clamp)
+            return scores.nan_to_num_(nan=self.floor, neginf=self.floor).add_(m)
         # Gather what survives (small), then overwrite scores in place: no fresh [rows, vocab] allocation per step,
         # whose page faults would cost more than the masking itself. transformers hands each step's scores to the
         # processors as a private copy, so writing into them is safe.
@@ -269,7 +277,7 @@ class TrieConstraint(LogitsProcessor):
         if root_rows.size:
             r = torch.from_numpy(root_rows).to(device)
             m = root_mask if root_mask.shape[0] == 1 else root_mask[torch.from_numpy(self._query_of(root_rows)).to(device)]
-            keep_rows.append((r, torch.where(m, scores[r].clamp_min(self.floor), neg)))
+            keep_rows.append((r, scores[r].nan_to_num_(nan=self.floor, neginf=self.floor) + m))
         if self.span:
             outside = np.flatnonzero(phase == OUT)
             if outside.size:  # free text: anything but a closing marker

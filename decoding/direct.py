@@ -72,12 +72,32 @@ class DirectSearch:
                       for s in index.segments]
         self.max_new_tokens = max(s.trie.max_depth for s in index.segments) + 1
 
-    def search(self, queries: Sequence[str], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
+    def search(self, queries: Sequence[Any], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
                allow: Sequence[Sequence[str] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k catalog rows per prompt. Returns (scores float32 [n, k], rows int64 [n, k]), best first, padded with
-        -inf / -1. exclude / allow: per-query item-id lists applied as masks (e.g. items already mentioned)."""
+        """Top-k catalog rows per query. Returns (scores float32 [n, k], rows int64 [n, k]), best first, padded with
+        -inf / -1.
+
+        Args:
+            queries: prompt strings (already in the training template), or data.formats.Conversation objects (the
+                router passes these): rendered with the conversation->item prompt, and, unless `exclude` is
+                given, their `exclude` list and already-mentioned items are masked out.
+            exclude / allow: per-query item-id lists applied as masks without rebuilding the index."""
+        queries, exclude = self._prompts(queries, exclude)
         scores, rows, _ = self.search_with_stats(queries, k, exclude=exclude, allow=allow)
         return scores, rows
+
+    def _prompts(self, queries: Sequence[Any], exclude):
+        from data.formats import Conversation
+        from decoding.generate import conversation_prompt
+
+        if not any(isinstance(q, Conversation) for q in queries):
+            return list(queries), exclude
+        if exclude is None:
+            exclude = [list(dict.fromkeys(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation) else None
+                       for q in queries]
+        prompts = [conversation_prompt(q, self.catalog, self.tokenizer) if isinstance(q, Conversation) else q
+                   for q in queries]
+        return prompts, exclude
 
     def search_with_stats(self, queries: Sequence[str], k: int, *, exclude=None, allow=None,
                           progress: Any = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:
@@ -152,3 +172,30 @@ class DirectSearch:
                     kept += 1
             stats.per_query_valid.append(len(seen))
         return scores, rows, stats
+
+
+def from_config(*, catalog: Any, model_dir: str, index: str | None = None, idmap: str | None = None,
+                adapter: str | None = None, beams: int = 20, batch_size: int = 8) -> DirectSearch:
+    """The router's factory (configs/recommend.yaml: `factory: decoding.direct:from_config`).
+
+    Args:
+        catalog: the catalog (checked against the model's manifest and the index's).
+        model_dir: fine-tuned model dir. index: a trie index dir (default: MODEL_DIR/trie if it exists).
+        idmap: id map JSON, used to build the index in memory when there is no index dir.
+    """
+    from pathlib import Path
+
+    from data.ids import IdMap
+    from decoding.generate import load_model
+    from decoding.index import build_index
+
+    model, tokenizer = load_model(model_dir, adapter, catalog=catalog)
+    index_dir = Path(index) if index else Path(model_dir) / "trie"
+    if (index_dir / "manifest.json").exists():
+        trie = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
+    elif idmap:
+        trie = build_index(catalog, IdMap.load(idmap), tokenizer)
+    else:
+        raise FileNotFoundError(f"{index_dir}: no trie index; build one (dlsearch index build --kind trie) or pass "
+                                "options.idmap to build it in memory")
+    return DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size)

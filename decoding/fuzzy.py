@@ -9,7 +9,6 @@ a marisa-trie of id codes and titles (compact: one shared trie of normalized key
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import marisa_trie
@@ -96,4 +95,3 @@ class FuzzyMatcher:
         return out
 
 
-_WORD = re.compile(r"\w")

@@ -1,7 +1,6 @@
 """`dlsearch data prepare` end to end: outputs, manifest, reuse on re-run; on a small folder dataset and on ReDial."""
 
 import json
-from pathlib import Path
 
 from data.catalog import load_catalog_jsonl
 from data.formats import load_conversations
@@ -10,7 +9,6 @@ from data.prepare import load_examples, prepare
 from data.splits import check_conversation_splits
 from dlsearch.cli import main
 
-EMBEDDING_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "embeddings"  # as in tests/data/conftest.py
 SPLIT_NAMES = ("train", "validation", "test")
 
 
@@ -27,12 +25,12 @@ def _folder(tmp_path, redial, n_dialogues=40):
     return src, len(ids)
 
 
-def test_prepare_folder_semantic_reuses_finished_steps(tmp_path, redial):
+def test_prepare_folder_semantic_reuses_finished_steps(tmp_path, redial, embedding_cache):
     src, n_items = _folder(tmp_path, redial)
     out = tmp_path / "out"
     logs = []
     params = {"codebook_size": 8, "levels": 2}
-    man = prepare(str(src), "semantic", out, seed=0, scheme_params=params, cache_dir=EMBEDDING_CACHE, log=logs.append)
+    man = prepare(str(src), "semantic", out, seed=0, scheme_params=params, cache_dir=embedding_cache, log=logs.append)
     assert man["reused_steps"] == []
     assert len(load_catalog_jsonl(out / "catalog.jsonl")) == n_items
     idmap = IdMap.load(out / "idmap.json")
@@ -45,12 +43,12 @@ def test_prepare_folder_semantic_reuses_finished_steps(tmp_path, redial):
     assert man["versions"]["datasets"] and man["seed"] == 0 and man["scheme"] == "semantic"
     assert "utilization" in man["stats"]["idmap"]
 
-    again = prepare(str(src), "semantic", out, seed=0, scheme_params=params, cache_dir=EMBEDDING_CACHE, log=logs.append)
+    again = prepare(str(src), "semantic", out, seed=0, scheme_params=params, cache_dir=embedding_cache, log=logs.append)
     assert again["reused_steps"] == ["catalog", "splits", "idmap", "examples"]
     assert json.loads(logs[-1])["reused_steps"] == again["reused_steps"]
 
     (out / "examples" / "test.jsonl").write_text("tampered\n")  # a damaged output is rebuilt, not trusted
-    third = prepare(str(src), "semantic", out, seed=1, scheme_params=params, cache_dir=EMBEDDING_CACHE, log=logs.append)
+    third = prepare(str(src), "semantic", out, seed=1, scheme_params=params, cache_dir=embedding_cache, log=logs.append)
     assert third["reused_steps"] == ["catalog"]  # a new seed redoes splits, ids and examples
     assert load_examples(out, "test")[0]["prompt"].startswith("### Task:")
 

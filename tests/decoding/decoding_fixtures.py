@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
@@ -16,16 +15,22 @@ CORPUS = [
 ]
 
 
-def make_tokenizer(corpus: list[str] = CORPUS, vocab_size: int = 300, seed_text: str = ""):
-    """A byte-level BPE tokenizer (GPT-2 style leading-space tokens) wrapped as a transformers fast tokenizer."""
+def make_tokenizer(corpus: list[str] = CORPUS, vocab_size: int = 300, seed_text: str = "", kind: str = "bytelevel"):
+    """A BPE tokenizer wrapped as a transformers fast tokenizer: kind "bytelevel" (GPT-2 style leading-space
+    tokens) or "metaspace" (SentencePiece style: spaces become '▁', a '▁' is prepended to the first word)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk = Tokenizer(models.BPE(unk_token="<unk>" if kind == "metaspace" else None))
+    if kind == "metaspace":
+        tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tk.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + ["<unk>"])
+    else:
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tk.train_from_iterator(list(corpus) + ([seed_text] if seed_text else []), trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                   additional_special_tokens=["<item>", "</item>"])

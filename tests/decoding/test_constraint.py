@@ -4,7 +4,6 @@ edge case. Every check reads the raw `generate` output, before any filtering."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -256,3 +255,17 @@ def test_retired_items_masked_for_every_row():
     assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[5]] * 3
     s = proc(torch.tensor([[20, 21, 5], [22, 23, 5], [24, 25, 5]]), torch.zeros(3, V))
     assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[6]] * 3
+
+
+def test_nan_and_neg_inf_scores_never_open_disallowed_tokens():
+    index = index_from_sequences(["a", "b"], [[5, 6], [7]], vocab_size=V, end_token_id=EOS)
+    proc = TrieConstraint(index, eos_token_id=EOS)
+    nan = torch.full((2, V), float("nan"))
+    nan[1] = -float("inf")
+    s = proc(torch.tensor([[20, 21], [22, 23]]), nan)
+    assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[5, 7]] * 2
+    assert (s.nan_to_num(nan=1e9) <= 0).all()  # no NaN left anywhere: argmax cannot land on a disallowed token
+    nan = torch.full((2, V), float("nan"))
+    s = proc(torch.tensor([[20, 21, 5], [22, 23, 7]]), nan)
+    assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[6], [EOS]]
+    assert not s.isnan().any()

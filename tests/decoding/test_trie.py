@@ -78,7 +78,9 @@ def _catalog(n=30):
     return Catalog([Item(str(i), f"Movie {i} (19{50 + i % 50})") for i in range(n)])
 
 
-def test_build_index_tokenizes_like_the_model(tokenizer):
+@pytest.mark.parametrize("kind", ["bytelevel", "metaspace"])
+def test_build_index_tokenizes_like_the_model(kind):
+    tokenizer = make_tokenizer(kind=kind)
     cat = _catalog()
     idmap = build_idmap(cat, "random", seed=0)
     index = build_index(cat, idmap, tokenizer)
