@@ -20,11 +20,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
-
-from data.catalog import Catalog, load_catalog_jsonl, write_jsonl
+from data.catalog import Catalog, load_catalog_jsonl
 from data.formats import Conversation, load_conversations, save_conversations
 
 STEPS = ("source", "prepare", "fine-tune", "indexes", "recommend", "evaluate")
