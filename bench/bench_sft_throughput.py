@@ -1,6 +1,6 @@
 """Throughput of our SFT path (trl SFTTrainer as built by finetune.train) against a plain PyTorch loop.
 
-    python bench/bench_sft_throughput.py --config configs/movielens_cpu.yaml --steps 60 [--set data.id_scheme=random]
+    python bench/bench_sft_throughput.py --config configs/finetune-movielens-cpu.yaml --steps 60 [--set data.id_scheme=random]
 
 Same model (the recipe's first stage, built from the same init dir), the same collated batches (taken from the
 trainer's own dataloader), the same batch size, in one process. Prints JSON: non-padding tokens/s of each path
@@ -56,11 +56,12 @@ def raw_loop(model: torch.nn.Module, batches: list[dict], lr: float, warmup: int
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="configs/movielens_cpu.yaml")
+    ap.add_argument("--config", default="configs/finetune-movielens-cpu.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", default="/tmp/dlsearch_bench_sft")
+    ap.add_argument("--profile", action="store_true", help="cProfile the SFT path; top functions by own time in the JSON")
     args = ap.parse_args()
 
     cfg = load_recipe(args.config, [f"output_dir={args.out}", *args.overrides])
@@ -89,10 +90,25 @@ def main() -> None:
     raw1 = raw_loop(raw_model, batches, stage.train.lr, args.warmup)
     timer = StepTimer(args.warmup)
     trainer.add_callback(timer)
+    prof = None
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     trainer.train()
+    if prof is not None:
+        prof.disable()
     sft = timer.t1 - timer.t0
     raw2 = raw_loop(copy.deepcopy(raw_model), batches, stage.train.lr, args.warmup)  # again: load drifts
     raw = (raw1 + raw2) / 2
+    top = []
+    if prof is not None:
+        import pstats
+
+        st = pstats.Stats(prof)
+        rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:25]  # by own (total) time
+        top = [{"fn": f"{Path(k[0]).name}:{k[1]}:{k[2]}", "calls": v[1], "own_s": round(v[2], 3), "cum_s": round(v[3], 3)} for k, v in rows]
     print(json.dumps({
         "config": args.config, "overrides": args.overrides, "method": stage.method,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
@@ -102,6 +118,7 @@ def main() -> None:
         "sft_tokens_per_s": round(tokens / sft, 1), "sft_seconds": round(sft, 2),
         "ratio_sft_over_raw": round(raw / sft, 3), "plain_loss": trainer.plain_loss,
         "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "profile_top_own_time": top,
         "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2), "machine": f"{os.cpu_count()} CPUs, shared",
     }, indent=1))
 

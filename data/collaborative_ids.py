@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from data.catalog import Catalog
 from data.ids import IdMap, register_scheme
+from data.semantic_ids import single_thread_blas
 
 DEFAULT_BRANCHING = 32
 MAX_DEPTH = 12  # guard: a node that cannot be split is chunked by order, so depth stays ~log_b(n)
@@ -74,10 +75,10 @@ def spectral_embedding(x: sp.csr_matrix, dims: int, seed: int) -> np.ndarray:
     du = np.asarray(x.sum(axis=1)).ravel()
     di = np.asarray(x.sum(axis=0)).ravel()
     b = sp.diags(1 / np.sqrt(du)) @ x @ sp.diags(1 / np.sqrt(np.maximum(di, 1)))  # [users, items]
-    k = min(dims + 1, min(b.shape) - 1)
+    k = min(dims + 1, min(b.shape) - 1)  # ARPACK needs k < min(shape)
     if k < 2:
         return np.zeros((x.shape[1], 1), dtype=np.float64)
-    if min(b.shape) <= 500:
+    if max(b.shape) <= 300 or k >= min(b.shape) - 1:  # small node (or ARPACK's k limit): dense SVD is cheap
         _, s, vt = np.linalg.svd(b.toarray(), full_matrices=False)
         vt = vt[:k]
     else:
@@ -87,9 +88,7 @@ def spectral_embedding(x: sp.csr_matrix, dims: int, seed: int) -> np.ndarray:
         _, s, vt = svds(b, k=k, v0=v0, random_state=seed)
         vt = vt[np.argsort(-s)]
     emb = (vt[1:] / np.sqrt(np.maximum(di, 1))[None, :]).T  # drop the trivial vector; [items, k-1]
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    vt0 = vt[0] if vt.ndim == 2 else vt
-    return emb if emb.size else vt0[:, None]
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
 def _split(n: int, labels: np.ndarray, branching: int) -> list[np.ndarray]:
@@ -138,7 +137,8 @@ def build_collaborative(catalog: Catalog, seed: int, *, histories: Histories | N
     def graph_embed(rows: np.ndarray, s: int) -> np.ndarray:
         return spectral_embedding(x[:, rows].tocsr(), branching, s)
 
-    paths = build_tree(warm, branching, graph_embed, seed)
+    with single_thread_blas():
+        paths = build_tree(warm, branching, graph_embed, seed)
     if len(cold):
         from data.semantic_ids import item_embeddings
 
@@ -147,7 +147,8 @@ def build_collaborative(catalog: Catalog, seed: int, *, histories: Histories | N
             cold_emb = item_embeddings(catalog.subset([catalog.ids[r] for r in cold]), cache_dir=cache_dir)
             emb = np.zeros((len(catalog), cold_emb.shape[1]), dtype=np.float32)
             emb[cold] = cold_emb
-        paths.update(build_tree(cold, branching, lambda rows, s: emb[rows], seed, depth=2, prefix=(branching,)))
+        with single_thread_blas():
+            paths.update(build_tree(cold, branching, lambda rows, s: emb[rows], seed, depth=2, prefix=(branching,)))
     ids = catalog.ids
     codes = {ids[r]: _tokens(paths[r]) for r in range(len(catalog))}
     return codes, _special(codes.values())

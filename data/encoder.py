@@ -129,10 +129,10 @@ def _write_shard(folder: Path, keys: list[str], mat: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     name = "shard-" + hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
     # weights first, sidecar last: a sidecar present means its matrix is complete
-    tmp = folder / (name + ".safetensors.tmp")
+    tmp = folder / (name + f".safetensors.{os.getpid()}.tmp")  # per process: two writers never share a temp file
     save_file({"embeddings": np.ascontiguousarray(mat, dtype=np.float32)}, str(tmp))
     tmp.replace(folder / (name + ".safetensors"))
-    tmp_json = folder / (name + ".json.tmp")
+    tmp_json = folder / (name + f".json.{os.getpid()}.tmp")
     tmp_json.write_text(json.dumps({"keys": keys}), encoding="utf-8")
     tmp_json.replace(folder / (name + ".json"))
 

@@ -10,13 +10,16 @@ from). All text comes from data/prompts.py, the template shared with inference.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from data.catalog import Catalog, Item, split_title_year
 from data.formats import Conversation
 from data.ids import IdMap
 from data.prompts import CONCEPT_SEP, make_completion, prompt_for_context, prompt_for_item_task, render_conversation
 from data.turns import all_recommender_turns
+
+if TYPE_CHECKING:  # datasets is imported lazily: importing data.examples stays cheap
+    import datasets
 
 COLUMNS = ("prompt", "completion", "task", "item_id", "source_id")
 INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
@@ -25,7 +28,7 @@ QUERY_CONCEPTS = 3  # concepts in a search query: genres first, they are the mos
 HISTORY_CONTEXT = 20  # items of history shown in a history->next_item prompt (the most recent ones)
 
 
-def to_dataset(rows: Sequence[dict[str, str]]) -> Any:
+def to_dataset(rows: Sequence[dict[str, str]]) -> "datasets.Dataset":
     """Rows -> datasets.Dataset with exactly COLUMNS (also when empty)."""
     import datasets
 
@@ -52,7 +55,7 @@ def indexing_rows(catalog: Catalog, idmap: IdMap, tasks: Sequence[str] = INDEXIN
     return rows
 
 
-def indexing_examples(catalog: Catalog, idmap: IdMap, tasks: Sequence[str] = INDEXING_TASKS) -> Any:
+def indexing_examples(catalog: Catalog, idmap: IdMap, tasks: Sequence[str] = INDEXING_TASKS) -> "datasets.Dataset":
     """Catalog-indexing examples (see indexing_rows) as a Dataset."""
     return to_dataset(indexing_rows(catalog, idmap, tasks))
 
@@ -99,7 +102,7 @@ def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: Id
 
 
 def conversation_examples(convs: Iterable[Conversation], catalog: Catalog, idmap: IdMap, task: str = "conversation->item",
-                          render: str = "title", max_messages: int | None = None) -> Any:
+                          render: str = "title", max_messages: int | None = None) -> "datasets.Dataset":
     """Conversation examples (see conversation_rows) as a Dataset."""
     return to_dataset(conversation_rows(convs, catalog, idmap, task, render, max_messages))
 
@@ -126,6 +129,6 @@ def history_rows(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, 
 
 
 def history_examples(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, idmap: IdMap, split: str = "test",
-                     render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20) -> Any:
+                     render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20) -> "datasets.Dataset":
     """history->next_item examples (see history_rows) as a Dataset."""
     return to_dataset(history_rows(histories, catalog, idmap, split, render, context, train_targets))

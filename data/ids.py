@@ -8,8 +8,13 @@ Schemes:
   sequential  0..N-1 in catalog order.
   random      fixed-length random codes over a small alphabet, deterministic under the seed.
   title       normalized title, disambiguated with " [2]", " [3]" ... when titles repeat.
-  semantic    residual k-means over item-text embeddings, codes as special tokens "<a_12><b_3><c_40>".
-  collaborative  hierarchical clustering of the co-occurrence graph of histories (Hua et al. 2023).
+  semantic    residual k-means over item-text embeddings, codes as special tokens "<a_12><b_3><c_40>"
+              (data/semantic_ids.py; inputs: cache_dir or embeddings).
+  collaborative  recursive spectral clustering of the co-occurrence graph of histories (Hua et al. 2023),
+              codes "<cf1_4><cf2_17>..." (data/collaborative_ids.py; input: histories).
+
+    idmap = build_idmap(catalog, "semantic", seed=0, cache_dir=".cache/embeddings")
+    bigger = idmap.extend(catalog_with_new_items, cache_dir=".cache/embeddings")  # version 2, old codes kept
 """
 
 from __future__ import annotations

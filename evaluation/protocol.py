@@ -5,8 +5,9 @@ Two tasks, one pipeline (each query is a `Conversation` with `targets` and `excl
 * **ReDial turns** (`redial_turns_task`): the foundation split written by `dlsearch data prepare` — one record per
   recommender turn of a TEST dialogue; messages = the turns before it, targets = the movies mentioned in that turn,
   exclude = the movies mentioned earlier. Ranking is over the full catalog.
-* **MovieLens leave-one-out** (`movielens_loo_task`): per user, the last rated item (by time) is the target, the
-  second-to-last is validation, the rest is training; the query is the history before the target.
+* **MovieLens leave-one-out** (`movielens_loo_task`): data.splits.split_histories — per user, the last rated item
+  (by time) is the target, the second-to-last is validation, the rest is training; the query is the history before
+  the target.
 
 Two modes, both always reported:
 * `excluded` (default, the headline): items already mentioned/consumed are removed from every ranking, and targets
@@ -122,32 +123,22 @@ def redial_turns_task(prepared_dir: str | Path) -> EvalTask:
     )
 
 
-def leave_one_out(histories: Mapping[str, Sequence[tuple[str, int]]]) -> tuple[dict[str, list[str]], dict[str, str], dict[str, str]]:
-    """(train items per user, validation item per user, test item per user): last by time is test, second-to-last
-    validation. Users with fewer than 3 interactions stay wholly in training."""
-    train, val, test = {}, {}, {}
-    for user, events in histories.items():
-        items = [i for i, _ in events]
-        if len(items) < 3:
-            train[user] = items
-            continue
-        train[user], val[user], test[user] = items[:-2], items[-2], items[-1]
-    return train, val, test
-
-
 def movielens_loo_task(catalog: Catalog, histories: Mapping[str, Sequence[tuple[str, int]]], *, text_items: int = 20) -> EvalTask:
     """Leave-one-out next item: the query is the user's history before the last item, rendered as @<id> mentions
     (the last `text_items` of them in the text; all of them in `exclude`)."""
-    train, val, test = leave_one_out(histories)
+    from data.splits import split_histories  # foundation: the one leave-one-out split every area uses
+
+    splits = split_histories({u: list(e) for u, e in histories.items()})
     counts: Counter = Counter()
-    for items in train.values():
-        counts.update(i for i in items if i in catalog)
+    for events in splits["train"].values():
+        counts.update(i for i, _ in events if i in catalog)
     queries, groups = [], []
-    for user in sorted(test, key=lambda u: (len(u), u)):
-        before = train[user] + [val[user]]
+    for user in sorted(splits["test"], key=lambda u: (len(u), u)):
+        events = splits["test"][user]  # ends with the test target
+        before, target = [i for i, _ in events[:-1]], events[-1][0]
         text = "I rated " + ", ".join(f"@{i}" for i in before[-text_items:])
         queries.append(Conversation(id=f"user{user}", messages=[Message("user", text)], exclude=list(dict.fromkeys(before)),
-                                    targets=[test[user]], meta={"user": user}))
+                                    targets=[target], meta={"user": user}))
         groups.append(user)
     h = hashlib.sha256(json.dumps({u: list(map(list, e)) for u, e in sorted(histories.items())}).encode()).hexdigest()
     return EvalTask(name="movielens-loo", catalog=catalog, train_counts=counts, queries=queries, groups=groups,
@@ -163,6 +154,12 @@ def baseline_systems(task: EvalTask, *, bm25_max_messages: int | None = None) ->
 Ranked = tuple[list[str], list[float]]
 
 
+def excludes_itself(system: System) -> bool:
+    """True for systems that always drop `conversation.exclude` themselves (decoding's direct search masks them in
+    beam search; the router removes them): asked for `depth` items only, and left out of the 'included' mode."""
+    return bool(getattr(system, "masks_exclusions", False) or getattr(system, "removes_exclusions", False))
+
+
 def rank_queries(task: EvalTask, system: System, depth: int, *, batch_size: int = 128, desc: str = "") -> list[Ranked]:
     """Each query's ranking (item ids, scores), best first: enough entries that `depth` survive exclusion."""
     if isinstance(system, Mapping):
@@ -173,7 +170,7 @@ def rank_queries(task: EvalTask, system: System, depth: int, *, batch_size: int 
             out.append(([s.item_id for s in items], [s.score for s in items]))
         return out
     search = system.search if hasattr(system, "search") else system
-    max_excl = max(len(q.exclude) for q in task.queries)
+    max_excl = 0 if excludes_itself(system) else max(len(q.exclude) for q in task.queries)
     k = min(len(task.catalog), depth + max_excl)
     ids = task.catalog.ids
     out = []
@@ -244,14 +241,15 @@ def evaluate_systems(
     for mode in modes:
         per_system: dict[str, dict[str, np.ndarray]] = {}
         views = {}
-        for name, ranks in rankings.items():
+        in_mode = {n: r for n, r in rankings.items() if mode == "excluded" or not excludes_itself(systems[n])}
+        for name, ranks in in_mode.items():
             kept, ranked, gold = mode_view(task, ranks, mode, depth)
             views[name] = (kept, ranked)
             per_system[name] = {m: per_query_scores([r[0] for r in ranked], gold, m) for m in metrics}
         groups = [task.groups[i] for i in kept]
         best = max(present, key=lambda b: (per_system[b][primary].mean(), -present.index(b)))
         out_sys = {}
-        for name in systems:
+        for name in in_mode:
             entries = [e for items, _ in rankings[name] for e in items[:depth]]
             entry = {
                 "baseline": name in present,
@@ -269,7 +267,8 @@ def evaluate_systems(
         report["modes"][mode] = {
             "n_queries": len(kept), "dropped_queries": len(task.queries) - len(kept), "n_groups": len(set(groups)),
             "best_baseline": best, "systems": out_sys,
-            "_runs": {name: (views[name][0], views[name][1]) for name in systems},  # for the TREC file; not in JSON
+            "_runs": {name: (views[name][0], views[name][1]) for name in in_mode},  # for the TREC file; not in JSON
+            "not_in_mode": sorted(set(systems) - set(in_mode)),  # systems that always exclude: only in 'excluded' 
         }
     return report
 

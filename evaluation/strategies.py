@@ -8,22 +8,42 @@ adapted here, at the edge, so the protocol never depends on their internals.
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
+from data.formats import Conversation
 from evaluation.baselines import BM25Search, PopularitySearch
 from evaluation.protocol import EvalTask, System
 
 Builder = Callable[[EvalTask, dict[str, Any]], System]
 _BUILDERS: dict[str, Builder] = {}
-# strategies that another area provides: name -> (module that must be importable, what to pass)
-_PROVIDED_ELSEWHERE = {
-    "direct": ("decoding.direct", "strategy_options.model_dir (a fine-tuned model dir)"),
-    "concept": ("retrieval.concept", "strategy_options.model_dir or a concept index"),
-    "dual": ("retrieval.dual_encoder", "strategy_options.index_dir (a dual-encoder index)"),
-    "router": ("retrieval.router", "strategy_options.model_dir and index_dir"),
-}
+
+
+class ConversationTextSearch:
+    """A text-query searcher (dual encoder, BM25 index, search API) seen from conversations: the rendered
+    conversation (retrieval.embedding.conversation_text, mentions as titles) is the query."""
+
+    def __init__(self, searcher: Any, catalog: Any):
+        self.searcher, self.catalog = searcher, catalog
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        from retrieval.embedding import conversation_text
+
+        return self.searcher.search([conversation_text(c, self.catalog) for c in convs], k)
+
+
+class RouterSystem:
+    """The router (retrieval.router.Router) as an evaluation system; it always removes `conversation.exclude`."""
+
+    removes_exclusions = True
+
+    def __init__(self, router: Any):
+        self.router = router
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.router.search(convs, k)
 
 
 def register_strategy(name: str, builder: Builder) -> None:
@@ -36,27 +56,43 @@ def available_strategies() -> list[str]:
 
 
 def build_strategy(name: str, task: EvalTask, options: dict[str, Any] | None = None) -> System:
-    """The system for a strategy name; ValueError naming what is missing when it cannot be built here."""
-    options = dict(options or {})
-    if name in _BUILDERS:
-        return _BUILDERS[name](task, options)
-    if name in _PROVIDED_ELSEWHERE:
-        module, needs = _PROVIDED_ELSEWHERE[name]
-        present = importlib.util.find_spec(module.split(".")[0]) is not None and _module_exists(module)
-        hint = "" if present else f" ({module} is not in this checkout yet)"
-        raise ValueError(
-            f"strategy {name!r} cannot be built here{hint}; it needs {needs}. "
-            f"Alternatively run it elsewhere and pass its output with --predictions FILE."
-        )
-    raise ValueError(f"unknown strategy {name!r}; available: {available_strategies() + sorted(_PROVIDED_ELSEWHERE)}")
+    """The system for a strategy name; ValueError naming the missing option when it cannot be built."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown strategy {name!r}; available: {available_strategies()} "
+                         f"(or run it elsewhere and pass its output with --predictions FILE)")
+    return _BUILDERS[name](task, dict(options or {}))
 
 
-def _module_exists(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+def _need(opts: dict[str, Any], key: str, strategy: str, what: str) -> Any:
+    if not opts.get(key):
+        raise ValueError(f"strategy {strategy!r} needs strategy_options.{key}: {what} (e.g. --set strategy_options={{{key}: PATH}})")
+    return opts[key]
+
+
+def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
+    from retrieval.direct import direct_from_config
+
+    return direct_from_config(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
+                              index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
+                              beams=int(opts.get("beams", 20)))
+
+
+def _dual(task: EvalTask, opts: dict[str, Any]) -> System:
+    from retrieval.build import load_dual_search
+
+    index = _need(opts, "dual_index", "dual", "a dir from `dlsearch index build --kind dual`")
+    return ConversationTextSearch(load_dual_search(index, task.catalog, cache_dir=opts.get("cache_dir")), task.catalog)
+
+
+def _router(task: EvalTask, opts: dict[str, Any]) -> System:
+    from retrieval.recommend_config import build_router, read_config
+
+    cfg = read_config(_need(opts, "recommend_config", "router", "a recommend config such as configs/recommend.yaml"))
+    return RouterSystem(build_router(cfg, task.catalog))
 
 
 register_strategy("popularity", lambda task, opts: PopularitySearch(task.catalog, {i: c for i, c in task.train_counts.items() if i in task.catalog}))
 register_strategy("bm25", lambda task, opts: BM25Search(task.catalog, max_messages=opts.get("bm25_max_messages")))
+register_strategy("direct", _direct)
+register_strategy("dual", _dual)
+register_strategy("router", _router)

@@ -1,6 +1,6 @@
 """Fine-tuning configuration: small dataclasses loaded from YAML, validated at load, overridable per key.
 
-    cfg = load_recipe("configs/movielens_cpu.yaml", overrides=["stages.index.train.lr=3e-3"])
+    cfg = load_recipe("configs/finetune-movielens-cpu.yaml", overrides=["stages.index.train.lr=3e-3"])
 
 Every YAML key must name a dataclass field: an unknown or misspelled key is a `ConfigError` that names the file,
 the dotted key, and the closest valid name; a value of the wrong type is refused with the expected type.
@@ -46,6 +46,7 @@ class TokenizerConfig:
     vocab_size: int = 4000  # BPE merges learned from catalog + example text (before special/id tokens)
     min_frequency: int = 2
     split_digits: bool = True  # numeric ids tokenize digit by digit: every id has one predictable tokenization
+    template_tokens: bool = True  # prompt-template headers as whole tokens: ~40 % shorter examples, same text
 
 
 @dataclass
@@ -62,6 +63,7 @@ class DataConfig:
     max_items: int | None = None  # first N catalog items (None: all)
     id_scheme: str = "semantic"  # atomic | sequential | random | title | semantic | collaborative
     id_seed: int = 0
+    id_params: dict[str, Any] = field(default_factory=dict)  # scheme parameters, e.g. semantic {levels, codebook_size, cache_dir}
     max_history: int = 10  # history->next_item: items of context before the target
     max_examples_per_task: int | None = None  # cap for the large conversation/history tasks
 

@@ -95,16 +95,25 @@ def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: 
         # A pretrained base: the id tokens were added at training time; re-add them the same way.
         add_id_tokens(model, AutoTokenizer.from_pretrained(base), IdMap.load(d / "idmap.json"))
     peft_model = PeftModel.from_pretrained(model, d / "adapter", is_trainable=False)
-    check_adapter_keys(peft_model, d / "adapter")
+    saved = check_adapter_keys(peft_model, d / "adapter")
+    if not merge:
+        # peft upcasts adapters to float32 on load; a QLoRA adapter trained in bf16 (trl's default on GPU) must run in
+        # bf16 again to give the logits it gave in training.
+        for name, p in peft_model.named_parameters():
+            t = saved.get(name.replace(".default", ""))  # saved keys drop the adapter name
+            if t is not None and t.dtype != p.dtype:
+                p.data = p.data.to(t.dtype)
     return peft_model.merge_and_unload() if merge else peft_model
 
 
-def check_adapter_keys(peft_model: Any, adapter_dir: Path) -> None:
-    """Every adapter tensor in the file must be one the model expects and vice versa (peft only warns)."""
+def check_adapter_keys(peft_model: Any, adapter_dir: Path) -> dict[str, Any]:
+    """Every adapter tensor in the file must be one the model expects and vice versa (peft only warns).
+    Returns the saved tensors."""
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    saved = set(load_file(str(adapter_dir / "adapter_model.safetensors")).keys())
+    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    saved = set(tensors)
     expected = set(get_peft_model_state_dict(peft_model).keys())
     missing, unexpected = sorted(expected - saved), sorted(saved - expected)
     if missing or unexpected:
@@ -112,3 +121,4 @@ def check_adapter_keys(peft_model: Any, adapter_dir: Path) -> None:
             f"{adapter_dir}: adapter does not fit the model: missing keys {missing[:5]} ({len(missing)}), "
             f"unexpected keys {unexpected[:5]} ({len(unexpected)}); was it saved from another architecture or peft config?"
         )
+    return tensors

@@ -1,14 +1,13 @@
 """`manifest.json` of a model output dir: what catalog, id scheme, base model and tokenizer it belongs to.
 
-Fields (TEAM.md contract): catalog_hash, catalog_version, id_scheme, base_model, tokenizer_fingerprint (when
-decoding.fingerprint is available), plus kind ("model" | "adapter"), created_at and run details.
+Fields (TEAM.md contract): catalog_hash, catalog_version, id_scheme, base_model, tokenizer_fingerprint
+(decoding.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
 The dir also holds `idmap.json` and `catalog.jsonl`, so decoding and evaluation need nothing else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,8 @@ class ManifestError(ValueError):
     """A model dir used with a catalog, id map or base model it was not trained for."""
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str | None:
-    # The decoding helper owns the fingerprint; until its module is on main the field is left out (TEAM.md).
-    if importlib.util.find_spec("decoding.fingerprint") is None:
-        return None
-    from decoding.fingerprint import tokenizer_fingerprint as fp
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    from decoding.fingerprint import tokenizer_fingerprint as fp  # owned by decoding (TEAM.md contract)
 
     return fp(tokenizer)
 
@@ -44,9 +40,7 @@ def write_manifest(out_dir: str | Path, *, catalog: Catalog, idmap: IdMap, token
         "n_items": len(catalog),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    fp = tokenizer_fingerprint(tokenizer)
-    if fp is not None:
-        man["tokenizer_fingerprint"] = fp
+    man["tokenizer_fingerprint"] = tokenizer_fingerprint(tokenizer)
     man.update(extra or {})
     idmap.save(out / "idmap.json")
     catalog.save_jsonl(out / "catalog.jsonl")

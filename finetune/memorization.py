@@ -66,6 +66,9 @@ def measure(model: Any, tokenizer: Any, catalog: Catalog, idmap: IdMap, item_ids
                                                                        for i, g in list(zip(ids, gen))[:5]]}
 
 
+measure_memorization = measure  # the public name (dlsearch.measure_memorization)
+
+
 def write_memorization(model_dir: str | Path, result: dict[str, Any], *, catalog: Catalog, idmap: IdMap, step: int) -> dict[str, Any]:
     """Add/replace this catalog's entry in <model_dir>/memorization.json."""
     path = Path(model_dir) / "memorization.json"

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from data.catalog import Catalog
 from data.ids import IdMap
-from data.prompts import SPAN_MARKERS, TASKS, make_prompt
+from data.prompts import ANSWER_PREFIX, SPAN_MARKERS, TASKS, make_prompt, prompt_for_context, prompt_for_item_task
 from finetune.config import ModelSize, TokenizerConfig
 from finetune.manifest import write_manifest
 
@@ -45,6 +45,21 @@ def tokenizer_corpus(catalog: Catalog, extra_texts: Iterable[str] = ()) -> Itera
     yield from extra_texts
 
 
+def template_tokens() -> list[str]:
+    """The constant parts of the shared prompt template (data/prompts.py) as whole tokens: each task's header up to
+    its body ('### Task: Give the catalog id of this item.\nTitle:') and the answer prefix. A title->id example
+    shrinks from ~32 to ~19 tokens, so a from-scratch model trains ~1.7x more examples per second; the prompt text
+    itself is unchanged, so inference renders it the same way."""
+    mark = "\x00"
+    heads = []
+    for task in TASKS:
+        if task in ("title->id", "id->title", "item->concepts"):
+            heads.append(prompt_for_item_task(task, title=mark, code=mark)["prompt"].split(mark)[0])
+        else:
+            heads.append(prompt_for_context(task, mark).split(mark)[0])
+    return [h.rstrip(" ") for h in heads] + [ANSWER_PREFIX]
+
+
 def id_tokens(idmap: IdMap) -> list[str]:
     """Tokens added whole to the vocabulary: the item-span markers, then the id scheme's special tokens."""
     return list(SPAN_MARKERS) + [t for t in idmap.special_tokens if t not in SPAN_MARKERS]
@@ -62,7 +77,8 @@ def train_tokenizer(catalog: Catalog, idmap: IdMap, cfg: TokenizerConfig, extra_
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(tokenizer_corpus(catalog, extra_texts), trainer=trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False) for t in id_tokens(idmap)])
+    added = (template_tokens() if cfg.template_tokens else []) + id_tokens(idmap)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False) for t in added])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK)
     fast.padding_side = "right"  # training pads right; generation code switches to left explicitly
     return fast

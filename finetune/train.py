@@ -1,10 +1,10 @@
 """Supervised fine-tuning recipes: one or more stages of trl SFTTrainer (full, LoRA or QLoRA) over weighted task
 mixtures, each stage saved with a manifest and its measured memorization.
 
-    accelerate launch -m finetune --config configs/movielens_cpu.yaml            # 1 process (CPU or GPU)
+    accelerate launch -m finetune --config configs/finetune-movielens-cpu.yaml            # 1 process (CPU or GPU)
     accelerate launch --multi_gpu --num_processes 2 -m finetune --config ...      # 2 gloo processes on CPU too
     torchrun --nproc_per_node 2 -m finetune --config ...
-    dlsearch finetune --config configs/movielens_cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
+    dlsearch finetune --config configs/finetune-movielens-cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
 
 Output layout: stage k < last -> <output_dir>/stages/<name>/, the last stage -> <output_dir>/ itself; a from-scratch
 model is first built in <output_dir>/init/. Checkpoints live in <stage dir>/checkpoints/ (every save_steps).
@@ -86,7 +86,19 @@ class RecordingCollator:
 
 def _trainer_class() -> type:
     from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
     from trl import SFTTrainer
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        """Length-grouped order drawn from (seed, epoch) alone. transformers' sampler draws from the global torch RNG,
+        which can differ between processes (measured: 2 of 32 examples seen by both ranks under accelerate launch);
+        this order is the same on every rank, so accelerate's shards are disjoint, and a resumed run gets it back."""
+
+        seed, epoch = 0, 0
+
+        def __iter__(self):  # noqa: ANN204
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
     class CatalogSFTTrainer(SFTTrainer):
         """trl's SFTTrainer; the loss falls back to the model's own (full-logits) loss when peft wraps the output
@@ -94,6 +106,20 @@ def _trainer_class() -> type:
         would neither see nor train those rows."""
 
         plain_loss = False
+        _length_sampler = None
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                sampler.__class__ = EpochSeededLengthGroupedSampler  # same fields; only the order source changes
+                sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                self._length_sampler = sampler
+            return sampler
+
+        def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+            if self._length_sampler is not None:
+                self._length_sampler.epoch = kwargs["epoch"]  # Trainer passes every argument by keyword
+            return super()._run_epoch(*args, **kwargs)
 
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             if self.plain_loss:
@@ -157,6 +183,11 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
                                callbacks=[curve] if curve else None)
+    if stage.method == "qlora" and not on_cuda():
+        # trl casts QLoRA adapters to bf16 (QLoRA paper); a CPU has no bf16 units, so they train in float32 here.
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype == torch.bfloat16:
+                p.data = p.data.float()
     # trl's fused LM head cannot see peft-wrapped output rows; on CPU it is also slower than the full logits.
     loss = stage.train.loss if stage.train.loss != "auto" else ("fused" if on_cuda() else "plain")
     trainer.plain_loss = loss == "plain" or output_layer_wrapped(trainer.model)

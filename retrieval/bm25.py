@@ -10,6 +10,7 @@ The default `SearchAPI` engine (see `retrieval.search_api`) and the `bm25` strat
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Callable, Sequence
 
 import bm25s
 import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
 
 from data.catalog import Catalog, Item
 from retrieval.shape import check_k, check_result, empty_result
@@ -34,10 +36,19 @@ CHAT_STOPWORDS = frozenset(
 )
 
 
+_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's / bm25s's default word pattern
+_STOP = frozenset(STOPWORDS_EN)
+
+
 def tokenize(texts: Sequence[str], *, drop: frozenset[str] = frozenset()) -> list[list[str]]:
-    """Lowercased word tokens without English stopwords (and without `drop`)."""
-    toks = bm25s.tokenize(list(texts), stopwords=STOPWORDS, return_ids=False, show_progress=False)
-    return [[t for t in doc if t not in drop] for doc in toks] if drop else toks
+    """Lowercased word tokens without English stopwords (and without `drop`). A plain regex pass: about twice as
+    fast as bm25s.tokenize on the catalog, which matters for the < 2 s build goal on a loaded 2-core machine."""
+    return [[w for w in _TOKEN_RE.findall(t.lower()) if w not in _STOP and w not in drop] for t in texts]
+
+
+def _token_ids(docs: list[list[str]]) -> tuple[list[list[int]], dict[str, int]]:
+    vocab: dict[str, int] = {}
+    return [[vocab.setdefault(w, len(vocab)) for w in doc] for doc in docs], vocab
 
 
 @dataclass
@@ -136,7 +147,7 @@ def build_bm25(
     """
     params = params or BM25Params()
     t0 = time.perf_counter()
-    corpus = tokenize([text_fn(it) for it in catalog])
+    ids, vocab = _token_ids(tokenize([text_fn(it) for it in catalog]))
     retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
-    retriever.index(corpus, show_progress=False)
+    retriever.index((ids, vocab), show_progress=False)
     return BM25Index(retriever, catalog, params, time.perf_counter() - t0)

@@ -41,6 +41,7 @@ from retrieval.embedding import conversation_text, embed_texts
 from retrieval.shape import check_k
 
 CONTEXT_TOWERS = ("encoder", "llm")
+NEGATIVES = ("in_batch", "catalog")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class DualEncoderConfig:
     hidden: int = 512                # residual MLP width; bigger fits more, overfits sooner on ~10k pairs
     id_embedding: bool = False       # learned per-item vector added in the item tower (helps head items only)
     temperature: float = 0.05        # softmax temperature; lower = sharper, needs more negatives
+    negatives: str = "in_batch"      # in_batch: the batch's other items (popular items get pushed down, as they
+                                     # are sampled as negatives more often); catalog: full softmax over every item
+                                     # row each step (exact, keeps the popularity prior; item tower runs on all rows)
     epochs: int = 8                  # passes over the pairs; a few suffice on frozen features
     batch_size: int = 256            # = number of in-batch negatives + 1
     lr: float = 1e-3                 # AdamW learning rate for the heads
@@ -59,6 +63,8 @@ class DualEncoderConfig:
     def __post_init__(self) -> None:
         if self.context_tower not in CONTEXT_TOWERS:
             raise ValueError(f"context_tower must be one of {CONTEXT_TOWERS}, got {self.context_tower!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.batch_size < 2 or self.epochs < 0 or self.temperature <= 0:
             raise ValueError("need batch_size >= 2, epochs >= 0, temperature > 0")
 
@@ -206,6 +212,7 @@ def train_dual_encoder(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     cf, it = torch.from_numpy(context_feats), torch.from_numpy(item_feats)
     tg = torch.from_numpy(targets.astype(np.int64))
+    all_rows = torch.arange(len(item_feats))
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     val_items = item_feats[: validation_items or len(item_feats)]
     if validation is not None:
@@ -223,7 +230,11 @@ def train_dual_encoder(
                 continue
             idx = torch.tensor(b)
             t = tg[idx]
-            loss = in_batch_loss(model.context(cf[idx]), model.item(it[t], t), t, config.temperature)
+            if config.negatives == "catalog":
+                logits = model.context(cf[idx]) @ model.item(it, all_rows).T / config.temperature  # [b, m]
+                loss = nn.functional.cross_entropy(logits, t)
+            else:
+                loss = in_batch_loss(model.context(cf[idx]), model.item(it[t], t), t, config.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -13,7 +13,8 @@ Policy (see configs/recommend.yaml, every field commented there):
     reason is logged and kept in `router.decisions`; the others still answer;
   * the remaining lists are fused with reciprocal rank fusion (per-strategy weights); a fused item's strategy is
     "a+b" listing contributors by contribution, its score the RRF score; a single list keeps its own scores.
-Items in `conversation.exclude` are removed (strategies are asked for k + overfetch candidates).
+Items in `conversation.exclude` are removed (strategies are asked for k + len(exclude) + overfetch candidates, except
+those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ class Router:
 
     def _run(self, name: str, convs: Sequence[Conversation], kk: int, failures: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
         strategy = self.strategies[name]
+        if getattr(strategy.searcher, "masks_exclusions", False):
+            kk = kk - self._extra  # it never returns excluded items (direct masks them inside beam search)
         try:
             queries = [self._query(strategy, c) for c in convs]
             live = [i for i, q in enumerate(queries) if q is not None]
@@ -193,7 +196,8 @@ class Router:
             return []
         plan = self.plan()
         max_excl = max(len(c.exclude) for c in convs)
-        kk = k + max_excl + self.policy.overfetch
+        self._extra = max_excl + self.policy.overfetch
+        kk = k + self._extra
         failures: dict[str, str] = {}
         results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name in plan["run"]:

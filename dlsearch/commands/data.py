@@ -1,5 +1,6 @@
 """`dlsearch data validate|prepare`.
 
+    dlsearch data prepare --dataset redial --ids semantic --out runs/redial-semantic
     dlsearch data validate data/datasets/redial/movies_with_mentions.csv --columns id=movieId,title=movieName
 """
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from data.ids import SCHEMES
 from data.loaders import load_catalog
 
 
@@ -33,6 +36,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--format", dest="fmt", choices=["json", "csv", "parquet"], default=None,
                    help="override the format the suffix implies")
     v.set_defaults(func=cmd_validate)
+
+    pr = dsub.add_parser("prepare", help="write catalog, id map, splits, examples and a manifest (re-runnable)")
+    pr.add_argument("--dataset", required=True, help="redial | movielens | PATH (catalog file, or folder with "
+                    "catalog.jsonl and optional conversations.jsonl)")
+    pr.add_argument("--ids", required=True, choices=list(SCHEMES), help="item-id scheme")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--seed", type=int, default=0, help="seed of splits and id schemes (default 0)")
+    pr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="id-scheme parameter, repeatable, e.g. --param codebook_size=128 --param levels=3")
+    pr.add_argument("--cache-dir", default=None, help="embedding cache (default $DLSEARCH_CACHE_DIR or ~/.cache/dlsearch)")
+    pr.add_argument("--columns", type=_columns, default=None, help="for a CSV/parquet/JSONL PATH: as in `data validate`")
+    pr.add_argument("--concept-sep", default="|", help="separator of a text concepts column (default '|')")
+    pr.set_defaults(func=cmd_prepare)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"bad --param {text!r}; write KEY=VALUE, e.g. codebook_size=128")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from data.prepare import prepare
+
+    prepare(args.dataset, args.ids, args.out, seed=args.seed, scheme_params=dict(map(_param, args.param)),
+            cache_dir=args.cache_dir, columns=args.columns, concept_sep=args.concept_sep)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -114,3 +114,27 @@ def test_cli_evaluate_writes_results(redial_prepared, tmp_path, capsys) -> None:
     assert "not directly comparable" in capsys.readouterr().out
     assert main(["evaluate", "--data", str(redial_prepared), "--set", "bogus=1"]) == 2
     assert main(["evaluate", "--data", str(redial_prepared), "--strategies", "dual", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_systems_that_exclude_by_themselves_are_only_in_the_excluded_mode(redial_prepared) -> None:
+    task = P.redial_turns_task(redial_prepared)
+    pop = P.baseline_systems(task)["popularity"]
+    asked: list[int] = []
+
+    class SelfExcluding:
+        masks_exclusions = True
+
+        def search(self, queries, k):
+            asked.append(k)
+            s, r = pop.search(queries, k)
+            for n, q in enumerate(queries):  # drop excluded items, as direct search's mask does
+                keep = [(a, b) for a, b in zip(s[n], r[n]) if b < 0 or task.catalog.ids[b] not in set(q.exclude)]
+                s[n, : len(keep)] = [a for a, _ in keep]
+                r[n, : len(keep)] = [b for _, b in keep]
+                s[n, len(keep):], r[n, len(keep):] = -np.inf, -1
+            return s, r
+
+    report = P.evaluate_systems(task, {"popularity": pop, "masked": SelfExcluding()}, depth=10, n_resamples=50)
+    assert set(asked) == {10}  # asked for depth only: no over-fetch for exclusions
+    assert "masked" in report["modes"]["excluded"]["systems"] and report["modes"]["included"]["not_in_mode"] == ["masked"]
+    assert "masked" not in report["modes"]["included"]["systems"]

@@ -1,4 +1,4 @@
-"""One tiny run of the production recipe (configs/movielens_cpu.yaml with tiny overrides), shared by the tests.
+"""One tiny run of the production recipe (configs/finetune-movielens-cpu.yaml with tiny overrides), shared by the tests.
 
 Sizes: 40 MovieLens movies, random ids, a 2-layer 64-dim Llama (configs/models/llama-tiny.yaml), 30 full steps
 then 8 LoRA steps. The run goes through the real entry point (`python -m dlsearch finetune`).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "configs" / "movielens_cpu.yaml"
+RECIPE = REPO / "configs" / "finetune-movielens-cpu.yaml"
 N_ITEMS = 40
 INDEX_STEPS = 30
 LORA_STEPS = 12

