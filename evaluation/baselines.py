@@ -17,7 +17,7 @@ import numpy as np
 from data.catalog import Catalog
 from data.formats import Conversation
 from data.prompts import render_conversation
-from evaluation.metrics import id_tie_order, top_k_rows
+from evaluation.metrics import id_tie_order
 
 
 def training_counts(train: Iterable[Conversation]) -> Counter[str]:

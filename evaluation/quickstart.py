@@ -20,11 +20,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
-
-from data.catalog import Catalog, load_catalog_jsonl, write_jsonl
+from data.catalog import Catalog, load_catalog_jsonl
 from data.formats import Conversation, load_conversations, save_conversations
 
 STEPS = ("source", "prepare", "fine-tune", "indexes", "recommend", "evaluate")
@@ -176,6 +174,8 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     t = step(5, "recommend", f"router on {cfg.show} real test conversations")
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
     router = build_router(router_config(data_dir, model_dir, indexes, out, cfg), catalog)
+    plan = router.plan()
+    console.print(f"router plan: {json.dumps(plan, default=str)}", highlight=False)
     test = load_conversations(data_dir / "conversations" / "test.jsonl")
     shown = test[: cfg.show]
     for conv, pred in zip(shown, router.recommend_many(shown, 5)):
@@ -202,7 +202,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     verdict = _verdict(report)
     console.print(verdict["text"])
     wall = time.perf_counter() - t_start
-    result = {"config": vars(cfg), "source": source_info, "finetune": ft, "memorization": memo, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    result = {"config": vars(cfg), "source": source_info, "finetune": ft, "memorization": memo, "router_plan": plan, "timings_s": {k: round(v, 1) for k, v in timings.items()},
               "wall_s": round(wall, 1), "verdict": verdict, "eval_dir": str(out / "eval")}
     (out / "quickstart.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     console.print(f"done in {wall / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}); results: {out}/quickstart.json, {out}/eval/")

@@ -104,14 +104,15 @@ class SweepSteps:
     generate_ids(model_dir, catalog, idmap, titles) -> generated id text per title (greedy, no constraint)
     direct_search(model_dir, catalog, idmap, request_texts, k, cfg) -> (scores, rows)  (constrained)
     fallback(name, catalog, work_dir, cfg) -> search(texts, k)                   (retrieval strategies)
-    router(model_dir, catalog, idmap, fallbacks, work_dir, cfg) -> search(texts, k)
+    router(model_dir, catalog, idmap, fallbacks, memorization, work_dir, cfg) -> search(texts, k)
+        (memorization: this point's {"exact_match", "valid_rate"}, what the router's policy reads)
     """
 
     train: Callable[[Catalog, IdMap, Path, SweepConfig], Path]
     generate_ids: Callable[[Path, Catalog, IdMap, list[str]], list[str]]
     direct_search: Callable[[Path, Catalog, IdMap, list[str], int, SweepConfig], tuple[np.ndarray, np.ndarray]]
     fallback: Callable[[str, Catalog, Path, SweepConfig], SearchFn]
-    router: Callable[[Path, Catalog, IdMap, dict[str, SearchFn], Path, SweepConfig], SearchFn] | None = None
+    router: Callable[[Path, Catalog, IdMap, dict[str, SearchFn], dict[str, Any], Path, SweepConfig], SearchFn] | None = None
     version: str = "1"  # bump when a step's behaviour changes: cached points are then recomputed
 
 
@@ -271,7 +272,8 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
 
         def run_router() -> dict[str, Any]:
             fbs = {n: steps.fallback(n, catalog, pdir / f"fallback-{n}", cfg) for n in cfg.fallbacks}
-            return searched(steps.router(model_dir, catalog, idmap, fbs, pdir / "router", cfg))
+            memo = {"exact_match": mem["exact_match"], "valid_rate": mem["valid_rate"], "n_items": len(catalog)}
+            return searched(steps.router(model_dir, catalog, idmap, fbs, memo, pdir / "router", cfg))
 
         recall["router"] = cache.stage("router", run_router)
     return {**head, "status": "done", "memorization": {k: mem[k] for k in ("n", "exact_match", "valid_rate", "exact_match_ci", "valid_rate_ci")},
@@ -391,8 +393,12 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
     if cx.get("size"):
         at = cx.get("interpolated_size", cx["size"])
         ax2.axvline(at, color="black", linestyle=":", label=f"crossover ≈ {at:,.0f} ({cx['fallback']})")
+    sizes = [p["size"] for p in done]
     for ax, title in ((ax1, "memorization"), (ax2, f"{key} on held-out requests")):
         ax.set_xscale("log")
+        if sizes:  # label the measured sizes themselves, not powers of ten
+            ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+            ax.minorticks_off()
         ax.set_xlabel("catalog size (items)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(title)

@@ -133,8 +133,8 @@ def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[
     return generate_ids(model, tokenizer, titles, max_new_tokens=code_token_budget(tokenizer, idmap))
 
 
-def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Sequence[str], k: int, cfg: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Constrained beam search (decoding.direct) with the title->id prompt holding the request text."""
+def _direct_text_search(model_dir: Path, catalog: Catalog, idmap: IdMap, cfg: SweepConfig, k: int) -> Any:
+    """decoding.direct.DirectSearch over a title->id trie index, with the request text as the title->id prompt."""
     from data.prompts import apply_chat_template, prompt_for_item_task
     from decoding.direct import DirectSearch
     from decoding.index import build_index
@@ -143,10 +143,46 @@ def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Seque
     model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    search = DirectSearch(model, tokenizer, build_index(catalog, idmap, tokenizer), catalog, beams=max(int(cfg.step_options.get("num_beams", 10)), k))
-    prompts = [apply_chat_template(tokenizer, prompt_for_item_task("title->id", title=t)["prompt"]) for t in texts]
-    return search.search(prompts, k)
+    engine = DirectSearch(model, tokenizer, build_index(catalog, idmap, tokenizer), catalog, beams=max(int(cfg.step_options.get("num_beams", 10)), k))
+
+    class _Search:
+        name = "direct"
+
+        def search(self, texts: Sequence[str], kk: int) -> tuple[np.ndarray, np.ndarray]:
+            prompts = [apply_chat_template(tokenizer, prompt_for_item_task("title->id", title=t)["prompt"]) for t in texts]
+            return engine.search(prompts, kk)
+
+    return _Search()
 
 
-def _router(model_dir: Path, catalog: Catalog, idmap: IdMap, fallbacks: dict[str, SearchFn], work_dir: Path, cfg: SweepConfig) -> SearchFn:
-    raise NotImplementedError("wired when the retrieval router is on main")
+def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Sequence[str], k: int, cfg: SweepConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Constrained beam search (decoding.direct) with the title->id prompt holding the request text."""
+    return _direct_text_search(model_dir, catalog, idmap, cfg, k).search(list(texts), k)
+
+
+class _FunctionSearch:
+    def __init__(self, fn: SearchFn):
+        self.fn = fn
+
+    def search(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.fn(texts, k)
+
+
+def _router(model_dir: Path, catalog: Catalog, idmap: IdMap, fallbacks: dict[str, SearchFn], memorization: dict[str, Any],
+            work_dir: Path, cfg: SweepConfig) -> SearchFn:
+    """retrieval.router.Router over direct search and the fallbacks, its policy fed this point's measured
+    memorization; each request becomes a one-message conversation and every strategy reads the bare request text."""
+    from data.formats import Conversation, Message
+    from retrieval.router import Policy, Router, Strategy
+
+    text_of = lambda conv: conv.messages[-1].content  # noqa: E731
+    strategies = {"direct": Strategy("direct", _direct_text_search(model_dir, catalog, idmap, cfg, cfg.k), text_of)}
+    strategies.update({n: Strategy(n, _FunctionSearch(fn), text_of) for n, fn in fallbacks.items()})
+    policy = Policy.from_dict(dict(cfg.step_options.get("router_policy", {})), where="step_options.router_policy")
+    router = Router(catalog, strategies, policy, memorization=memorization)
+
+    def search(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        convs = [Conversation(f"r{i}", [Message("user", t)]) for i, t in enumerate(texts)]
+        return router.search(convs, k)
+
+    return search

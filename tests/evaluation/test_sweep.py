@@ -184,5 +184,19 @@ def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
     done = [p for p in result["points"] if p["status"] == "done"]
     assert [p["size"] for p in done] == [20, 40, 80] and done[-1]["synthetic_items"] == 20
     for p in done:
-        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25"}
+        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25", "router"}
     assert (out / "sweep.png").is_file() and result["crossover"].get("size") in (20, 40, 80, None)
+
+
+def test_default_fallback_bm25_answers_requests(movielens_catalog, tmp_path) -> None:
+    from evaluation.sweep import _hits
+    from evaluation.sweep_steps import fallback, request_concepts
+
+    assert request_concepts("heat (Action, Crime)") == ["Action", "Crime"] and request_concepts("heat") == []
+    cat = catalog_at(movielens_catalog, 300, seed=0)
+    reqs = held_out_requests(cat, 50, seed=0)
+    search = fallback("bm25", cat, tmp_path, _cfg(tmp_path))
+    _, rows = search([t for t, _ in reqs], 10)
+    assert np.mean(_hits(rows, cat, [i for _, i in reqs], 10)) > 0.8  # half the title words find most items
+    with pytest.raises(ValueError, match="unknown fallback"):
+        fallback("nope", cat, tmp_path, _cfg(tmp_path))
