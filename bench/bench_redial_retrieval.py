@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--movielens", action="store_true", help="add MovieLens history->next item pairs to dual training")
     ap.add_argument("--model-dir", default=None, help="fine-tuned model for conversation->concepts (concept_model row)")
     ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--no-inbatch", action="store_true", help="skip the in-batch-negatives comparison row")
     ap.add_argument("--standin-split", action="store_true", help="write the split to --data first with data.turns + data.splits")
     args = ap.parse_args()
     if args.standin_split:
@@ -94,16 +95,19 @@ def main() -> None:
     cfg = load_dual_config(args.config)
     dual_model, item_feats, stats = train_dual(catalog, train, validation=validation, histories=histories, config=cfg, cache_dir=args.cache_dir)
     timings["dual_train_incl_embedding_s"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    # the same heads trained with in-batch negatives only (the recipe), for comparison
-    cfg_ib = load_dual_config(args.config, {"negatives": "in_batch", "id_embedding": False, "epochs": 8})
-    inbatch_model, _, stats_ib = train_dual(catalog, train, validation=validation, histories=histories, config=cfg_ib, cache_dir=args.cache_dir)
-    timings["dual_inbatch_train_s"] = round(time.perf_counter() - t, 1)
+    inbatch_model, stats_ib = None, None
+    if not args.no_inbatch:
+        t = time.perf_counter()
+        # the same heads trained with in-batch negatives only (the recipe), for comparison
+        cfg_ib = load_dual_config(args.config, {"negatives": "in_batch", "id_embedding": False, "epochs": 8})
+        inbatch_model, _, stats_ib = train_dual(catalog, train, validation=validation, histories=histories, config=cfg_ib, cache_dir=args.cache_dir)
+        timings["dual_inbatch_train_s"] = round(time.perf_counter() - t, 1)
     untrained = DualEncoder(DualEncoderConfig(), item_feats.shape[1], item_feats.shape[1])  # identity towers = plain encoder
     systems["encoder_untrained"] = ConversationSearch(DualSearch(untrained, build_dual_index(untrained, catalog, item_feats, factory="Flat"), cache_dir=args.cache_dir), text)
     dual = DualSearch(dual_model, build_dual_index(dual_model, catalog, item_feats, factory="Flat"), cache_dir=args.cache_dir)
     systems["dual"] = ConversationSearch(dual, text)
-    systems["dual_inbatch"] = ConversationSearch(DualSearch(inbatch_model, build_dual_index(inbatch_model, catalog, item_feats, factory="Flat"), cache_dir=args.cache_dir), text)
+    if inbatch_model is not None:
+        systems["dual_inbatch"] = ConversationSearch(DualSearch(inbatch_model, build_dual_index(inbatch_model, catalog, item_feats, factory="Flat"), cache_dir=args.cache_dir), text)
 
     concept_index = build_ann(item_feats, "Flat")
     vocab = concept_vocabulary(catalog)
