@@ -89,8 +89,13 @@ class BM25Index:
         if not queries:
             return scores, rows
         kk = min(k, len(self.catalog))
-        docs, sc = self.retriever.retrieve(tokenize(queries, drop=self.query_stopwords), k=kk, show_progress=False, n_threads=0)
-        docs, sc = np.asarray(docs, dtype=np.int64), np.asarray(sc, dtype=np.float32)
+        tokens = tokenize(queries, drop=self.query_stopwords)
+        live = [i for i, t in enumerate(tokens) if any(w in self.retriever.vocab_dict for w in t)]
+        docs = np.zeros((len(queries), kk), dtype=np.int64)
+        sc = np.zeros((len(queries), kk), dtype=np.float32)  # queries without a known word: no match (padding)
+        if live:
+            d, s = self.retriever.retrieve([tokens[i] for i in live], k=kk, show_progress=False, n_threads=0)
+            docs[live], sc[live] = np.asarray(d, dtype=np.int64), np.asarray(s, dtype=np.float32)
         hit = sc > 0  # bm25s returns score 0 for documents without a shared term: those are no match
         scores[:, :kk] = np.where(hit, sc, -np.inf)
         rows[:, :kk] = np.where(hit, docs, -1)

@@ -11,7 +11,6 @@ embedded twice, and each output directory gets a manifest naming the catalog ver
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path

@@ -21,10 +21,9 @@ Saved as model.safetensors + manifest.json (config, feature dims, catalog hash);
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 

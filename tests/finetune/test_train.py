@@ -24,7 +24,7 @@ def test_loss_falls_in_both_stages(tiny_run: tuple[Path, list[dict]]) -> None:
     assert index["steps"] == INDEX_STEPS and lora["steps"] == LORA_STEPS
     first, last = index["losses"][0]["loss"], index["losses"][-1]["loss"]
     assert last < 0.7 * first, index["losses"]
-    assert lora["losses"][-1]["loss"] < lora["losses"][0]["loss"], lora["losses"]
+    assert lora["losses"][-1]["loss"] < 0.9 * lora["losses"][0]["loss"], lora["losses"]
     assert lora["trainable_parameters"] < index["trainable_parameters"] / 2  # LoRA trains a small part
 
 
@@ -78,6 +78,7 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "finetune"] + finetune_cmd(
         out, "record_shards=true", "stages.history.enabled=false", "stages.index.train.max_steps=3",
+        "stages.index.train.batch_size=4",
         "eval.curve_every=0", "eval.memorization=false", entry="finetune")[3:]
     p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -85,7 +86,7 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     assert info["world_size"] == 2 and info["steps"] == 3
     r0 = json.loads((out / "shard_rank0.json").read_text())
     r1 = json.loads((out / "shard_rank1.json").read_text())
-    # 3 steps x per-process batch 8, plus the batch the dataloader prefetches; 2 x 32 < 80 rows: one epoch.
-    assert len(r0) == len(r1) and 3 * 8 <= len(r0) <= 4 * 8
+    # 3 steps x per-process batch 4, plus the batch the dataloader prefetches; 2 x 16 < 50 rows: one epoch.
+    assert len(r0) == len(r1) and 3 * 4 <= len(r0) <= 4 * 4
     assert not set(r0) & set(r1), "ranks trained on the same examples"
     assert (out / "model.safetensors").exists()

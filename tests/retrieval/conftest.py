@@ -7,11 +7,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import torch
 
 from data.catalog import Catalog, Item
 
 REPO = Path(__file__).resolve().parents[2]
 ML = REPO / "data" / "datasets" / "movielens-latest-small"
+# One intra-op thread: on this shared 2-core machine (load ~10) two torch threads spin-wait for each other and a
+# 10 s training test takes 50 s; with one thread it takes 10 s.
+torch.set_num_threads(1)
+
 N_ITEMS = 400  # enough for lexical/semantic neighbours to be meaningful, small enough to embed in seconds
 
 
