@@ -173,29 +173,3 @@ class DirectSearch:
             stats.per_query_valid.append(len(seen))
         return scores, rows, stats
 
-
-def from_config(*, catalog: Any, model_dir: str, index: str | None = None, idmap: str | None = None,
-                adapter: str | None = None, beams: int = 20, batch_size: int = 8) -> DirectSearch:
-    """The router's factory (configs/recommend.yaml: `factory: decoding.direct:from_config`).
-
-    Args:
-        catalog: the catalog (checked against the model's manifest and the index's).
-        model_dir: fine-tuned model dir. index: a trie index dir (default: MODEL_DIR/trie if it exists).
-        idmap: id map JSON, used to build the index in memory when there is no index dir.
-    """
-    from pathlib import Path
-
-    from data.ids import IdMap
-    from decoding.generate import load_model
-    from decoding.index import build_index
-
-    model, tokenizer = load_model(model_dir, adapter, catalog=catalog)
-    index_dir = Path(index) if index else Path(model_dir) / "trie"
-    if (index_dir / "manifest.json").exists():
-        trie = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
-    elif idmap:
-        trie = build_index(catalog, IdMap.load(idmap), tokenizer)
-    else:
-        raise FileNotFoundError(f"{index_dir}: no trie index; build one (dlsearch index build --kind trie) or pass "
-                                "options.idmap to build it in memory")
-    return DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size)

@@ -15,7 +15,7 @@ from data.ids import build_idmap
 from decoding.direct import DirectSearch
 from decoding.fuzzy import FuzzyMatcher
 from decoding.generate import conversation_prompt, recommend_for_conversation
-from decoding.index import build_index
+from decoding.index import TrieIndex, build_index
 from decoding.spans import generate_with_items, marker_ids
 from dlsearch.cli import main
 
@@ -49,10 +49,12 @@ def test_cli_index_build_and_generate(tmp_path, model_dir):
     save_conversations(tmp_path / "convs.jsonl", convs)
     assert main(["generate", "--model", str(model_dir), "--index", str(tmp_path / "trie"), "--input",
                  str(tmp_path / "convs.jsonl"), "--beams", "6", "--k", "4", "--out", str(tmp_path / "preds.jsonl")]) == 0
-    # the router's factory: same index, Conversation objects as queries, mentioned items masked
-    from decoding.direct import from_config
+    # Conversation objects as queries: the conversation->item prompt, mentioned items masked
+    from decoding.generate import load_model
 
-    search = from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(tmp_path / "trie"), beams=6)
+    model, tok = load_model(model_dir, catalog=CATALOG)
+    index = TrieIndex.load(tmp_path / "trie", tokenizer=tok, catalog_hash=CATALOG.content_hash())
+    search = DirectSearch(model, tok, index, CATALOG, beams=6)
     scores, rows = search.search(convs[:2], 4)
     assert rows.shape == (2, 4) and (rows >= 0).all() and CATALOG.index("100") not in rows[0]
     preds = load_predictions(tmp_path / "preds.jsonl")

