@@ -70,22 +70,23 @@ def main() -> None:
 
     cfg = load_recipe(args.config, [f"output_dir={args.out}", *args.overrides])
     stage = cfg.stages[0]
-    stage.train.max_steps = args.steps + args.warmup
     stage.train.save_steps = 10**9
     stage.train.logging_steps = 10**9
     cfg.eval.curve_every = 0
     catalog, idmap, extras = load_source(cfg.data)
     base = prepare_base(cfg, catalog, idmap)
     trainer, tokenizer, _ = build_trainer(cfg, stage, base, Path(args.out) / "bench", catalog, idmap, extras)
+
+    # The very batches the trainer will see (same seed -> same order), collated by its own collator. Both paths run
+    # within the first epoch (a second epoch has another order), so --steps is capped at one epoch.
+    batches = [{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "labels")} for b in trainer.get_train_dataloader()]
+    n = min(args.steps + args.warmup, len(batches))
+    batches = batches[:n]
+    steps = n - args.warmup
+    stage.train.max_steps = n
+    trainer.args.max_steps = n
     if os.environ.get("BENCH_PLAIN_LOSS"):
         trainer.plain_loss = True
-
-    # The very batches the trainer will see (same seed -> same order), collated by its own collator.
-    batches = []
-    for b in trainer.get_train_dataloader():
-        batches.append({k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "labels")})
-        if len(batches) == args.steps + args.warmup:
-            break
     tokens = int(sum(b["attention_mask"].sum() for b in batches[args.warmup:]))
     padded = sum(b["input_ids"].numel() for b in batches[args.warmup:])
 
@@ -104,6 +105,7 @@ def main() -> None:
         del raw_model
         if rep > 0:
             trainer, tokenizer, _ = build_trainer(cfg, stage, base, Path(args.out) / "bench", catalog, idmap, extras)
+            trainer.args.max_steps = n
             if os.environ.get("BENCH_PLAIN_LOSS"):
                 trainer.plain_loss = True
         timer = StepTimer(args.warmup)
@@ -114,6 +116,7 @@ def main() -> None:
             prof = cProfile.Profile()
             prof.enable()
         trainer.train()
+        assert trainer.state.global_step == n, (trainer.state.global_step, n)
         if prof is not None:
             prof.disable()
         sfts.append(timer.t1 - timer.t0)
@@ -133,7 +136,7 @@ def main() -> None:
     print(json.dumps({
         "config": args.config, "overrides": args.overrides, "method": stage.method,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "batch_size": stage.train.batch_size, "steps_timed": args.steps, "non_padding_tokens": tokens,
+        "batch_size": stage.train.batch_size, "steps_timed": steps, "non_padding_tokens": tokens,
         "padding_share": round(1 - tokens / padded, 3),
         "raw_tokens_per_s": round(tokens / raw, 1), "raw_seconds": [round(x, 2) for x in raws],
         "sft_tokens_per_s": round(tokens / sft, 1), "sft_seconds": [round(x, 2) for x in sfts],
