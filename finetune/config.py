@@ -66,6 +66,8 @@ class DataConfig:
     id_params: dict[str, Any] = field(default_factory=dict)  # scheme parameters, e.g. semantic {levels, codebook_size, cache_dir}
     max_history: int = 10  # history->next_item: items of context before the target
     max_examples_per_task: int | None = None  # cap for the large conversation/history tasks
+    max_messages: int | None = None  # conversation tasks: keep only the last N messages of the context (None: all).
+    #   trl truncates keep_start, so an over-long prompt loses its completion; cap the context instead
 
 
 @dataclass

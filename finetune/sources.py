@@ -92,6 +92,6 @@ def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, A
         from data.splits import split_conversations
 
         train = split_conversations(extras["conversations"])["train"]
-        ds = conversation_examples(train, catalog, idmap, task=task)
+        ds = conversation_examples(train, catalog, idmap, task=task, max_messages=cfg.max_messages)
         return _cap(ds, cfg.max_examples_per_task)
     raise ValueError(f"no example builder for task {task!r}")

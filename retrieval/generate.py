@@ -22,9 +22,11 @@ from retrieval.embedding import conversation_text
 
 
 class TaskGenerator:
-    def __init__(self, model: Any, tokenizer: Any, catalog: Catalog | None = None, *, max_new_tokens: int = 32, batch_size: int = 16):
+    def __init__(self, model: Any, tokenizer: Any, catalog: Catalog | None = None, *, max_new_tokens: int = 32, batch_size: int = 16,
+                 max_messages: int | None = None):
         self.model, self.tokenizer, self.catalog = model, tokenizer, catalog
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.max_messages = max_messages  # the context length the model was trained with (recipe data.max_messages)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -37,7 +39,7 @@ class TaskGenerator:
         out: list[str] = []
         try:
             for s in range(0, len(convs), self.batch_size):
-                prompts = [apply_chat_template(self.tokenizer, prompt_for_context(task, conversation_text(c, self.catalog, max_messages=None)))
+                prompts = [apply_chat_template(self.tokenizer, prompt_for_context(task, conversation_text(c, self.catalog, max_messages=self.max_messages)))
                            for c in convs[s : s + self.batch_size]]
                 enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
                 gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
