@@ -35,7 +35,7 @@ from data.examples import CONVERSATION_TASKS, conversation_rows, history_rows, i
 from data.formats import Conversation, load_conversations, save_conversations
 from data.ids import IdMap, build_idmap
 from data.splits import SPLITS, check_conversation_splits, check_history_splits, split_conversations, split_histories
-from data.turns import all_recommender_turns
+from data.turns import all_recommender_turns, as_turn_records
 
 if TYPE_CHECKING:
     import datasets
@@ -73,7 +73,7 @@ def load_dataset_source(dataset: str, columns: dict[str, str] | None = None,
             raise FileNotFoundError(f"{path}: a dataset folder needs catalog.jsonl (and optionally conversations.jsonl)")
         catalog = load_catalog(path / "catalog.jsonl")
         convs = load_conversations(path / "conversations.jsonl") if (path / "conversations.jsonl").is_file() else []
-        turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
+        turns = as_turn_records(convs)
         missing = sorted({i for t in turns for i in t.targets + t.exclude if i not in catalog})
         if missing:
             raise ValueError(f"{path / 'conversations.jsonl'}: item ids not in the catalog, e.g. {missing[:3]}")

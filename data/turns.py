@@ -44,3 +44,13 @@ def recommender_turns(dialogue: Conversation) -> list[Conversation]:
 
 def all_recommender_turns(dialogues: Iterable[Conversation]) -> list[Conversation]:
     return [turn for d in dialogues for turn in recommender_turns(d)]
+
+
+def as_turn_records(convs: Iterable[Conversation]) -> list[Conversation]:
+    """Records with targets stay as they are; whole dialogues (no targets) are cut into recommender turns.
+
+    Every consumer of a split (prepare, finetune, evaluation) must split THIS list with `split_conversations`:
+    splitting whole dialogues instead shuffles a different list of dialogue ids and puts other dialogues in test.
+    """
+    convs = list(convs)
+    return [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)

@@ -90,8 +90,11 @@ def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, A
         if "conversations" not in extras:
             raise ValueError(f"task {task!r} needs conversations; data.dataset {cfg.dataset!r} has none (use redial)")
         from data.splits import split_conversations
+        from data.turns import as_turn_records
 
-        train = split_conversations(extras["conversations"])["train"]
+        # Split the recommender-turn records, exactly as `dlsearch data prepare` does: splitting whole dialogues
+        # would shuffle a different id list and train on prepare's test dialogues.
+        train = split_conversations(as_turn_records(extras["conversations"]))["train"]
         ds = conversation_examples(train, catalog, idmap, task=task, max_messages=cfg.max_messages)
         return _cap(ds, cfg.max_examples_per_task)
     raise ValueError(f"no example builder for task {task!r}")
