@@ -78,31 +78,13 @@ def fallback(name: str, catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> S
     return FALLBACKS[name](catalog, work_dir, cfg)
 
 
-def _missing(what: str, module: str) -> Any:
-    def fail(*_: Any, **__: Any) -> Any:
-        raise ValueError(f"sweep step '{what}' needs {module}, which is not in this checkout yet; "
-                         f"run the fallback-only part with a config that has no model stages, or merge that area")
-    return fail
-
-
 def default_steps() -> SweepSteps:
     """The real steps: finetune (train, generate ids), decoding (direct search), retrieval (fallbacks, router)."""
-    import importlib.util
-
-    def have(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            return False
-
-    train = _missing("train", "finetune.train") if not have("finetune.train") else _train
-    gen = _missing("generate_ids", "finetune.memorization") if not have("finetune.memorization") else _generate_ids
-    direct = _missing("direct_search", "decoding.direct") if not have("decoding.direct") else _direct_search
-    router = _router if have("retrieval.router") else None
-    return SweepSteps(train=train, generate_ids=gen, direct_search=direct, fallback=fallback, router=router, version="1")
+    return SweepSteps(train=_train, generate_ids=_generate_ids, direct_search=_direct_search, fallback=fallback,
+                      router=_router, version="1")
 
 
-# --- adapters to the model areas (filled in as their public functions land on main) -------------------------------
+# --- adapters to the model areas -------------------------------
 
 def _train(catalog: Catalog, idmap: IdMap, out_dir: Path, cfg: SweepConfig) -> Path:
     """finetune.run_recipe on this point's prepared dir (catalog.jsonl + idmap.json next to out_dir), every stage

@@ -62,11 +62,7 @@ class TaskGenerator:
 
 def load_model(model_dir: str, catalog: Catalog | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a fine-tuned model dir: finetune.loading.load_finetuned (plain or adapter dirs)."""
-    try:
-        from finetune.loading import load_finetuned
-    except ImportError:  # finetune not merged yet: plain Hugging Face model dirs only
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from finetune.loading import load_finetuned
 
-        return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
     model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
     return model, tokenizer
