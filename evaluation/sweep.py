@@ -79,6 +79,8 @@ class SweepConfig:
     # extra options for the steps (beams, batch sizes, dual-encoder epochs, ...)
     step_options: dict[str, Any] = field(default_factory=dict)
     n_resamples: int = 1000
+    # the memorization limit reported: the catalog size where exact-match memorization falls below this level
+    trust_exact_match: float = 0.8
     out: str = ""
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class SweepConfig:
             raise ValueError(f"sizes must be a non-empty list of integers >= 2, got {all_sizes}")
         if len(set(all_sizes)) != len(all_sizes):
             raise ValueError(f"sizes repeat: {all_sizes}")
+        if not 0.0 < self.trust_exact_match <= 1.0:
+            raise ValueError(f"trust_exact_match must be in (0, 1], got {self.trust_exact_match}")
         if self.epochs_per_item <= 0 or self.n_requests < 1 or self.k < 1:
             raise ValueError("epochs_per_item must be > 0, n_requests >= 1, k >= 1")
         if not self.out:
@@ -154,6 +158,25 @@ def held_out_requests(catalog: Catalog, n: int, *, seed: int, keep: float = 0.5,
     return [(request_text(items[r].title, items[r].concepts, rng, keep=keep, n_concepts=n_concepts), items[r].id) for r in rows]
 
 
+def training_requests(catalog: Catalog, cfg: "SweepConfig") -> list[tuple[str, str]]:
+    """One training request per item, drawn with another seed than the held-out ones (seed + 1). A request that
+    comes out identical to its item's held-out request (short title, few concepts) is dropped, so no held-out phrasing
+    is ever trained on. Direct search (the `query->id` task) and the dual encoder train on exactly these pairs."""
+    held = set(held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts))
+    pairs = held_out_requests(catalog, len(catalog), seed=cfg.seed + 1, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
+    return [p for p in pairs if p not in held]
+
+
+def write_queries(pairs: Sequence[tuple[str, str]], path: Path) -> None:
+    """(query, item id) pairs as the JSONL the finetune `query->id` task reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for q, i in pairs:
+            f.write(json.dumps({"query": q, "item_id": i}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
 def memorization_sample(catalog: Catalog, n: int, *, seed: int) -> list[str]:
     """Item ids whose title->id generation is checked (all items when n is 0 or >= size)."""
     if n <= 0 or n >= len(catalog):
@@ -174,7 +197,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def point_key(cfg: SweepConfig, size: int, catalog_hash: str, steps_version: str) -> str:
     """Hash of everything that determines a point; a changed config gets a fresh directory, not a stale cache."""
-    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples")}
+    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples", "trust_exact_match")}
     blob = json.dumps({"v": SWEEP_FORMAT_VERSION, "size": size, "catalog": catalog_hash, "steps": steps_version, "cfg": relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -238,6 +261,8 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
     else:
         idmap = build_idmap(catalog, cfg.id_scheme, seed=cfg.seed, **cfg.id_params)
         idmap.save(idmap_path)
+    if not (pdir / "queries.jsonl").is_file():  # training requests for recipes with the query->id task
+        write_queries(training_requests(catalog, cfg), pdir / "queries.jsonl")
     requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
     texts, targets = [r[0] for r in requests], [r[1] for r in requests]
 
@@ -308,6 +333,30 @@ def crossover(points: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     return {"size": None, "reason": "direct search stays at or above every fallback over the measured sizes" if done else "no point measured"}
 
 
+def memorization_limit(points: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """Up to what catalog size the model names items itself: the largest measured size whose exact-match memorization
+    is >= threshold before it first falls below, and the log-size interpolation of where it crosses the threshold."""
+    done = [p for p in points if p.get("status") == "done"]
+    out: dict[str, Any] = {"threshold": threshold, "size": None}
+    prev = None
+    for p in done:
+        em = p["memorization"]["exact_match"]
+        if em < threshold:
+            if prev is None:
+                out["reason"] = f"exact match is below {threshold} already at the smallest size measured ({p['size']:,}: {em:.3f})"
+            else:
+                (s0, e0), (s1, e1) = prev, (p["size"], em)
+                t = (e0 - threshold) / (e0 - e1) if e0 != e1 else 0.0
+                out.update(size=s0, falls_below_at=s1, interpolated_size=float(math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0)))))
+            return out
+        prev = (p["size"], em)
+    if prev is not None:
+        out.update(size=prev[0], reason=f"exact match stays >= {threshold} over every measured size")
+    else:
+        out["reason"] = "no point measured"
+    return out
+
+
 def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = None, on_gpu: bool | None = None,
               config_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) every point, then write sweep.json, sweep.csv and sweep.png under cfg.out."""
@@ -329,7 +378,8 @@ def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = Non
     result = {
         "name": cfg.name, "config": config_to_dict(cfg), "config_path": config_path, "seed": cfg.seed, "k": cfg.k,
         "real_catalog": {"items": len(real), "hash": real.content_hash()}, "on_gpu": on_gpu, "points": points,
-        "crossover": crossover(points, cfg.k), "wall_seconds": round(time.perf_counter() - t0, 2),
+        "crossover": crossover(points, cfg.k), "memorization_limit": memorization_limit(points, cfg.trust_exact_match),
+        "wall_seconds": round(time.perf_counter() - t0, 2),
     }
     _write_json(out_dir / "sweep.json", result)
     write_sweep_csv(result, out_dir / "sweep.csv")
@@ -389,6 +439,11 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
             xs = [a for a, _ in pts]
             ax2.plot(xs, [b["mean"] for _, b in pts], marker="o", label=s, linestyle="-" if s == "direct" else "--")
             ax2.fill_between(xs, [b["low"] for _, b in pts], [b["high"] for _, b in pts], alpha=0.15)
+    lim = result.get("memorization_limit") or {}
+    if lim.get("threshold") is not None and done:
+        ax1.axhline(lim["threshold"], color="grey", linewidth=0.8, linestyle=":")
+        if "interpolated_size" in lim:
+            ax1.axvline(lim["interpolated_size"], color="black", linestyle=":", label=f"exact match < {lim['threshold']} beyond ≈ {lim['interpolated_size']:,.0f}")
     cx = result["crossover"]
     if cx.get("size"):
         at = cx.get("interpolated_size", cx["size"])
@@ -440,3 +495,10 @@ def print_sweep(result: dict[str, Any], console: Any = None) -> None:
         console.print(f"crossover: {cx['fallback']} overtakes direct search at size {cx['size']:,}{extra}. {cx.get('note', '')}")
     else:
         console.print(f"crossover: none — {cx['reason']}")
+    lim = result.get("memorization_limit")
+    if lim:
+        if "interpolated_size" in lim:
+            console.print(f"memorization limit: exact match >= {lim['threshold']} up to {lim['size']:,} items, below it at "
+                          f"{lim['falls_below_at']:,} (interpolated ≈ {lim['interpolated_size']:,.0f})")
+        else:
+            console.print(f"memorization limit: {lim['reason']}")

@@ -7,8 +7,9 @@ Fallbacks answer the held-out request text:
   bm25     retrieval.bm25 over item title + concepts + text;
   concept  retrieval.concept over item-text embeddings, queried with the concepts named in the request (the part in
            parentheses; in the full system a model generates them from the conversation);
-  dual     retrieval.dual_encoder towers trained on one *training* request per item (drawn with another seed, so
-           never the held-out phrasing), on frozen sentence-encoder features.
+  dual     retrieval.dual_encoder towers trained on one *training* request per item (evaluation.sweep.training_requests:
+           another seed, held-out phrasings dropped), on frozen sentence-encoder features. Recipes with the finetune
+           task `query->id` train the direct model on the same pairs (<point>/queries.jsonl), as DSI does.
 Embeddings are cached in <out>/embeddings by content hash, so nested catalogs embed each item once.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from data.catalog import Catalog
 from data.ids import IdMap
-from evaluation.sweep import SearchFn, SweepConfig, SweepSteps, held_out_requests
+from evaluation.sweep import SearchFn, SweepConfig, SweepSteps, training_requests
 
 _CONCEPTS_RE = re.compile(r"\(([^()]*)\)\s*$")
 
@@ -59,7 +60,7 @@ def dual_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchF
 
     cache = _embedding_cache(cfg)
     item_feats = embed_items(catalog, cache_dir=cache, show_progress=True)  # [n, d]
-    pairs = held_out_requests(catalog, len(catalog), seed=cfg.seed + 1, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)  # training phrasings: another seed
+    pairs = training_requests(catalog, cfg)  # the direct model's query->id pairs: another seed, never a held-out phrasing
     ctx = embed_texts([t for t, _ in pairs], cache_dir=cache, show_progress=True)  # [n, d]
     targets = np.array([catalog.index(i) for _, i in pairs], dtype=np.int64)
     dcfg = DualEncoderConfig.from_dict({"seed": cfg.seed, **cfg.step_options.get("dual", {})}, where="step_options.dual")
@@ -81,7 +82,7 @@ def fallback(name: str, catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> S
 def default_steps() -> SweepSteps:
     """The real steps: finetune (train, generate ids), decoding (direct search), retrieval (fallbacks, router)."""
     return SweepSteps(train=_train, generate_ids=_generate_ids, direct_search=_direct_search, fallback=fallback,
-                      router=_router, version="1")
+                      router=_router, version="2")  # 2: training requests shared with query->id, held-out phrasings dropped
 
 
 # --- adapters to the model areas -------------------------------

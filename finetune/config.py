@@ -135,7 +135,9 @@ class RecipeConfig:
 
 
 METHODS = ("full", "lora", "qlora")
-EXTRA_TASKS = ("catalog_text",)  # language-modeling rows of item text, for the base stage
+# catalog_text: language-modeling rows of item text, for the base stage;
+# query->id: DSI's retrieval task, (query, item) pairs read from <data.dataset>/queries.jsonl (a prepared dir)
+EXTRA_TASKS = ("catalog_text", "query->id")
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

@@ -64,6 +64,41 @@ def catalog_text_examples(catalog: Catalog) -> Dataset:
     return Dataset.from_dict(rows)
 
 
+QUERIES_FILE = "queries.jsonl"
+
+
+def query_examples(root: Path, catalog: Catalog, idmap: IdMap) -> Dataset:
+    """DSI's retrieval task: training queries for items, from <root>/queries.jsonl (one {"query", "item_id"} per line).
+
+    A query is phrased in the title->id prompt (the query stands where the title would), so a model trained on
+    both tasks answers titles and free-text requests with the same prompt, which is how direct search queries it."""
+    import json
+
+    from data.prompts import prompt_for_item_task
+
+    path = root / QUERIES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"task 'query->id' needs {path} (one JSON object with 'query' and 'item_id' per line)")
+    rows: dict[str, list[str]] = {"prompt": [], "completion": [], "task": [], "item_id": [], "source_id": []}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                query, item_id = rec["query"], rec["item_id"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: expected a JSON object with 'query' and 'item_id' ({e})") from None
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError(f"{path}:{n}: 'query' must be a non-empty string")
+            if item_id not in catalog:
+                raise ValueError(f"{path}:{n}: item_id {item_id!r} is not in the catalog")
+            ex = prompt_for_item_task("title->id", title=query, code=idmap.code(item_id))
+            for k, v in (("prompt", ex["prompt"]), ("completion", ex["completion"]), ("task", "query->id"), ("item_id", item_id), ("source_id", f"q{n}")):
+                rows[k].append(v)
+    return Dataset.from_dict(rows)
+
+
 def _cap(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
     return ds.shuffle(seed=seed).select(range(n)) if n is not None and len(ds) > n else ds
 
@@ -74,6 +109,10 @@ def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, A
 
     if task == "catalog_text":
         return catalog_text_examples(catalog)
+    if task == "query->id":
+        if cfg.dataset in ("movielens", "redial"):
+            raise ValueError(f"task 'query->id' reads {QUERIES_FILE} from a prepared dir; data.dataset is {cfg.dataset!r}")
+        return _cap(query_examples(Path(cfg.dataset), catalog, idmap), cfg.max_examples_per_task)
     if task in INDEXING_TASKS:
         return indexing_examples(catalog, idmap, tasks=(task,))
     if task == "history->next_item":

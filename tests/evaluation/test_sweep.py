@@ -124,6 +124,18 @@ def test_requests_are_held_out_phrasings(movielens_catalog) -> None:
     assert all(text != cat[t].title for text, t in reqs)
 
 
+def test_training_requests_never_repeat_a_held_out_phrasing(movielens_catalog, tmp_path) -> None:
+    from evaluation.sweep import training_requests
+
+    cat = catalog_at(movielens_catalog, 300, seed=0)
+    cfg = _cfg(tmp_path)
+    cfg.n_requests = 300  # every item has a held-out request: short titles then collide between the two seeds
+    held = set(held_out_requests(cat, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts))
+    train = training_requests(cat, cfg)
+    assert train and not set(train) & held
+    assert 0 < len(cat) - len(train) < len(cat) // 2  # some identical phrasings were dropped, most items kept one
+
+
 def test_sweep_runs_caches_resumes_and_finds_the_crossover(movielens_catalog, tmp_path) -> None:
     cfg = _cfg(tmp_path)
     stand = StandIn(fail_at=("direct", 80))
@@ -140,6 +152,8 @@ def test_sweep_runs_caches_resumes_and_finds_the_crossover(movielens_catalog, tm
     cx = result["crossover"]
     assert cx["size"] in (80, 240) and cx["fallback"] == "bm25"
     out = Path(cfg.out)
+    queries = [json.loads(x) for x in next(out.glob("points/size-000040-*/queries.jsonl")).read_text().splitlines()]
+    assert len(queries) >= 30 and {q["item_id"] for q in queries} <= set(catalog_at(movielens_catalog, 40, seed=0).ids)
     assert (out / "sweep.png").stat().st_size > 10_000 and (out / "sweep.csv").read_text().count("\n") == 4
     # a third run does no work at all
     before = dict(stand.calls)
@@ -163,6 +177,20 @@ def test_crossover_interpolates_in_log_size() -> None:
     assert cx["size"] == 10000 and cx["fallback"] == "bm25"
     assert 1000 < cx["interpolated_size"] < 10000
     assert crossover([pt(100, 0.9, 0.3)], 10)["size"] is None
+
+
+def test_memorization_limit_interpolates_where_exact_match_falls_below() -> None:
+    from evaluation.sweep import memorization_limit
+
+    def pt(size, em):
+        return {"size": size, "status": "done", "memorization": {"exact_match": em}}
+
+    lim = memorization_limit([pt(250, 0.95), pt(1000, 0.9), pt(4000, 0.5), pt(9742, 0.2)], 0.8)
+    assert lim["size"] == 1000 and lim["falls_below_at"] == 4000
+    assert 1000 < lim["interpolated_size"] < 4000
+    assert lim["interpolated_size"] == pytest.approx(1000 * 4 ** 0.25)  # a quarter of the way down in log size
+    assert memorization_limit([pt(250, 0.5)], 0.8)["size"] is None
+    assert memorization_limit([pt(250, 0.9), pt(1000, 0.85)], 0.8)["size"] == 1000
 
 
 def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
