@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema. The message names the file, key and fix."""
+from data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------
@@ -142,81 +137,6 @@ EXTRA_TASKS = ("catalog_text", "query->id")
 
 # --- loading -----------------------------------------------------------------------------------------------------
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert a YAML value to the annotated type; ConfigError naming the key otherwise."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {type(value).__name__}")
-        return from_dict(tp, value, where)
-    if origin is list:
-        (elem,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return [_convert(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        kt, vt = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {_convert(k, kt, f"{where} key"): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):  # YAML reads "1e-3" as a string
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    if tp is Any:
-        return value
-    raise AssertionError(f"unsupported annotation {tp} at {where}")
-
-
-def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys are refused with the closest valid name."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown field '{full}'{hint} (valid: {', '.join(names)})")
-        kwargs[key] = _convert(value, hints[key], full)
-    return cls(**kwargs)
-
-
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any) -> None:
     """Set `a.b.c` in a raw YAML tree; list elements by index or (stages) by name."""
     parts = dotted.split(".")
@@ -257,13 +177,6 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any)
         node = node[p]
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. stages.0.train.lr=1e-3")
-    key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
-
-
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base: dict[str, Any] | None = None) -> RecipeConfig:
     """Load a recipe YAML (or `base` dict), apply `key=value` overrides, validate, and return a RecipeConfig.
 
@@ -274,12 +187,7 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
     label = "<config>"
     if path is not None:
         label = str(path)
-        try:
-            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        tree = load_yaml(path)
     if base is not None:
         tree = {**base, **tree} if path is None else tree
     if not isinstance(tree, dict):
@@ -343,15 +251,11 @@ def validate(cfg: RecipeConfig) -> None:
 
 
 def load_model_size(path: str | Path) -> ModelSize:
-    try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such model size config (see configs/models/)") from None
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such model size config (see configs/models/)")
+    tree = load_yaml(path)
     try:
         return from_dict(ModelSize, tree)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -69,10 +69,10 @@ class DualEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "dual encoder config") -> "DualEncoderConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        """Unknown keys (with the closest valid name) and wrong types are a ConfigError naming `where` and the key."""
+        from data.config import from_dict
+
+        return from_dict(cls, d, where)
 
 
 class Tower(nn.Module):

@@ -66,3 +66,13 @@ def test_every_module_loads_from_its_directory_or_script_path() -> None:
     assert m.compute(predictions=[["a"]], references=[["a"]], k=1) == {"hit@1": 1.0}
     with pytest.raises(ValueError, match="unknown metric module"):
         metric_module_path("accuracy")
+
+
+def test_ranking_modules_name_their_metric_and_refuse_unknown_arguments() -> None:
+    from evaluation.metric_modules import load_metric
+
+    got = {name: load_metric(name).compute(predictions=[["1", "2"]], references=[["2"]]) for name in ("recall_at_k", "hit_at_k", "ndcg_at_k", "mrr")}
+    assert got == {"recall_at_k": {"recall@10": 1.0}, "hit_at_k": {"hit@10": 1.0}, "ndcg_at_k": {"ndcg@10": pytest.approx(1 / np.log2(3))},
+                   "mrr": {"mrr": 0.5}}
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['kk'\]"):
+        load_metric("hit_at_k").compute(predictions=[["1"]], references=[["1"]], kk=3)

@@ -46,8 +46,12 @@ def test_id_embedding_and_save_load_roundtrip(tmp_path):
     np.testing.assert_allclose(loaded.encode_items(items, rows), model.encode_items(items, rows), atol=1e-6)
     np.testing.assert_allclose(loaded.encode_contexts(ctx[:5]), model.encode_contexts(ctx[:5]), atol=1e-6)
     assert loaded.manifest["catalog_hash"] == "abc"
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown field 'dual encoder config.epoch'; did you mean 'epochs'"):
         DualEncoderConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="dual.lr: expected a number"):
+        DualEncoderConfig.from_dict({"lr": "fast"}, where="dual")
+    with pytest.raises(ValueError, match="dual: negatives must be one of"):
+        DualEncoderConfig.from_dict({"negatives": "hard"}, where="dual")
 
 
 def test_untrained_dual_equals_the_plain_encoder():

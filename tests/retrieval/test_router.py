@@ -117,8 +117,10 @@ def test_everything_down_raises_with_reasons(ml_catalog):
     dead = HTTPSearchAPI(ml_catalog, f"http://127.0.0.1:{free_port()}", retries=0)
     with pytest.raises(RuntimeError, match="every strategy failed.*SearchUnavailable"):
         Router(ml_catalog, {"search_api": dead}).recommend(_conv("x"), 3)
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown field 'policy.min_exactmatch'; did you mean 'min_exact_match'"):
         Policy.from_dict({"min_exactmatch": 0.3})
+    with pytest.raises(ValueError, match="policy.direct_max_items: expected an integer"):
+        Policy.from_dict({"direct_max_items": "many"})
 
 
 def test_router_and_single_strategies_in_search_shape(ml_catalog):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datasets
 import evaluate
 
+from evaluation.metric_modules.common import metric_info
 from evaluation.metrics import duplicate_rate
 
 _KWARGS = """
@@ -24,12 +25,7 @@ Returns:
 
 class DuplicateRate(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__.splitlines()[0],
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("string"))}),
-        )
+        return metric_info(self, _KWARGS, {"predictions": datasets.Sequence(datasets.Value("string"))})
 
     def _compute(self, predictions) -> dict[str, float]:
         return {"duplicate_rate": duplicate_rate([list(p) for p in predictions])}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datasets
 import evaluate
 
+from evaluation.metric_modules.common import metric_info
 from evaluation.metrics import exact_match
 
 _KWARGS = """
@@ -25,12 +26,7 @@ Returns:
 
 class ExactMatch(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__.splitlines()[0],
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-        )
+        return metric_info(self, _KWARGS, {"predictions": datasets.Value("string"), "references": datasets.Value("string")})
 
     def _compute(self, predictions, references) -> dict[str, float]:
         return {"exact_match": exact_match(list(predictions), list(references))}

@@ -9,38 +9,9 @@ Offline `evaluate` module wrapping evaluation/metrics.py (same definitions, tie 
 
 from __future__ import annotations
 
-import datasets
-import evaluate
-
-from evaluation.metrics import mean_metric, rank_by_score
-
-_KWARGS = """
-Args:
-    predictions: one ranking per query, a list of item ids best first (or any order when `scores` is given).
-    references: one list of relevant item ids per query (must be non-empty).
-    k: cut-off (default 10).
-    scores: optional, one list of floats per query aligned with `predictions`; the ranking is then re-ordered by
-        score descending, equal scores by item id ascending (as strings).
-Returns:
-    {"recall@<k>": mean over queries}
-"""
+from evaluation.metric_modules import common  # the module, not the class: evaluate takes the first Metric class it sees
 
 
-class RecallAtK(evaluate.Metric):
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__.splitlines()[0],
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("string")), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
-        )
-
-    def _compute(self, predictions, references, k: int | None = 10, scores=None) -> dict[str, float]:
-        if scores is not None:
-            if len(scores) != len(predictions):
-                raise ValueError(f"{len(scores)} score lists for {len(predictions)} predictions")
-            predictions = [rank_by_score(list(p), s) for p, s in zip(predictions, scores)]
-        name = "recall" if k is None else f"recall@{k}"
-        return {name: mean_metric(predictions, references, name)}
+class RecallAtK(common.RankingMetric):
+    metric_name = "recall"
+    default_k = 10
