@@ -82,3 +82,18 @@ def apply_chat_template(tokenizer: Any, prompt: str) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
     return prompt
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> Any:
+    """Prompts as a left-padded batch of tensors for generation, tokenized exactly as trl's SFTTrainer tokenized them
+    in training: a string prompt through tokenizer(text), so with the tokenizer's special tokens (a BOS where the
+    tokenizer adds one). Every generation path (memorization, direct search, span replies, concept/query generation)
+    goes through here, so a BOS-adding tokenizer sees the same context at inference as in training.
+    The tokenizer's padding side is left as it was."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
+from data.prompts import encode_prompts
 from decoding.constraint import TrieConstraint
 from decoding.index import TrieIndex, _walk_exact
 
@@ -121,8 +122,7 @@ class DirectSearch:
 
     @torch.no_grad()
     def _batch(self, prompts: list[str], k: int, beams: int, exclude, allow):
-        self.tokenizer.padding_side = "left"
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
+        enc = encode_prompts(self.tokenizer, prompts)
         device = next(self.model.parameters()).device
         enc = {key: v.to(device) for key, v in enc.items()}
         proc = TrieConstraint(self.index, eos_token_id=self.index.end_token_id, rows_per_query=beams,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from data.prompts import ITEM_END, ITEM_START
+from data.prompts import ITEM_END, ITEM_START, encode_prompts
 from decoding.constraint import TrieConstraint
 from decoding.index import TrieIndex, _walk_exact
 
@@ -101,8 +101,7 @@ def generate_with_items(model: Any, tokenizer: Any, index: TrieIndex, prompts: S
     start_id, end_id = marker_ids(tokenizer)
     if end_id != index.end_token_id:
         raise ValueError(f"index closes spans with token {index.end_token_id}, the tokenizer's {ITEM_END!r} is {end_id}")
-    tokenizer.padding_side = "left"
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    enc = encode_prompts(tokenizer, prompts)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     proc = TrieConstraint(index, eos_token_id=eos, item_start_id=start_id, deny=deny)

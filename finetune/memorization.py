@@ -20,28 +20,25 @@ from transformers import TrainerCallback
 
 from data.catalog import Catalog
 from data.ids import IdMap
-from data.prompts import apply_chat_template, prompt_for_item_task
+from data.prompts import apply_chat_template, encode_prompts, prompt_for_item_task
 
 
 @torch.no_grad()
 def generate_ids(model: Any, tokenizer: Any, titles: Sequence[str], *, max_new_tokens: int, batch_size: int = 256) -> list[str]:
-    """Greedy completions of title->id prompts, cut at the first newline; left padding for batched generation."""
+    """Greedy completions of title->id prompts, cut at the first newline (prompts encoded as in training)."""
     was_training = model.training
     model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     outs: list[str] = []
     try:
         for s in range(0, len(titles), batch_size):
             prompts = [apply_chat_template(tokenizer, prompt_for_item_task("title->id", title=t)["prompt"]) for t in titles[s:s + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = encode_prompts(tokenizer, prompts).to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             new = gen[:, enc["input_ids"].shape[1]:]  # [batch, <= max_new_tokens]
             outs += [t.split("\n")[0].strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
-        tokenizer.padding_side = side
         if was_training:
             model.train()
     return outs

@@ -17,7 +17,12 @@ import torch
 
 from data.catalog import Catalog
 from data.formats import Conversation
-from data.prompts import CONCEPT_SEP, apply_chat_template, prompt_for_context
+from data.prompts import (
+    CONCEPT_SEP,
+    apply_chat_template,
+    encode_prompts,
+    prompt_for_context,
+)
 from retrieval.embedding import conversation_text
 
 
@@ -34,20 +39,16 @@ class TaskGenerator:
     def generate(self, task: str, convs: Sequence[Conversation]) -> list[str]:
         """Greedy completion (first line, stripped) of `task` for each conversation."""
         self.model.eval()
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
         device = next(self.model.parameters()).device
         out: list[str] = []
-        try:
-            for s in range(0, len(convs), self.batch_size):
-                prompts = [apply_chat_template(self.tokenizer, prompt_for_context(task, conversation_text(c, self.catalog, max_messages=self.max_messages)))
-                           for c in convs[s : s + self.batch_size]]
-                enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-                new = gen[:, enc["input_ids"].shape[1]:]  # [b, <= max_new_tokens]
-                out += [t.split("\n")[0].strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        finally:
-            self.tokenizer.padding_side = side
+        for s in range(0, len(convs), self.batch_size):
+            prompts = [apply_chat_template(self.tokenizer, prompt_for_context(task, conversation_text(c, self.catalog, max_messages=self.max_messages)))
+                       for c in convs[s : s + self.batch_size]]
+            enc = encode_prompts(self.tokenizer, prompts).to(device)
+            gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]  # [b, <= max_new_tokens]
+            out += [t.split("\n")[0].strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return out
 
     def concepts(self, conv: Conversation) -> list[str]:
