@@ -73,6 +73,9 @@ class SweepConfig:
     # 1.0 makes lexical search (BM25) nearly perfect; lower values need knowledge of the item beyond its title
     request_title_keep: float = 0.5
     request_concepts: int = 2
+    # training requests per item (distinct phrasings, seeds seed+1 ..), for direct search's query->id task and the
+    # dual encoder alike; more phrasings teach more of the mapping from words to items, at the cost of more steps
+    train_requests_per_item: int = 1
     k: int = 10
     fallbacks: list[str] = field(default_factory=lambda: ["bm25", "concept", "dual"])
     router: bool = True
@@ -91,6 +94,8 @@ class SweepConfig:
             raise ValueError(f"sizes repeat: {all_sizes}")
         if not 0.0 < self.trust_exact_match <= 1.0:
             raise ValueError(f"trust_exact_match must be in (0, 1], got {self.trust_exact_match}")
+        if self.train_requests_per_item < 1:
+            raise ValueError(f"train_requests_per_item must be >= 1, got {self.train_requests_per_item}")
         if self.epochs_per_item <= 0 or self.n_requests < 1 or self.k < 1:
             raise ValueError("epochs_per_item must be > 0, n_requests >= 1, k >= 1")
         if not self.out:
@@ -159,12 +164,16 @@ def held_out_requests(catalog: Catalog, n: int, *, seed: int, keep: float = 0.5,
 
 
 def training_requests(catalog: Catalog, cfg: "SweepConfig") -> list[tuple[str, str]]:
-    """One training request per item, drawn with another seed than the held-out ones (seed + 1). A request that
-    comes out identical to its item's held-out request (short title, few concepts) is dropped, so no held-out phrasing
-    is ever trained on. Direct search (the `query->id` task) and the dual encoder train on exactly these pairs."""
+    """`train_requests_per_item` training requests per item, drawn with other seeds than the held-out ones (seed + 1,
+    seed + 2, ...); repeats are kept once, and a request identical to its item's held-out request (short title, few
+    concepts) is dropped, so no held-out phrasing is ever trained on. Direct search (the `query->id` task) and the dual
+    encoder train on exactly these pairs."""
     held = set(held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts))
-    pairs = held_out_requests(catalog, len(catalog), seed=cfg.seed + 1, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
-    return [p for p in pairs if p not in held]
+    out: dict[tuple[str, str], None] = {}
+    for j in range(cfg.train_requests_per_item):
+        pairs = held_out_requests(catalog, len(catalog), seed=cfg.seed + 1 + j, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
+        out.update((p, None) for p in pairs if p not in held)
+    return list(out)
 
 
 def write_queries(pairs: Sequence[tuple[str, str]], path: Path) -> None:
@@ -195,9 +204,15 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)  # atomic: an interrupted write never leaves a stage that looks finished
 
 
+_ADDED_AFTER_FORMAT_1 = {"train_requests_per_item": 1}
+
+
 def point_key(cfg: SweepConfig, size: int, catalog_hash: str, steps_version: str) -> str:
     """Hash of everything that determines a point; a changed config gets a fresh directory, not a stale cache."""
     relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples", "trust_exact_match")}
+    for name, default in _ADDED_AFTER_FORMAT_1.items():  # fields added later: at their default, caches stay valid
+        if relevant.get(name) == default:
+            relevant.pop(name)
     blob = json.dumps({"v": SWEEP_FORMAT_VERSION, "size": size, "catalog": catalog_hash, "steps": steps_version, "cfg": relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -134,6 +134,10 @@ def test_training_requests_never_repeat_a_held_out_phrasing(movielens_catalog, t
     train = training_requests(cat, cfg)
     assert train and not set(train) & held
     assert 0 < len(cat) - len(train) < len(cat) // 2  # some identical phrasings were dropped, most items kept one
+    cfg.train_requests_per_item = 3
+    more = training_requests(cat, cfg)
+    assert set(train) < set(more) and len(more) == len(set(more)) and not set(more) & held
+    assert 2 * len(train) < len(more) <= 3 * len(cat)
 
 
 def test_sweep_runs_caches_resumes_and_finds_the_crossover(movielens_catalog, tmp_path) -> None:
