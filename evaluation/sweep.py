@@ -462,7 +462,9 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
     cx = result["crossover"]
     if cx.get("size"):
         at = cx.get("interpolated_size", cx["size"])
-        ax2.axvline(at, color="black", linestyle=":", label=f"crossover ≈ {at:,.0f} ({cx['fallback']})")
+        label = (f"{cx['fallback']} ahead from the smallest size (crossover <= {at:,.0f})" if "note" in cx
+                 else f"crossover ≈ {at:,.0f} ({cx['fallback']})")
+        ax2.axvline(at, color="black", linestyle=":", label=label)
     sizes = [p["size"] for p in done]
     for ax, title in ((ax1, "memorization"), (ax2, f"{key} on held-out requests")):
         ax.set_xscale("log")
@@ -507,7 +509,11 @@ def print_sweep(result: dict[str, Any], console: Any = None) -> None:
     cx = result["crossover"]
     if cx.get("size"):
         extra = f" (interpolated ≈ {cx['interpolated_size']:,.0f})" if "interpolated_size" in cx else ""
-        console.print(f"crossover: {cx['fallback']} overtakes direct search at size {cx['size']:,}{extra}. {cx.get('note', '')}")
+        if "note" in cx:
+            console.print(f"crossover: at or below {cx['size']:,} items — {cx['fallback']} is above direct search already at the "
+                          f"smallest size measured (by {cx['gap']:.3f} recall@{result['k']})")
+        else:
+            console.print(f"crossover: {cx['fallback']} overtakes direct search at size {cx['size']:,}{extra}")
     else:
         console.print(f"crossover: none — {cx['reason']}")
     lim = result.get("memorization_limit")
