@@ -398,6 +398,7 @@ def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = Non
     }
     _write_json(out_dir / "sweep.json", result)
     write_sweep_csv(result, out_dir / "sweep.csv")
+    (out_dir / "sweep.md").write_text(sweep_markdown(result), encoding="utf-8")
     plot_sweep(result, out_dir / "sweep.png")
     return result
 
@@ -429,6 +430,40 @@ def write_sweep_csv(result: dict[str, Any], path: Path) -> None:
                 iv = p[key].get(s)
                 row += [iv["mean"], iv["low"], iv["high"]] if iv else ["", "", ""]
             w.writerow(row)
+
+
+def sweep_markdown(result: dict[str, Any]) -> str:
+    """The sweep's table as Markdown (for READMEs and issue notes), with the crossover and memorization limit below."""
+    key = f"recall@{result['k']}"
+    strategies = _strategies(result)
+
+    def fmt(iv: dict[str, Any] | None) -> str:
+        return "—" if iv is None else f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
+
+    head = ["size", "synthetic", "exact match", "valid (no constraint)"] + [f"{key} {s}" for s in strategies] + ["train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in result["points"]:
+        if p["status"] != "done":
+            lines.append(f"| {p['size']:,} | {p['synthetic_items']:,} | {p['reason']} |" + " |" * (len(head) - 3))
+            continue
+        m = p["memorization"]
+        cells = [f"{p['size']:,}", f"{p['synthetic_items']:,}", fmt(m["exact_match_ci"]), fmt(m["valid_rate_ci"])]
+        cells += [fmt(p[key].get(s)) for s in strategies] + [f"{p['seconds'].get('train') or 0:,.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    cx, lim = result["crossover"], result.get("memorization_limit") or {}
+    if cx.get("size"):
+        where = f"at or below {cx['size']:,} (smallest size measured)" if "note" in cx else f"{cx['size']:,}"
+        if "interpolated_size" in cx:
+            where += f" (interpolated ≈ {cx['interpolated_size']:,.0f})"
+        lines.append(f"\nCrossover: {cx['fallback']} overtakes direct search {where}.")
+    else:
+        lines.append(f"\nCrossover: none — {cx.get('reason', '')}.")
+    if "interpolated_size" in lim:
+        lines.append(f"Memorization limit: exact match >= {lim['threshold']} up to {lim['size']:,} items, below at "
+                     f"{lim['falls_below_at']:,} (interpolated ≈ {lim['interpolated_size']:,.0f}).")
+    elif lim:
+        lines.append(f"Memorization limit: {lim.get('reason', '')}.")
+    return "\n".join(lines) + "\n"
 
 
 def plot_sweep(result: dict[str, Any], path: Path) -> None:

@@ -159,6 +159,8 @@ def test_sweep_runs_caches_resumes_and_finds_the_crossover(movielens_catalog, tm
     queries = [json.loads(x) for x in next(out.glob("points/size-000040-*/queries.jsonl")).read_text().splitlines()]
     assert len(queries) >= 30 and {q["item_id"] for q in queries} <= set(catalog_at(movielens_catalog, 40, seed=0).ids)
     assert (out / "sweep.png").stat().st_size > 10_000 and (out / "sweep.csv").read_text().count("\n") == 4
+    md = (out / "sweep.md").read_text()
+    assert md.count("\n| ") == 3 and "Crossover: bm25" in md and "Memorization limit" in md
     # a third run does no work at all
     before = dict(stand.calls)
     again = run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
