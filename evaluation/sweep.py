@@ -84,6 +84,9 @@ class SweepConfig:
     n_resamples: int = 1000
     # the memorization limit reported: the catalog size where exact-match memorization falls below this level
     trust_exact_match: float = 0.8
+    # also report "router-validated": the strategy (or the memorization-policy router) with the best recall@k on
+    # validation requests (another seed, never a held-out phrasing), then measured on the held-out requests
+    router_validation: bool = True
     out: str = ""
 
     def __post_init__(self) -> None:
@@ -176,6 +179,16 @@ def training_requests(catalog: Catalog, cfg: "SweepConfig") -> list[tuple[str, s
     return list(out)
 
 
+def validation_requests(catalog: Catalog, cfg: "SweepConfig") -> list[tuple[str, str]]:
+    """n_requests requests drawn with seed + 1000 for choosing among strategies. One that equals a held-out request is
+    dropped (the held-out requests stay unseen by every choice the sweep makes), and so is one that equals a training
+    request (a memorized phrasing would make the learned strategies look better on validation than on new text)."""
+    seen = set(held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts))
+    seen.update(training_requests(catalog, cfg))
+    val = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed + 1000, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
+    return [p for p in val if p not in seen]
+
+
 def write_queries(pairs: Sequence[tuple[str, str]], path: Path) -> None:
     """(query, item id) pairs as the JSONL the finetune `query->id` task reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +222,7 @@ _ADDED_AFTER_FORMAT_1 = {"train_requests_per_item": 1}
 
 def point_key(cfg: SweepConfig, size: int, catalog_hash: str, steps_version: str) -> str:
     """Hash of everything that determines a point; a changed config gets a fresh directory, not a stale cache."""
-    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples", "trust_exact_match")}
+    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples", "trust_exact_match", "router_validation")}
     for name, default in _ADDED_AFTER_FORMAT_1.items():  # fields added later: at their default, caches stay valid
         if relevant.get(name) == default:
             relevant.pop(name)
@@ -316,9 +329,28 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
             return searched(steps.router(model_dir, catalog, idmap, fbs, memo, pdir / "router", cfg))
 
         recall["router"] = cache.stage("router", run_router)
+
+        if cfg.router_validation:
+            def run_validated() -> dict[str, Any]:
+                # model selection on validation requests (never a test phrasing): each single strategy and the
+                # memorization-policy router compete; the winner answers the held-out requests
+                fbs = {n: steps.fallback(n, catalog, pdir / f"fallback-{n}", cfg) for n in cfg.fallbacks}
+                memo = {"exact_match": mem["exact_match"], "valid_rate": mem["valid_rate"], "n_items": len(catalog)}
+                candidates: dict[str, SearchFn] = {"router": steps.router(model_dir, catalog, idmap, fbs, memo, pdir / "router", cfg),
+                                                   "direct": lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k, cfg), **fbs}
+                val = validation_requests(catalog, cfg)
+                vtexts, vtargets = [t for t, _ in val], [i for _, i in val]
+                scores = {name: float(np.mean(_hits(fn(vtexts, cfg.k)[1], catalog, vtargets, cfg.k))) for name, fn in candidates.items()}
+                chosen = max(scores, key=lambda n: scores[n])  # ties: the first listed (router, direct, fallbacks)
+                out = searched(candidates[chosen])
+                return {**out, "chosen": chosen, "validation_recall": scores, "n_validation": len(val)}
+
+            recall["router-validated"] = cache.stage("router-validated", run_validated)
     return {**head, "status": "done", "memorization": {k: mem[k] for k in ("n", "exact_match", "valid_rate", "exact_match_ci", "valid_rate_ci")},
             f"recall@{cfg.k}": {name: r["recall"] for name, r in recall.items()},
-            "seconds": {"train": train.get("seconds"), "memorization": mem.get("seconds"), **{n: r.get("seconds") for n, r in recall.items()}}}
+            "seconds": {"train": train.get("seconds"), "memorization": mem.get("seconds"), **{n: r.get("seconds") for n, r in recall.items()}},
+            **({"router_validated": {k: recall["router-validated"][k] for k in ("chosen", "validation_recall", "n_validation")}}
+               if "router-validated" in recall else {})}
 
 
 # --- the whole sweep -------------------------------------------------------------------------------------------------
@@ -330,7 +362,7 @@ def crossover(points: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     prev = None
     for p in done:
         r = p[key]
-        fb = {n: v["mean"] for n, v in r.items() if n not in ("direct", "router")}
+        fb = {n: v["mean"] for n, v in r.items() if n != "direct" and not n.startswith("router")}
         if not fb:
             return {"size": None, "reason": "no fallback measured"}
         best = max(fb, key=lambda n: fb[n])

@@ -140,6 +140,18 @@ def test_training_requests_never_repeat_a_held_out_phrasing(movielens_catalog, t
     assert 2 * len(train) < len(more) <= 3 * len(cat)
 
 
+def test_validation_requests_never_repeat_a_held_out_request(movielens_catalog, tmp_path) -> None:
+    from evaluation.sweep import training_requests, validation_requests
+
+    cat = catalog_at(movielens_catalog, 60, seed=0)
+    cfg = _cfg(tmp_path)
+    cfg.n_requests = 60
+    held = set(held_out_requests(cat, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts))
+    val = validation_requests(cat, cfg)
+    assert val and not set(val) & held and len(val) < 60  # some short titles give the same phrasing: dropped
+    assert not set(val) & set(training_requests(cat, cfg))  # nor is a trained phrasing used to choose
+
+
 def test_sweep_runs_caches_resumes_and_finds_the_crossover(movielens_catalog, tmp_path) -> None:
     cfg = _cfg(tmp_path)
     stand = StandIn(fail_at=("direct", 80))
@@ -218,7 +230,10 @@ def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
     done = [p for p in result["points"] if p["status"] == "done"]
     assert [p["size"] for p in done] == [20, 40, 80] and done[-1]["synthetic_items"] == 20
     for p in done:
-        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25", "router"}
+        assert 0 <= p["memorization"]["exact_match"] <= 1 and set(p["recall@10"]) == {"direct", "bm25", "router", "router-validated"}
+        rv = p["router_validated"]  # chosen on validation requests, then measured on the held-out ones
+        assert rv["chosen"] == max(rv["validation_recall"], key=rv["validation_recall"].get) and rv["n_validation"] > 0
+        assert p["recall@10"]["router-validated"]["mean"] == p["recall@10"][rv["chosen"]]["mean"]
     assert (out / "sweep.png").is_file() and result["crossover"].get("size") in (20, 40, 80, None)
 
 
