@@ -313,31 +313,33 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
         hits = _hits(rows, catalog, targets, cfg.k)
         return {"recall": _interval(hits, cfg), "hits": hits}
 
-    recall = {"direct": cache.stage("direct", lambda: searched(lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k, cfg)))}
-    fallbacks: dict[str, SearchFn] = {}
+    direct: SearchFn = lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k, cfg)  # noqa: E731
+    built: dict[str, SearchFn] = {}  # searchers built at most once per point (a dual encoder trains when built)
+
+    def fallback(name: str) -> SearchFn:
+        if name not in built:
+            built[name] = steps.fallback(name, catalog, pdir / f"fallback-{name}", cfg)
+        return built[name]
+
+    def router() -> SearchFn:
+        if "router" not in built:
+            memo = {"exact_match": mem["exact_match"], "valid_rate": mem["valid_rate"], "n_items": len(catalog)}
+            built["router"] = steps.router(model_dir, catalog, idmap, {n: fallback(n) for n in cfg.fallbacks}, memo, pdir / "router", cfg)
+        return built["router"]
+
+    recall = {"direct": cache.stage("direct", lambda: searched(direct))}
     for name in cfg.fallbacks:
-        def run_fallback(name: str = name) -> dict[str, Any]:
-            return searched(steps.fallback(name, catalog, pdir / f"fallback-{name}", cfg))
-        recall[name] = cache.stage(f"fallback-{name}", run_fallback)
+        recall[name] = cache.stage(f"fallback-{name}", lambda name=name: searched(fallback(name)))
     if cfg.router:
         if steps.router is None:
             raise ValueError("cfg.router is true but no router step is available (retrieval area); set router: false")
-
-        def run_router() -> dict[str, Any]:
-            fbs = {n: steps.fallback(n, catalog, pdir / f"fallback-{n}", cfg) for n in cfg.fallbacks}
-            memo = {"exact_match": mem["exact_match"], "valid_rate": mem["valid_rate"], "n_items": len(catalog)}
-            return searched(steps.router(model_dir, catalog, idmap, fbs, memo, pdir / "router", cfg))
-
-        recall["router"] = cache.stage("router", run_router)
+        recall["router"] = cache.stage("router", lambda: searched(router()))
 
         if cfg.router_validation:
             def run_validated() -> dict[str, Any]:
                 # model selection on validation requests (never a test phrasing): each single strategy and the
                 # memorization-policy router compete; the winner answers the held-out requests
-                fbs = {n: steps.fallback(n, catalog, pdir / f"fallback-{n}", cfg) for n in cfg.fallbacks}
-                memo = {"exact_match": mem["exact_match"], "valid_rate": mem["valid_rate"], "n_items": len(catalog)}
-                candidates: dict[str, SearchFn] = {"router": steps.router(model_dir, catalog, idmap, fbs, memo, pdir / "router", cfg),
-                                                   "direct": lambda q, k: steps.direct_search(model_dir, catalog, idmap, list(q), k, cfg), **fbs}
+                candidates: dict[str, SearchFn] = {"router": router(), "direct": direct, **{n: fallback(n) for n in cfg.fallbacks}}
                 val = validation_requests(catalog, cfg)
                 vtexts, vtargets = [t for t, _ in val], [i for _, i in val]
                 scores = {name: float(np.mean(_hits(fn(vtexts, cfg.k)[1], catalog, vtargets, cfg.k))) for name, fn in candidates.items()}
@@ -426,7 +428,10 @@ def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = Non
         "name": cfg.name, "config": config_to_dict(cfg), "config_path": config_path, "seed": cfg.seed, "k": cfg.k,
         "real_catalog": {"items": len(real), "hash": real.content_hash()}, "on_gpu": on_gpu, "points": points,
         "crossover": crossover(points, cfg.k), "memorization_limit": memorization_limit(points, cfg.trust_exact_match),
+        # wall_seconds: this invocation only (a resumed sweep reads finished stages back); stage_seconds: what every
+        # stage of every point cost when it ran, i.e. the sweep's compute whatever the number of resumes
         "wall_seconds": round(time.perf_counter() - t0, 2),
+        "stage_seconds": round(sum(v or 0.0 for p in points for v in p.get("seconds", {}).values()), 2),
     }
     _write_json(out_dir / "sweep.json", result)
     write_sweep_csv(result, out_dir / "sweep.csv")
@@ -464,38 +469,53 @@ def write_sweep_csv(result: dict[str, Any], path: Path) -> None:
             w.writerow(row)
 
 
-def sweep_markdown(result: dict[str, Any]) -> str:
-    """The sweep's table as Markdown (for READMEs and issue notes), with the crossover and memorization limit below."""
+def _fmt_interval(iv: dict[str, Any] | None) -> str:
+    return "—" if iv is None else f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
+
+
+def sweep_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the sweep table: size, memorization, valid rate, recall@k per strategy, training seconds.
+    A point that was not run has its reason in the third cell and empty cells after it."""
     key = f"recall@{result['k']}"
     strategies = _strategies(result)
-
-    def fmt(iv: dict[str, Any] | None) -> str:
-        return "—" if iv is None else f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
-
     head = ["size", "synthetic", "exact match", "valid (no constraint)"] + [f"{key} {s}" for s in strategies] + ["train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for p in result["points"]:
+        cells = [f"{p['size']:,}", f"{p['synthetic_items']:,}"]
         if p["status"] != "done":
-            lines.append(f"| {p['size']:,} | {p['synthetic_items']:,} | {p['reason']} |" + " |" * (len(head) - 3))
+            rows.append(cells + [p["reason"]] + [""] * (len(head) - 3))
             continue
         m = p["memorization"]
-        cells = [f"{p['size']:,}", f"{p['synthetic_items']:,}", fmt(m["exact_match_ci"]), fmt(m["valid_rate_ci"])]
-        cells += [fmt(p[key].get(s)) for s in strategies] + [f"{p['seconds'].get('train') or 0:,.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += [_fmt_interval(m["exact_match_ci"]), _fmt_interval(m["valid_rate_ci"])]
+        rows.append(cells + [_fmt_interval(p[key].get(s)) for s in strategies] + [f"{p['seconds'].get('train') or 0:,.0f}"])
+    return head, rows
+
+
+def sweep_summary(result: dict[str, Any]) -> list[str]:
+    """The crossover and the memorization limit, one sentence each."""
     cx, lim = result["crossover"], result.get("memorization_limit") or {}
     if cx.get("size"):
-        where = f"at or below {cx['size']:,} (smallest size measured)" if "note" in cx else f"{cx['size']:,}"
+        where = (f"at or below {cx['size']:,} (smallest size measured; ahead by {cx['gap']:.3f} recall@{result['k']})"
+                 if "note" in cx else f"{cx['size']:,}")
         if "interpolated_size" in cx:
             where += f" (interpolated ≈ {cx['interpolated_size']:,.0f})"
-        lines.append(f"\nCrossover: {cx['fallback']} overtakes direct search {where}.")
+        lines = [f"Crossover: {cx['fallback']} overtakes direct search {where}."]
     else:
-        lines.append(f"\nCrossover: none — {cx.get('reason', '')}.")
+        lines = [f"Crossover: none — {cx.get('reason', '')}."]
     if "interpolated_size" in lim:
         lines.append(f"Memorization limit: exact match >= {lim['threshold']} up to {lim['size']:,} items, below at "
                      f"{lim['falls_below_at']:,} (interpolated ≈ {lim['interpolated_size']:,.0f}).")
     elif lim:
         lines.append(f"Memorization limit: {lim.get('reason', '')}.")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def sweep_markdown(result: dict[str, Any]) -> str:
+    """The sweep's table as Markdown (for READMEs and issue notes), with the crossover and memorization limit below."""
+    head, rows = sweep_table(result)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n\n" + "\n".join(sweep_summary(result)) + "\n"
 
 
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
@@ -551,42 +571,17 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
 
 
 def print_sweep(result: dict[str, Any], console: Any = None) -> None:
-    """The sweep table: size, memorization, valid rate, recall@k per strategy with intervals, then the crossover."""
+    """The sweep table (sweep_table) on the terminal, then the crossover and memorization limit (sweep_summary)."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(width=max(Console().width, 150))
-    key = f"recall@{result['k']}"
-    strategies = _strategies(result)
-    table = Table(title=f"sweep {result['name']}: memorization and {key} against catalog size")
-    for col in ["size", "synthetic", "exact match", "valid (no constraint)"] + [f"{key} {s}" for s in strategies]:
+    head, rows = sweep_table(result)
+    table = Table(title=f"sweep {result['name']}: memorization and recall@{result['k']} against catalog size")
+    for col in head:
         table.add_column(col, justify="right", no_wrap=True)
-
-    def fmt(iv: dict[str, Any] | None) -> str:
-        return "—" if iv is None else f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
-
-    for p in result["points"]:
-        if p["status"] != "done":
-            table.add_row(f"{p['size']:,}", f"{p['synthetic_items']:,}", p["reason"], "", *["" for _ in strategies])
-            continue
-        m = p["memorization"]
-        table.add_row(f"{p['size']:,}", f"{p['synthetic_items']:,}", fmt(m["exact_match_ci"]), fmt(m["valid_rate_ci"]),
-                      *[fmt(p[key].get(s)) for s in strategies])
+    for r in rows:
+        table.add_row(*r)
     console.print(table)
-    cx = result["crossover"]
-    if cx.get("size"):
-        extra = f" (interpolated ≈ {cx['interpolated_size']:,.0f})" if "interpolated_size" in cx else ""
-        if "note" in cx:
-            console.print(f"crossover: at or below {cx['size']:,} items — {cx['fallback']} is above direct search already at the "
-                          f"smallest size measured (by {cx['gap']:.3f} recall@{result['k']})")
-        else:
-            console.print(f"crossover: {cx['fallback']} overtakes direct search at size {cx['size']:,}{extra}")
-    else:
-        console.print(f"crossover: none — {cx['reason']}")
-    lim = result.get("memorization_limit")
-    if lim:
-        if "interpolated_size" in lim:
-            console.print(f"memorization limit: exact match >= {lim['threshold']} up to {lim['size']:,} items, below it at "
-                          f"{lim['falls_below_at']:,} (interpolated ≈ {lim['interpolated_size']:,.0f})")
-        else:
-            console.print(f"memorization limit: {lim['reason']}")
+    for line in sweep_summary(result):
+        console.print(line)

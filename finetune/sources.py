@@ -7,6 +7,7 @@ Example columns: prompt, completion, task, item_id, source_id.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,6 @@ def query_examples(root: Path, catalog: Catalog, idmap: IdMap) -> Dataset:
 
     A query is phrased in the title->id prompt (the query stands where the title would), so a model trained on
     both tasks answers titles and free-text requests with the same prompt, which is how direct search queries it."""
-    import json
-
     from data.prompts import prompt_for_item_task
 
     path = root / QUERIES_FILE
