@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faiss  # noqa: E402
 
@@ -48,9 +47,9 @@ def rss_mb() -> float:
 
 
 def real_base(cache_dir: str) -> np.ndarray:
-    from data.movielens import load_movielens
-    from data.redial import load_redial
-    from retrieval.embedding import embed_items
+    from dlsearch.data.movielens import load_movielens
+    from dlsearch.data.redial import load_redial
+    from dlsearch.retrieval.embedding import embed_items
 
     ml, _ = load_movielens()
     rd, _ = load_redial()

@@ -13,12 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.catalog import Catalog, Item  # noqa: E402
-from data.movielens import load_movielens  # noqa: E402
-from data.redial import load_redial  # noqa: E402
-from retrieval.bm25 import build_bm25  # noqa: E402
+from dlsearch.data.catalog import Catalog, Item  # noqa: E402
+from dlsearch.data.movielens import load_movielens  # noqa: E402
+from dlsearch.data.redial import load_redial  # noqa: E402
+from dlsearch.retrieval.bm25 import build_bm25  # noqa: E402
 
 
 def main() -> None:

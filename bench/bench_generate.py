@@ -20,8 +20,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_trie import BATCH, BEAMS, EOS, LENGTH, VOCAB, _RowNames, random_ids  # noqa: E402
 
@@ -78,9 +76,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from decoding.constraint import TrieConstraint
-    from decoding.index import Segment, TrieIndex
-    from decoding.trie import build_trie
+    from dlsearch.decoding.constraint import TrieConstraint
+    from dlsearch.decoding.index import Segment, TrieIndex
+    from dlsearch.decoding.trie import build_trie
 
     rng = np.random.default_rng(0)
     ids = torch.from_numpy(rng.integers(3, VOCAB, size=(BATCH, PROMPT_LEN)))

@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.prepare import prepare  # noqa: E402
+from dlsearch.data.prepare import prepare  # noqa: E402
 
 
 def main() -> None:

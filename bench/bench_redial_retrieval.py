@@ -27,27 +27,26 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.formats import load_conversations  # noqa: E402
-from evaluation.protocol import baseline_systems, evaluate_systems, redial_turns_task, write_report  # noqa: E402
-from retrieval.ann import build_ann  # noqa: E402
-from retrieval.bm25 import build_bm25  # noqa: E402
-from retrieval.build import load_dual_config, train_dual  # noqa: E402
-from retrieval.concept import ConceptSearch, concept_vocabulary, snap_to_vocabulary  # noqa: E402
-from retrieval.dual_encoder import DualEncoder, DualEncoderConfig, DualSearch, build_dual_index  # noqa: E402
-from retrieval.embedding import conversation_text  # noqa: E402
-from retrieval.router import ConversationSearch, Policy, Router, Strategy  # noqa: E402
+from dlsearch.data.formats import load_conversations  # noqa: E402
+from dlsearch.evaluation.protocol import baseline_systems, evaluate_systems, redial_turns_task, write_report  # noqa: E402
+from dlsearch.retrieval.ann import build_ann  # noqa: E402
+from dlsearch.retrieval.bm25 import build_bm25  # noqa: E402
+from dlsearch.retrieval.build import load_dual_config, train_dual  # noqa: E402
+from dlsearch.retrieval.concept import ConceptSearch, concept_vocabulary, snap_to_vocabulary  # noqa: E402
+from dlsearch.retrieval.dual_encoder import DualEncoder, DualEncoderConfig, DualSearch, build_dual_index  # noqa: E402
+from dlsearch.retrieval.embedding import conversation_text  # noqa: E402
+from dlsearch.retrieval.router import ConversationSearch, Policy, Router, Strategy  # noqa: E402
 
 
 def standin_prepare(out: Path, seed: int = 0) -> Path:
     """Only while `dlsearch data prepare` is not on main: the same records from the foundation's functions —
     `data.turns.all_recommender_turns` (context before a recommender turn; targets = movies first mentioned in it;
     exclude = movies mentioned earlier) split by dialogue with `data.splits.split_conversations` (80/10/10, seed 0)."""
-    from data.catalog import write_jsonl
-    from data.redial import load_redial
-    from data.splits import split_conversations
-    from data.turns import all_recommender_turns
+    from dlsearch.data.catalog import write_jsonl
+    from dlsearch.data.redial import load_redial
+    from dlsearch.data.splits import split_conversations
+    from dlsearch.data.turns import all_recommender_turns
 
     catalog, dialogues = load_redial()
     catalog.save_jsonl(out / "catalog.jsonl")
@@ -91,7 +90,7 @@ def main() -> None:
     t = time.perf_counter()
     histories = None
     if args.movielens:
-        from data.movielens import load_movielens
+        from dlsearch.data.movielens import load_movielens
 
         histories = load_movielens()
     cfg = load_dual_config(args.config)
@@ -117,7 +116,7 @@ def main() -> None:
     router_strategies = {"dual": Strategy("dual", dual, text), "bm25": Strategy("bm25", bm25, text)}
     notes = {"oracle_concepts": "ORACLE: fed the first target item's own concepts"}
     if args.model_dir:
-        from retrieval.generate import TaskGenerator, load_model
+        from dlsearch.retrieval.generate import TaskGenerator, load_model
 
         gen = TaskGenerator(*load_model(args.model_dir, catalog), catalog, max_messages=args.max_messages)
         t = time.perf_counter()

@@ -19,15 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import finetune  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch starts)
+import dlsearch.finetune  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch starts)
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from finetune.config import load_recipe  # noqa: E402
-from finetune.sources import load_source  # noqa: E402
-from finetune.train import build_trainer, prepare_base  # noqa: E402
+from dlsearch.finetune.config import load_recipe  # noqa: E402
+from dlsearch.finetune.sources import load_source  # noqa: E402
+from dlsearch.finetune.train import build_trainer, prepare_base  # noqa: E402
 
 
 class StepTimer(TrainerCallback):

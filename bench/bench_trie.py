@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 VOCAB, LENGTH, EOS, BATCH, BEAMS, PROMPT = 32000, 4, 2, 8, 20, 8
 
@@ -85,9 +84,9 @@ def worker(impl: str, n: int, repeats: int) -> dict:
     base_rss = peak_rss_mb()
     out: dict = {"impl": impl, "n_ids": int(ids.shape[0])}
     if impl == "ours":
-        from decoding.constraint import TrieConstraint
-        from decoding.index import Segment, TrieIndex
-        from decoding.trie import build_trie
+        from dlsearch.decoding.constraint import TrieConstraint
+        from dlsearch.decoding.index import Segment, TrieIndex
+        from dlsearch.decoding.trie import build_trie
 
         t0 = time.perf_counter()
         trie, _ = build_trie(ids, np.full(ids.shape[0], LENGTH), VOCAB)
@@ -115,7 +114,7 @@ def worker(impl: str, n: int, repeats: int) -> dict:
             t0 = time.perf_counter()
             trie.save(Path(d) / "t.safetensors")
             out["save_s"] = time.perf_counter() - t0
-            from decoding.trie import TokenTrie
+            from dlsearch.decoding.trie import TokenTrie
 
             t0 = time.perf_counter()
             TokenTrie.load(Path(d) / "t.safetensors")

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, not an installed copy
 
 
 def main() -> None:
@@ -28,8 +27,8 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from data.redial import load_redial
-    from evaluation.quickstart import QuickstartConfig, finetune
+    from dlsearch.data.redial import load_redial
+    from dlsearch.app.quickstart import QuickstartConfig, finetune
 
     out = Path(args.out or yaml.safe_load(Path(args.config).read_text())["output_dir"])
     load0, t0 = os.getloadavg(), time.perf_counter()

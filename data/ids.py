@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from data.catalog import Catalog, normalize_title
+from dlsearch.data.catalog import Catalog, normalize_title
 
 IDMAP_FORMAT_VERSION = 1
 SCHEMES = ("atomic", "sequential", "random", "title", "semantic", "collaborative")
@@ -277,7 +277,7 @@ def _jsonable(v: Any) -> bool:
 
 def _defaults(scheme: str) -> dict[str, Any]:
     """Scheme parameters with defaults, recorded so a saved map says how it was built (and extends the same way)."""
-    from data import collaborative_ids, semantic_ids
+    from dlsearch.data import collaborative_ids, semantic_ids
 
     if scheme == "semantic":
         return {"levels": semantic_ids.DEFAULT_LEVELS, "codebook_size": semantic_ids.DEFAULT_CODEBOOK_SIZE}
@@ -289,5 +289,5 @@ def _defaults(scheme: str) -> dict[str, Any]:
 def _load_optional_schemes() -> None:
     # semantic and collaborative import this module (register_scheme), so they are imported here, at call time,
     # not at the top: importing them registers their builders.
-    import data.collaborative_ids  # noqa: F401
-    import data.semantic_ids  # noqa: F401
+    import dlsearch.data.collaborative_ids  # noqa: F401
+    import dlsearch.data.semantic_ids  # noqa: F401

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from data.catalog import Catalog, normalize_title, split_title_year
+from dlsearch.data.catalog import Catalog, normalize_title, split_title_year
 
 _ALT_RE = re.compile(r"^(.*?)\s*\(([^()]*)\)$")  # "Main (Alternative)" before the year
 

@@ -1,6 +1,6 @@
 """Generic catalog loader for JSONL, CSV and parquet files with a column mapping, backed by `datasets`.
 
-    from data.loaders import load_catalog
+    from dlsearch.data.loaders import load_catalog
     cat = load_catalog("movies.csv", columns={"id": "movieId", "title": "movieName", "concepts": "genres"},
                        concept_sep="|")
 
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from data.catalog import CATALOG_FIELDS, Catalog, CatalogError, item_from_record, read_jsonl
+from dlsearch.data.catalog import CATALOG_FIELDS, Catalog, CatalogError, item_from_record, read_jsonl
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -91,7 +91,7 @@ def load_catalog(path: str | Path, columns: Mapping[str, str] | None = None, *, 
     if bad:
         raise ValueError(f"column mapping names unknown catalog field(s) {bad}; fields are {list(CATALOG_FIELDS)}")
     if fmt == "json" and not columns:
-        from data.catalog import load_catalog_jsonl  # the strict native format, validated line by line
+        from dlsearch.data.catalog import load_catalog_jsonl  # the strict native format, validated line by line
 
         return load_catalog_jsonl(path)
     if fmt != "parquet":

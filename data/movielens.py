@@ -1,6 +1,6 @@
 """MovieLens ml-latest-small: movies as a catalog (genres + tags as concepts), ratings as timestamped histories.
 
-    from data.movielens import load_movielens
+    from dlsearch.data.movielens import load_movielens
     catalog, histories = load_movielens()   # 9,742 items; histories["1"] = [("804", 964980499), ...]
 
 Cold-start items (no concepts, or no ratings) are kept and flagged in `meta["cold_start"]`
@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from data.catalog import Catalog, CatalogError, Item
+from dlsearch.data.catalog import Catalog, CatalogError, Item
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "datasets" / "movielens-latest-small"
 NO_GENRES = "(no genres listed)"

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tqdm.auto import tqdm
 
-from data.catalog import Catalog, read_jsonl, write_jsonl
-from data.examples import CONVERSATION_TASKS, conversation_rows, history_rows, indexing_rows
-from data.formats import Conversation, load_conversations, save_conversations
-from data.ids import IdMap, build_idmap
-from data.splits import SPLITS, check_conversation_splits, check_history_splits, split_conversations, split_histories
-from data.turns import all_recommender_turns, as_turn_records
+from dlsearch.data.catalog import Catalog, read_jsonl, write_jsonl
+from dlsearch.data.examples import CONVERSATION_TASKS, conversation_rows, history_rows, indexing_rows
+from dlsearch.data.formats import Conversation, load_conversations, save_conversations
+from dlsearch.data.ids import IdMap, build_idmap
+from dlsearch.data.splits import SPLITS, check_conversation_splits, check_history_splits, split_conversations, split_histories
+from dlsearch.data.turns import all_recommender_turns, as_turn_records
 
 if TYPE_CHECKING:
     import datasets
@@ -56,16 +56,16 @@ def load_dataset_source(dataset: str, columns: dict[str, str] | None = None,
     """'redial' | 'movielens' | PATH (a catalog file read with the column mapping, or a folder with catalog.jsonl
     and optional conversations.jsonl) -> (catalog, recommender turns, histories or None)."""
     if dataset == "redial":
-        from data.redial import load_redial
+        from dlsearch.data.redial import load_redial
 
         catalog, dialogues = load_redial()
         return catalog, all_recommender_turns(dialogues), None
     if dataset == "movielens":
-        from data.movielens import load_movielens
+        from dlsearch.data.movielens import load_movielens
 
         catalog, histories = load_movielens()
         return catalog, [], histories
-    from data.loaders import load_catalog
+    from dlsearch.data.loaders import load_catalog
 
     path = Path(dataset)
     if path.is_dir():
@@ -263,7 +263,7 @@ def _stats(catalog: Catalog, idmap: IdMap, conv_splits: dict, hist_splits: dict,
     if hist_splits:
         stats["histories"] = {s: {"users": len(v), "events": sum(len(e) for e in v.values())} for s, v in hist_splits.items()}
     if idmap.scheme == "semantic":
-        from data.semantic_ids import semantic_stats
+        from dlsearch.data.semantic_ids import semantic_stats
 
         stats["idmap"].update(semantic_stats(idmap))
     return stats

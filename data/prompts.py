@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from data.formats import Conversation, render_mentions
+from dlsearch.data.formats import Conversation, render_mentions
 
 ITEM_START = "<item>"
 ITEM_END = "</item>"

@@ -1,6 +1,6 @@
 """ReDial: the movie list as a catalog and the dialogues as conversations.
 
-    from data.redial import load_redial
+    from dlsearch.data.redial import load_redial
     catalog, dialogues = load_redial()   # 6,924 movies, 1,342 dialogues (the bundled test split)
 
 Items: id = ReDial movieId, title kept exactly as written (normalization is only used for matching),
@@ -18,10 +18,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from data.catalog import Catalog, CatalogError, Item, read_jsonl
-from data.formats import MENTION_RE, Conversation, Message
-from data.linking import link_by_title
-from data.movielens import load_movielens
+from dlsearch.data.catalog import Catalog, CatalogError, Item, read_jsonl
+from dlsearch.data.formats import MENTION_RE, Conversation, Message
+from dlsearch.data.linking import link_by_title
+from dlsearch.data.movielens import load_movielens
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "datasets" / "redial"
 MOVIES_FILE = "movies_with_mentions.csv"

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.ids import IdMap, register_scheme
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap, register_scheme
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DEFAULT_LEVELS = 3
@@ -38,7 +38,7 @@ def item_embeddings(catalog: Catalog, *, cache_dir: Any = None, embeddings: np.n
         if emb.dtype != np.float32:
             raise TypeError(f"embeddings must be float32, got {emb.dtype}")
         return emb
-    from data.encoder import encode_texts, item_text
+    from dlsearch.data.encoder import encode_texts, item_text
 
     return encode_texts([item_text(it) for it in catalog], cache_dir=cache_dir, show_progress=len(catalog) > 1000)
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data.formats import Conversation
+from dlsearch.data.formats import Conversation
 
 SPLITS = ("train", "validation", "test")
 Events = list[tuple[str, int]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from data.formats import MENTION_RE, Conversation
+from dlsearch.data.formats import MENTION_RE, Conversation
 
 RECOMMENDER_ROLE = "assistant"
 

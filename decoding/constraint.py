@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from decoding.index import NodeFilter, TrieIndex
+from dlsearch.decoding.index import NodeFilter, TrieIndex
 
 IN, OUT, DONE, DEAD = 0, 1, 2, 3  # phases: inside an item, in free text (span mode), finished, no valid path
 DEFAULT_FLOOR = -1.0e4  # far below any real log-prob, far above beam search's -1e9 placeholders, and finite

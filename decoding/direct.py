@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from data.prompts import encode_prompts
-from decoding.constraint import TrieConstraint
-from decoding.index import TrieIndex, _walk_exact
+from dlsearch.data.prompts import encode_prompts
+from dlsearch.decoding.constraint import TrieConstraint
+from dlsearch.decoding.index import TrieIndex, _walk_exact
 
 PLACEHOLDER_SCORE = -1.0e8  # beam search's empty slots score -1e9; a real hypothesis scores far above this
 
@@ -88,8 +88,8 @@ class DirectSearch:
         return scores, rows
 
     def _prompts(self, queries: Sequence[Any], exclude):
-        from data.formats import Conversation
-        from decoding.generate import conversation_prompt
+        from dlsearch.data.formats import Conversation
+        from dlsearch.decoding.generate import conversation_prompt
 
         if not any(isinstance(q, Conversation) for q in queries):
             return list(queries), exclude

@@ -13,7 +13,7 @@ from typing import Any
 
 import marisa_trie
 
-from data.catalog import Catalog, normalize_title
+from dlsearch.data.catalog import Catalog, normalize_title
 
 
 def normalize_key(text: str) -> str:

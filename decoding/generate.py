@@ -11,11 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog, load_catalog_jsonl
-from data.formats import Conversation, Prediction, ScoredItem, load_conversations, save_predictions
-from data.prompts import apply_chat_template, prompt_for_context, render_conversation
-from decoding.direct import DirectSearch, SearchStats
-from decoding.index import TrieIndex
+from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.formats import Conversation, Prediction, ScoredItem, load_conversations, save_predictions
+from dlsearch.data.prompts import apply_chat_template, prompt_for_context, render_conversation
+from dlsearch.decoding.direct import DirectSearch, SearchStats
+from dlsearch.decoding.index import TrieIndex
 
 TASK = "conversation->item"
 
@@ -25,7 +25,7 @@ def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, cata
     """Load a model dir written by finetune (HF dir + manifest.json; an adapter dir loads onto its base) through
     finetune.loading.load_finetuned, which refuses a catalog the model was not trained for. With --adapter, the
     adapter dir is loaded onto model_dir as its base. The tokenizer pads on the left (decoder-only batches)."""
-    from finetune.loading import load_finetuned
+    from dlsearch.finetune.loading import load_finetuned
 
     if adapter is not None:
         model, tokenizer, _ = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, device=device)

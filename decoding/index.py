@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from decoding.trie import TokenTrie, TrieError, build_trie, pad_sequences
+from dlsearch.decoding.trie import TokenTrie, TrieError, build_trie, pad_sequences
 
 INDEX_FORMAT_VERSION = 1
 MODES = ("whole", "span")
@@ -141,7 +141,7 @@ class TrieIndex:
 
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Refuse a tokenizer whose fingerprint differs from the one the index was built with."""
-        from decoding.fingerprint import tokenizer_fingerprint
+        from dlsearch.decoding.fingerprint import tokenizer_fingerprint
 
         want = self.manifest.get("tokenizer_fingerprint")
         got = tokenizer_fingerprint(tokenizer)
@@ -367,9 +367,9 @@ def build_index(catalog: Any, idmap: Any, tokenizer: Any, *, mode: str = "whole"
             ITEM_END; the end token is ITEM_END).
         source: "id" (idmap codes) or "title" (catalog titles as written).
     """
-    from data.prompts import ITEM_END
-    from decoding.fingerprint import tokenizer_fingerprint
-    from decoding.item_tokens import item_token_ids
+    from dlsearch.data.prompts import ITEM_END
+    from dlsearch.decoding.fingerprint import tokenizer_fingerprint
+    from dlsearch.decoding.item_tokens import item_token_ids
 
     idmap.check_catalog(catalog)
     if source == "id":

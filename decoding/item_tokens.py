@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from data.prompts import ANSWER_PREFIX, ITEM_START, make_completion
+from dlsearch.data.prompts import ANSWER_PREFIX, ITEM_START, make_completion
 
 
 class ItemTokenizationError(ValueError):

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from data.prompts import ITEM_END, ITEM_START, encode_prompts
-from decoding.constraint import TrieConstraint
-from decoding.index import TrieIndex, _walk_exact
+from dlsearch.data.prompts import ITEM_END, ITEM_START, encode_prompts
+from dlsearch.decoding.constraint import TrieConstraint
+from dlsearch.decoding.index import TrieIndex, _walk_exact
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.formats import Conversation
-from data.prompts import render_conversation
-from evaluation.metrics import id_tie_order
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation
+from dlsearch.data.prompts import render_conversation
+from dlsearch.evaluation.metrics import id_tie_order
 
 
 def training_counts(train: Iterable[Conversation]) -> Counter[str]:
@@ -66,7 +66,7 @@ class BM25Search:
     name = "bm25"
 
     def __init__(self, catalog: Catalog, *, max_messages: int | None = None):
-        from retrieval.bm25 import build_bm25  # retrieval area: the one BM25 implementation
+        from dlsearch.retrieval.bm25 import build_bm25  # retrieval area: the one BM25 implementation
 
         self.catalog = catalog
         self.max_messages = max_messages

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
+from dlsearch.data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 

@@ -37,11 +37,11 @@ from typing import Any, Protocol, Union
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.catalog import Catalog, load_catalog_jsonl
-from data.formats import Conversation, Message, Prediction, load_conversations, load_predictions
-from evaluation.baselines import BM25Search, PopularitySearch, training_counts
-from evaluation.metrics import duplicate_rate, per_query_scores, valid_item_rate
-from evaluation.stats import bootstrap_ci, paired_test
+from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.formats import Conversation, Message, Prediction, load_conversations, load_predictions
+from dlsearch.evaluation.baselines import BM25Search, PopularitySearch, training_counts
+from dlsearch.evaluation.metrics import duplicate_rate, per_query_scores, valid_item_rate
+from dlsearch.evaluation.stats import bootstrap_ci, paired_test
 
 DEFAULT_METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "mrr")
 PRIMARY_METRIC = "recall@10"
@@ -126,7 +126,7 @@ def redial_turns_task(prepared_dir: str | Path) -> EvalTask:
 def movielens_loo_task(catalog: Catalog, histories: Mapping[str, Sequence[tuple[str, int]]], *, text_items: int = 20) -> EvalTask:
     """Leave-one-out next item: the query is the user's history before the last item, rendered as @<id> mentions
     (the last `text_items` of them in the text; all of them in `exclude`)."""
-    from data.splits import split_histories  # foundation: the one leave-one-out split every area uses
+    from dlsearch.data.splits import split_histories  # foundation: the one leave-one-out split every area uses
 
     splits = split_histories({u: list(e) for u, e in histories.items()})
     counts: Counter = Counter()

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.catalog import Catalog, Item, normalize_title, split_title_year
+from dlsearch.data.catalog import Catalog, Item, normalize_title, split_title_year
 
 _WORD_RE = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
 

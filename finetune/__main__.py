@@ -1,8 +1,8 @@
-"""`accelerate launch -m finetune --config configs/<recipe>.yaml [--set key=value ...] [--resume]`
+"""`accelerate launch -m dlsearch.finetune --config configs/<recipe>.yaml [--set key=value ...] [--resume]`
 
-Same entry as `dlsearch finetune`; also `python -m finetune` and `torchrun --nproc_per_node 2 -m finetune ...`.
+Same entry as `dlsearch finetune`; also `python -m dlsearch.finetune` and `torchrun --nproc_per_node 2 -m dlsearch.finetune ...`.
 """
 
-from finetune.cli import main
+from dlsearch.finetune.cli import main
 
 raise SystemExit(main())

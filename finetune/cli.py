@@ -1,4 +1,4 @@
-"""Argument parsing shared by `python -m finetune` / `accelerate launch -m finetune` and `dlsearch finetune`."""
+"""Argument parsing shared by `python -m dlsearch.finetune` / `accelerate launch -m dlsearch.finetune` and `dlsearch finetune`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from finetune.config import ConfigError, load_recipe
+from dlsearch.finetune.config import ConfigError, load_recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetune.train import run_recipe
+    from dlsearch.finetune.train import run_recipe
 
     cfg = load_recipe(args.config, args.overrides)
     infos = run_recipe(cfg, resume=args.resume)
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m finetune", description="Run a fine-tuning recipe.")
+    p = argparse.ArgumentParser(prog="python -m dlsearch.finetune", description="Run a fine-tuning recipe.")
     add_arguments(p)
     args = p.parse_args(argv)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
+from dlsearch.data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def _resolve_paths(cfg: RecipeConfig, config_dir: Path) -> None:
 
 
 def validate(cfg: RecipeConfig) -> None:
-    from data.prompts import TASKS
+    from dlsearch.data.prompts import TASKS
 
     if (cfg.model.size is None) == (cfg.model.pretrained is None):
         raise ConfigError("model: set exactly one of 'size' (build from scratch) or 'pretrained' (local model dir)")

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from data.catalog import Catalog
-from data.ids import IdMap
-from finetune.manifest import ManifestError, check_catalog, read_manifest
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap
+from dlsearch.finetune.manifest import ManifestError, check_catalog, read_manifest
 
 
 def model_dtype(name: str) -> torch.dtype:
@@ -75,7 +75,7 @@ def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: 
                   merge: bool) -> Any:
     from peft import PeftModel
 
-    from finetune.model_factory import add_id_tokens, model_fingerprint
+    from dlsearch.finetune.model_factory import add_id_tokens, model_fingerprint
 
     base = Path(base_model_dir or man["base_model"])
     if not (base / "config.json").exists():

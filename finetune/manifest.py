@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data.catalog import Catalog
-from data.ids import IdMap
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap
 
 MANIFEST = "manifest.json"
 
@@ -23,7 +23,7 @@ class ManifestError(ValueError):
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    from decoding.fingerprint import tokenizer_fingerprint as fp  # owned by decoding (TEAM.md contract)
+    from dlsearch.decoding.fingerprint import tokenizer_fingerprint as fp  # owned by decoding (TEAM.md contract)
 
     return fp(tokenizer)
 

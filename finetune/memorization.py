@@ -18,9 +18,9 @@ from typing import Any, Sequence
 import torch
 from transformers import TrainerCallback
 
-from data.catalog import Catalog
-from data.ids import IdMap
-from data.prompts import apply_chat_template, encode_prompts, prompt_for_item_task
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap
+from dlsearch.data.prompts import apply_chat_template, encode_prompts, prompt_for_item_task
 
 
 @torch.no_grad()

@@ -18,11 +18,11 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from data.catalog import Catalog
-from data.ids import IdMap
-from data.prompts import ANSWER_PREFIX, SPAN_MARKERS, TASKS, make_prompt, prompt_for_context, prompt_for_item_task
-from finetune.config import ModelSize, TokenizerConfig
-from finetune.manifest import write_manifest
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap
+from dlsearch.data.prompts import ANSWER_PREFIX, SPAN_MARKERS, TASKS, make_prompt, prompt_for_context, prompt_for_item_task
+from dlsearch.finetune.config import ModelSize, TokenizerConfig
+from dlsearch.finetune.manifest import write_manifest
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 

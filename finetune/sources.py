@@ -13,9 +13,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from data.catalog import Catalog, load_catalog_jsonl
-from data.ids import IdMap, build_idmap
-from finetune.config import DataConfig
+from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.ids import IdMap, build_idmap
+from dlsearch.finetune.config import DataConfig
 
 INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
 
@@ -26,12 +26,12 @@ def load_source(cfg: DataConfig) -> tuple[Catalog, IdMap, dict[str, Any]]:
     """(catalog restricted to max_items, its id map, raw extras such as histories or conversations)."""
     extras: dict[str, Any] = {}
     if cfg.dataset == "movielens":
-        from data.movielens import load_movielens
+        from dlsearch.data.movielens import load_movielens
 
         catalog, histories = load_movielens()
         extras["histories"] = histories
     elif cfg.dataset == "redial":
-        from data.redial import load_redial
+        from dlsearch.data.redial import load_redial
 
         if cfg.max_items is not None:
             raise ValueError("data.max_items: not supported for redial (conversations mention the whole catalog); use null")
@@ -73,7 +73,7 @@ def query_examples(root: Path, catalog: Catalog, idmap: IdMap) -> Dataset:
 
     A query is phrased in the title->id prompt (the query stands where the title would), so a model trained on
     both tasks answers titles and free-text requests with the same prompt, which is how direct search queries it."""
-    from data.prompts import prompt_for_item_task
+    from dlsearch.data.prompts import prompt_for_item_task
 
     path = root / QUERIES_FILE
     if not path.is_file():
@@ -104,7 +104,7 @@ def _cap(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
 
 def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], cfg: DataConfig) -> Dataset:
     """All training examples of one task (training splits only for conversations and histories)."""
-    from data.examples import conversation_examples, history_examples, indexing_examples
+    from dlsearch.data.examples import conversation_examples, history_examples, indexing_examples
 
     if task == "catalog_text":
         return catalog_text_examples(catalog)
@@ -117,7 +117,7 @@ def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, A
     if task == "history->next_item":
         if "histories" not in extras:
             raise ValueError(f"task {task!r} needs user histories; data.dataset {cfg.dataset!r} has none (use movielens)")
-        from data.splits import split_histories
+        from dlsearch.data.splits import split_histories
 
         # Only events on catalog items (max_items may cut the catalog); leave-one-out training events.
         hist = {u: [e for e in ev if e[0] in catalog] for u, ev in extras["histories"].items()}
@@ -127,8 +127,8 @@ def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, A
     if task.startswith("conversation->"):
         if "conversations" not in extras:
             raise ValueError(f"task {task!r} needs conversations; data.dataset {cfg.dataset!r} has none (use redial)")
-        from data.splits import split_conversations
-        from data.turns import as_turn_records
+        from dlsearch.data.splits import split_conversations
+        from dlsearch.data.turns import as_turn_records
 
         # Split the recommender-turn records, exactly as `dlsearch data prepare` does: splitting whole dialogues
         # would shuffle a different id list and train on prepare's test dialogues.

@@ -1,9 +1,9 @@
 """Supervised fine-tuning recipes: one or more stages of trl SFTTrainer (full, LoRA or QLoRA) over weighted task
 mixtures, each stage saved with a manifest and its measured memorization.
 
-    accelerate launch -m finetune --config configs/finetune-movielens-cpu.yaml            # 1 process (CPU or GPU)
-    accelerate launch --multi_gpu --num_processes 2 -m finetune --config ...      # 2 gloo processes on CPU too
-    torchrun --nproc_per_node 2 -m finetune --config ...
+    accelerate launch -m dlsearch.finetune --config configs/finetune-movielens-cpu.yaml            # 1 process (CPU or GPU)
+    accelerate launch --multi_gpu --num_processes 2 -m dlsearch.finetune --config ...      # 2 gloo processes on CPU too
+    torchrun --nproc_per_node 2 -m dlsearch.finetune --config ...
     dlsearch finetune --config configs/finetune-movielens-cpu.yaml [--set stages.index.train.lr=3e-3] [--resume]
 
 Output layout: stage k < last -> <output_dir>/stages/<name>/, the last stage -> <output_dir>/ itself; a from-scratch
@@ -23,16 +23,16 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from data.catalog import Catalog
-from data.ids import IdMap
-from data.prompts import apply_chat_template
-from finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
-from finetune.loading import load_base, load_finetuned, model_dtype
-from finetune.manifest import MANIFEST, read_manifest, write_manifest
-from finetune.memorization import CurveCallback, measure, save_curve, write_memorization
-from finetune.mixture import weighted_mixture
-from finetune.model_factory import id_tokens, init_scratch_model, model_fingerprint
-from finetune.sources import load_source, task_examples
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap
+from dlsearch.data.prompts import apply_chat_template
+from dlsearch.finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
+from dlsearch.finetune.loading import load_base, load_finetuned, model_dtype
+from dlsearch.finetune.manifest import MANIFEST, read_manifest, write_manifest
+from dlsearch.finetune.memorization import CurveCallback, measure, save_curve, write_memorization
+from dlsearch.finetune.mixture import weighted_mixture
+from dlsearch.finetune.model_factory import id_tokens, init_scratch_model, model_fingerprint
+from dlsearch.finetune.sources import load_source, task_examples
 
 
 # --- hardware-dependent defaults ------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path,
         kind, base_model = "adapter", str(base_dir.resolve())
         extra = {"base_model_fingerprint": model_fingerprint(base_dir), "method": stage.method}
     tokenizer.save_pretrained(str(stage_dir))
-    from finetune.config import to_dict
+    from dlsearch.finetune.config import to_dict
 
     write_manifest(stage_dir, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=base_model,
                    extra={"kind": kind, **extra, "stage": info, "recipe": to_dict(cfg), "complete": False})
@@ -294,7 +294,7 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
 def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
     """The model stage 1 starts from: built from scratch (tokenizer trained here) or the pretrained dir with the id
     tokens added. Re-runnable: an existing init dir for the same catalog and id scheme is reused."""
-    from finetune.model_factory import init_pretrained_model
+    from dlsearch.finetune.model_factory import init_pretrained_model
 
     init = Path(cfg.output_dir) / "init"
     if (init / MANIFEST).exists():

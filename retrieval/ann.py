@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from retrieval.shape import check_k, check_result
+from dlsearch.retrieval.shape import check_k, check_result
 
 log = logging.getLogger(__name__)
 

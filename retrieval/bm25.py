@@ -20,9 +20,9 @@ import bm25s
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
-from data.catalog import Catalog, Item
-from retrieval.shape import check_k, check_result, empty_result
-from data.encoder import item_text
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.retrieval.shape import check_k, check_result, empty_result
+from dlsearch.data.encoder import item_text
 
 MANIFEST = "manifest.json"
 STOPWORDS = "en"  # English stopwords, dropped from items and queries alike

@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from data.catalog import Catalog
-from data.formats import Conversation
-from retrieval.ann import AnnIndex
-from retrieval.bm25 import BM25Index, build_bm25
-from retrieval.concept import ConceptSearch, build_concept_index, load_concept_index, save_concept_index
-from retrieval.dual_encoder import (
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation
+from dlsearch.retrieval.ann import AnnIndex
+from dlsearch.retrieval.bm25 import BM25Index, build_bm25
+from dlsearch.retrieval.concept import ConceptSearch, build_concept_index, load_concept_index, save_concept_index
+from dlsearch.retrieval.dual_encoder import (
     DualEncoder, DualEncoderConfig, DualSearch, build_dual_index, conversation_pairs, history_pairs, train_dual_encoder,
 )
-from retrieval.embedding import embed_items, embed_texts, encoder_info
+from dlsearch.retrieval.embedding import embed_items, embed_texts, encoder_info
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog
-from retrieval.ann import AnnIndex, build_ann
-from retrieval.embedding import embed_items, embed_texts, encoder_info
-from retrieval.fusion import rrf
-from retrieval.shape import check_k, check_result, empty_result
+from dlsearch.data.catalog import Catalog
+from dlsearch.retrieval.ann import AnnIndex, build_ann
+from dlsearch.retrieval.embedding import embed_items, embed_texts, encoder_info
+from dlsearch.retrieval.fusion import rrf
+from dlsearch.retrieval.shape import check_k, check_result, empty_result
 
 AGGREGATES = ("mean", "weighted", "rrf")
 VOCAB_FILE = "concepts.json"
@@ -52,7 +52,7 @@ def build_concept_index(
     show_progress: bool = False,
 ) -> AnnIndex:
     """Embed every item's text (cached) and index it; the manifest names the catalog and encoder."""
-    from data.encoder import load_encoder
+    from dlsearch.data.encoder import load_encoder
 
     enc = encoder if encoder is not None else load_encoder(encoder_path)
     vecs = embed_items(catalog, encoder=enc, cache_dir=cache_dir, show_progress=show_progress)  # [n, d]

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.formats import Conversation
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation
 
 
 class DirectConversationSearch:
@@ -28,7 +28,7 @@ class DirectConversationSearch:
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
 
     def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        from decoding.generate import conversation_prompt
+        from dlsearch.decoding.generate import conversation_prompt
 
         if any(not isinstance(c, Conversation) for c in convs):
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
@@ -40,9 +40,9 @@ class DirectConversationSearch:
 def direct_from_config(*, catalog: Catalog, model_dir: str | None, index: str, beams: int = 20, batch_size: int = 8,
                        adapter: str | None = None) -> DirectConversationSearch:
     """Load the fine-tuned model and its trie index (checked against this catalog's hash and the tokenizer)."""
-    from decoding.direct import DirectSearch
-    from decoding.generate import load_model
-    from decoding.index import TrieIndex
+    from dlsearch.decoding.direct import DirectSearch
+    from dlsearch.decoding.generate import load_model
+    from dlsearch.decoding.index import TrieIndex
 
     if not model_dir:
         raise ValueError("direct search needs 'model_dir' (the fine-tuned model) in the recommend config")

@@ -33,11 +33,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from data.catalog import Catalog
-from data.formats import Conversation
-from retrieval.ann import AnnIndex, build_ann
-from retrieval.embedding import conversation_text, embed_texts
-from retrieval.shape import check_k
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation
+from dlsearch.retrieval.ann import AnnIndex, build_ann
+from dlsearch.retrieval.embedding import conversation_text, embed_texts
+from dlsearch.retrieval.shape import check_k
 
 CONTEXT_TOWERS = ("encoder", "llm")
 NEGATIVES = ("in_batch", "catalog")
@@ -70,7 +70,7 @@ class DualEncoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "dual encoder config") -> "DualEncoderConfig":
         """Unknown keys (with the closest valid name) and wrong types are a ConfigError naming `where` and the key."""
-        from data.config import from_dict
+        from dlsearch.data.config import from_dict
 
         return from_dict(cls, d, where)
 

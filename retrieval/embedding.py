@@ -10,10 +10,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.encoder import encode_texts, encoder_fingerprint, item_text, load_encoder
-from data.formats import Conversation
-from data.prompts import render_conversation
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.encoder import encode_texts, encoder_fingerprint, item_text, load_encoder
+from dlsearch.data.formats import Conversation
+from dlsearch.data.prompts import render_conversation
 
 MAX_MESSAGES = 8  # the encoder reads 256 word pieces; the last turns carry the request, older ones get truncated
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.shape import check_k, check_result, empty_result
+from dlsearch.retrieval.shape import check_k, check_result, empty_result
 
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
 

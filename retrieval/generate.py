@@ -1,6 +1,6 @@
 """Queries for the fallbacks from the fine-tuned model: `conversation->concepts` and `conversation->query`.
 
-    gen = TaskGenerator(model, tokenizer, catalog)        # model/tokenizer from finetune.loading.load_finetuned
+    gen = TaskGenerator(model, tokenizer, catalog)        # model/tokenizer from dlsearch.finetune.loading.load_finetuned
     gen.concepts(conversation) -> ["sci-fi", "robots"]    # free generation, split on ", "
     gen.query(conversation)    -> "funny space adventure"
 
@@ -15,15 +15,15 @@ from typing import Any, Sequence
 
 import torch
 
-from data.catalog import Catalog
-from data.formats import Conversation
-from data.prompts import (
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation
+from dlsearch.data.prompts import (
     CONCEPT_SEP,
     apply_chat_template,
     encode_prompts,
     prompt_for_context,
 )
-from retrieval.embedding import conversation_text
+from dlsearch.retrieval.embedding import conversation_text
 
 
 class TaskGenerator:
@@ -63,7 +63,7 @@ class TaskGenerator:
 
 def load_model(model_dir: str, catalog: Catalog | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a fine-tuned model dir: finetune.loading.load_finetuned (plain or adapter dirs)."""
-    from finetune.loading import load_finetuned
+    from dlsearch.finetune.loading import load_finetuned
 
     model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
     return model, tokenizer

@@ -27,11 +27,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.formats import Conversation, Prediction, ScoredItem
-from retrieval.embedding import conversation_text
-from retrieval.fusion import RRF_K, rrf
-from retrieval.shape import check_k, topk_from_lists
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation, Prediction, ScoredItem
+from dlsearch.retrieval.embedding import conversation_text
+from dlsearch.retrieval.fusion import RRF_K, rrf
+from dlsearch.retrieval.shape import check_k, topk_from_lists
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Policy:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "policy") -> "Policy":
         """Unknown keys (with the closest valid name) and wrong types are a ConfigError naming `where` and the key."""
-        from data.config import from_dict
+        from dlsearch.data.config import from_dict
 
         return from_dict(cls, d, where)
 

@@ -25,9 +25,9 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import httpx
 import numpy as np
 
-from data.catalog import Catalog
-from data.formats import ScoredItem
-from retrieval.shape import check_k, check_result, topk_from_lists
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import ScoredItem
+from dlsearch.retrieval.shape import check_k, check_result, topk_from_lists
 
 log = logging.getLogger(__name__)
 

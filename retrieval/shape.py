@@ -13,8 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.formats import Prediction, ScoredItem
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Prediction, ScoredItem
 
 PAD_SCORE = float("-inf")
 PAD_ROW = -1

@@ -10,8 +10,8 @@ import argparse
 import json
 from typing import Any
 
-from data.ids import SCHEMES
-from data.loaders import load_catalog
+from dlsearch.data.ids import SCHEMES
+from dlsearch.data.loaders import load_catalog
 
 
 def _columns(text: str) -> dict[str, str]:
@@ -62,7 +62,7 @@ def _param(text: str) -> tuple[str, Any]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from data.prepare import prepare
+    from dlsearch.data.prepare import prepare
 
     prepare(args.dataset, args.ids, args.out, seed=args.seed, scheme_params=dict(map(_param, args.param)),
             cache_dir=args.cache_dir, columns=args.columns, concept_sep=args.concept_sep)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation.config import config_from_dict, load_config, parse_override
-from evaluation.runner import TASKS, EvaluateConfig, run_evaluation
+from dlsearch.evaluation.config import config_from_dict, load_config, parse_override
+from dlsearch.app.runner import TASKS, EvaluateConfig, run_evaluation
 
 
 def register(sub: argparse._SubParsersAction) -> None:

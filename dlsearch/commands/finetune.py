@@ -1,5 +1,5 @@
 """`dlsearch finetune --config configs/<recipe>.yaml [--set key=value] [--resume]` (same code as
-`accelerate launch -m finetune ...`)."""
+`accelerate launch -m dlsearch.finetune ...`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from finetune.cli import add_arguments
+    from dlsearch.finetune.cli import add_arguments
 
     p = sub.add_parser("finetune", help="run a fine-tuning recipe (full / LoRA / QLoRA stages, memorization measured)")
     add_arguments(p)
@@ -15,6 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from finetune.cli import run
+    from dlsearch.finetune.cli import run
 
     return run(args)

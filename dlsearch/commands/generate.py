@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from decoding.generate import generate_predictions
+    from dlsearch.decoding.generate import generate_predictions
 
     stats = generate_predictions(args.model, args.index, args.input, args.out, adapter=args.adapter,
                                  catalog_path=args.catalog, beams=args.beams, k=args.k, batch_size=args.batch_size,

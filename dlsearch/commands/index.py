@@ -31,9 +31,9 @@ def build_trie(args: argparse.Namespace) -> dict[str, Any]:
 
     from transformers import AutoTokenizer
 
-    from data.catalog import load_catalog_jsonl
-    from data.ids import IdMap, build_idmap
-    from decoding.index import build_index
+    from dlsearch.data.catalog import load_catalog_jsonl
+    from dlsearch.data.ids import IdMap, build_idmap
+    from dlsearch.decoding.index import build_index
 
     if not args.model:
         raise ValueError("--kind trie needs --model (the model dir whose tokenizer will decode)")

@@ -44,9 +44,9 @@ def _path(explicit: str | None, data: str | None, rel: str, what: str, required:
 def build(args: argparse.Namespace) -> dict:
     import yaml
 
-    from data.catalog import load_catalog_jsonl
-    from data.formats import load_conversations
-    from retrieval import build as b
+    from dlsearch.data.catalog import load_catalog_jsonl
+    from dlsearch.data.formats import load_conversations
+    from dlsearch.retrieval import build as b
 
     catalog = load_catalog_jsonl(_path(args.catalog, args.data, "catalog.jsonl", "catalog"))
     params = {k: v for k, v in (("efSearch", args.ef_search), ("nprobe", args.nprobe)) if v is not None}
@@ -65,7 +65,7 @@ def build(args: argparse.Namespace) -> dict:
         vpath = _path(args.validation, args.data, "conversations/validation.jsonl", "validation", required=False)
         histories = None
         if args.movielens is not None:
-            from data.movielens import load_movielens
+            from dlsearch.data.movielens import load_movielens
 
             histories = load_movielens(args.movielens or None)
         res = b.build_dual(catalog, args.out, train, validation=load_conversations(vpath) if vpath else None, histories=histories,

@@ -38,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from data.catalog import load_catalog_jsonl
-    from data.ids import IdMap
-    from finetune.config import TokenizerConfig, load_model_size
-    from finetune.model_factory import init_pretrained_model, init_scratch_model
+    from dlsearch.data.catalog import load_catalog_jsonl
+    from dlsearch.data.ids import IdMap
+    from dlsearch.finetune.config import TokenizerConfig, load_model_size
+    from dlsearch.finetune.model_factory import init_pretrained_model, init_scratch_model
 
     catalog = load_catalog_jsonl(args.catalog)
     idmap = IdMap.load(args.idmap)
@@ -56,7 +56,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from finetune.train import export_merged
+    from dlsearch.finetune.train import export_merged
 
     print(json.dumps({"merged": str(export_merged(args.adapter_dir, args.out))}))
     return 0
@@ -65,10 +65,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_memorization(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from data.catalog import load_catalog_jsonl
-    from data.ids import IdMap
-    from finetune.loading import load_finetuned
-    from finetune.memorization import measure, write_memorization
+    from dlsearch.data.catalog import load_catalog_jsonl
+    from dlsearch.data.ids import IdMap
+    from dlsearch.finetune.loading import load_finetuned
+    from dlsearch.finetune.memorization import measure, write_memorization
 
     d = Path(args.model_dir)
     catalog, idmap = load_catalog_jsonl(d / "catalog.jsonl"), IdMap.load(d / "idmap.json")

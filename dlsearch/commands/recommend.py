@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from retrieval.recommend_config import recommend_file
+    from dlsearch.app.recommend import recommend_file
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in (("k", args.k), ("catalog", args.catalog)) if v is not None}

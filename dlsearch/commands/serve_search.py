@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve_search(args: argparse.Namespace) -> int:
-    from data.catalog import load_catalog_jsonl
-    from retrieval.bm25 import BM25Index, build_bm25
-    from retrieval.search_server import serve
+    from dlsearch.data.catalog import load_catalog_jsonl
+    from dlsearch.retrieval.bm25 import BM25Index, build_bm25
+    from dlsearch.app.search_server import serve
 
     catalog = load_catalog_jsonl(args.catalog)
     engine = BM25Index.load(args.index, catalog) if args.index else build_bm25(catalog)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation.config import load_config
+from dlsearch.evaluation.config import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from evaluation.sweep import SweepConfig, print_sweep, run_sweep
-    from evaluation.sweep_steps import default_steps
+    from dlsearch.app.sweep import SweepConfig, print_sweep, run_sweep
+    from dlsearch.app.sweep_steps import default_steps
 
     cfg = load_config(args.config, SweepConfig, overrides=args.set)
     result = run_sweep(cfg, default_steps(), config_path=args.config)

@@ -1,6 +1,6 @@
 """Offline `evaluate` modules, one directory each, wrapping evaluation/metrics.py.
 
-    from evaluation.metric_modules import load_metric
+    from dlsearch.evaluation.metric_modules import load_metric
     recall = load_metric("recall_at_k")        # == evaluate.load("<this dir>/recall_at_k"): a local path, no hub
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 import datasets
 import evaluate
 
-from evaluation.metrics import mean_metric, rank_by_score
+from dlsearch.evaluation.metrics import mean_metric, rank_by_score
 
 RANKINGS = datasets.Sequence(datasets.Value("string"))  # one list of item ids per query
 

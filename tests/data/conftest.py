@@ -15,35 +15,35 @@ EMBEDDING_CACHE = (Path(os.environ["DLSEARCH_CACHE_DIR"]) if os.environ.get("DLS
 
 @pytest.fixture(scope="session")
 def movielens():
-    from data.movielens import load_movielens
+    from dlsearch.data.movielens import load_movielens
 
     return load_movielens()
 
 
 @pytest.fixture(scope="session")
 def redial():
-    from data.redial import load_redial
+    from dlsearch.data.redial import load_redial
 
     return load_redial()
 
 
 @pytest.fixture(scope="session")
 def ml_embeddings(movielens):
-    from data.semantic_ids import item_embeddings
+    from dlsearch.data.semantic_ids import item_embeddings
 
     return item_embeddings(movielens[0], cache_dir=EMBEDDING_CACHE)
 
 
 @pytest.fixture(scope="session")
 def semantic_map(movielens, ml_embeddings):
-    from data.ids import build_idmap
+    from dlsearch.data.ids import build_idmap
 
     return build_idmap(movielens[0], "semantic", seed=0, embeddings=ml_embeddings)  # the default configuration
 
 
 @pytest.fixture(scope="session")
 def collaborative_map(movielens, ml_embeddings):
-    from data.ids import build_idmap
+    from dlsearch.data.ids import build_idmap
 
     catalog, histories = movielens
     return build_idmap(catalog, "collaborative", seed=0, histories=histories, embeddings=ml_embeddings)

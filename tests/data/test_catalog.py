@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from data.catalog import Catalog, CatalogError, Item, load_catalog_jsonl, normalize_title, split_title_year
+from dlsearch.data.catalog import Catalog, CatalogError, Item, load_catalog_jsonl, normalize_title, split_title_year
 
 
 def _write(tmp_path, lines: list[str | bytes]):

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict
+from dlsearch.data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict
 
 
 @dataclass

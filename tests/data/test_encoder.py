@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data.catalog import Item
-from data.encoder import encode_texts, item_text, load_encoder
+from dlsearch.data.catalog import Item
+from dlsearch.data.encoder import encode_texts, item_text, load_encoder
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Jumanji (1995)", "Toy Story 2 (1999)"]
 

@@ -2,12 +2,12 @@
 
 import pytest
 
-from data.examples import COLUMNS, conversation_examples, history_examples, indexing_examples, search_query
-from data.formats import Conversation, Message
-from data.ids import build_idmap
-from data.prompts import ANSWER_PREFIX, make_prompt
-from data.splits import split_histories
-from data.turns import all_recommender_turns, recommender_turns
+from dlsearch.data.examples import COLUMNS, conversation_examples, history_examples, indexing_examples, search_query
+from dlsearch.data.formats import Conversation, Message
+from dlsearch.data.ids import build_idmap
+from dlsearch.data.prompts import ANSWER_PREFIX, make_prompt
+from dlsearch.data.splits import split_histories
+from dlsearch.data.turns import all_recommender_turns, recommender_turns
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from data.catalog import Catalog
-from data.ids import IdMap, IdMapError, build_idmap
-from data.semantic_ids import semantic_stats
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap, IdMapError, build_idmap
+from dlsearch.data.semantic_ids import semantic_stats
 
 N_MOVIELENS = 9742
 SIMPLE = ("atomic", "sequential", "random", "title")

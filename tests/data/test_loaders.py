@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.catalog import CatalogError
-from data.loaders import load_catalog
+from dlsearch.data.catalog import CatalogError
+from dlsearch.data.loaders import load_catalog
 from dlsearch.cli import main
 
 MAP = {"id": "movieId", "title": "movieName", "concepts": "genres"}

@@ -2,11 +2,11 @@
 
 import json
 
-from data.catalog import load_catalog_jsonl
-from data.formats import load_conversations
-from data.ids import IdMap
-from data.prepare import load_examples, prepare
-from data.splits import check_conversation_splits
+from dlsearch.data.catalog import load_catalog_jsonl
+from dlsearch.data.formats import load_conversations
+from dlsearch.data.ids import IdMap
+from dlsearch.data.prepare import load_examples, prepare
+from dlsearch.data.splits import check_conversation_splits
 from dlsearch.cli import main
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -19,7 +19,7 @@ def _folder(tmp_path, redial, n_dialogues=40):
     ids = list(dict.fromkeys(i for d in dialogues for i in d.mentioned()))
     src = tmp_path / "src"
     catalog.subset(ids).save_jsonl(src / "catalog.jsonl")
-    from data.formats import save_conversations
+    from dlsearch.data.formats import save_conversations
 
     save_conversations(src / "conversations.jsonl", dialogues)
     return src, len(ids)
@@ -66,7 +66,7 @@ def test_cli_prepare_redial_atomic(tmp_path, capsys):
 
 
 def test_cli_prepare_movielens_histories(tmp_path, capsys, movielens):
-    from data.splits import split_histories
+    from dlsearch.data.splits import split_histories
 
     expected_train = sum(min(20, len(ev) - 1) for ev in split_histories(movielens[1])["train"].values())
     out = tmp_path / "ml"
@@ -79,9 +79,9 @@ def test_cli_prepare_movielens_histories(tmp_path, capsys, movielens):
 
 
 def test_collaborative_ids_see_training_interactions_only(tmp_path, redial):
-    from data.prepare import _train_interactions
-    from data.splits import split_conversations
-    from data.turns import all_recommender_turns
+    from dlsearch.data.prepare import _train_interactions
+    from dlsearch.data.splits import split_conversations
+    from dlsearch.data.turns import all_recommender_turns
 
     turns = all_recommender_turns(redial[1][:60])
     splits = split_conversations(turns, seed=0)

@@ -6,7 +6,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 from trl.data_utils import _tokenize
 
-from data.prompts import encode_prompts
+from dlsearch.data.prompts import encode_prompts
 
 
 def _bos_tokenizer() -> PreTrainedTokenizerFast:
@@ -29,7 +29,7 @@ def test_prompts_are_encoded_as_trl_trains_them() -> None:
 
 
 def test_memorization_generation_feeds_the_bos(monkeypatch) -> None:
-    from finetune.memorization import generate_ids
+    from dlsearch.finetune.memorization import generate_ids
 
     tok = _bos_tokenizer()
     seen = {}

@@ -1,7 +1,7 @@
 """Loaders on the real shipped ReDial and MovieLens files."""
 
-from data.formats import MENTION_RE
-from data.linking import title_keys
+from dlsearch.data.formats import MENTION_RE
+from dlsearch.data.linking import title_keys
 
 
 def test_movielens_catalog_and_histories(movielens):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from data.splits import LeakageError, check_conversation_splits, check_history_splits, split_conversations, split_histories
-from data.turns import all_recommender_turns
+from dlsearch.data.splits import LeakageError, check_conversation_splits, check_history_splits, split_conversations, split_histories
+from dlsearch.data.turns import all_recommender_turns
 
 
 def test_conversation_split_by_dialogue(redial):

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from decoding.constraint import TrieConstraint
-from decoding.index import index_from_sequences
+from dlsearch.decoding.constraint import TrieConstraint
+from dlsearch.decoding.index import index_from_sequences
 
 from decoding_fixtures import make_model, random_prompts
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from transformers import LogitsProcessor
 
-from data.catalog import Catalog, Item
-from data.formats import Conversation, Message, load_predictions, save_conversations
-from data.ids import build_idmap
-from decoding.direct import DirectSearch
-from decoding.fuzzy import FuzzyMatcher
-from decoding.generate import conversation_prompt, recommend_for_conversation
-from decoding.index import TrieIndex, build_index
-from decoding.spans import generate_with_items, marker_ids
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Conversation, Message, load_predictions, save_conversations
+from dlsearch.data.ids import build_idmap
+from dlsearch.decoding.direct import DirectSearch
+from dlsearch.decoding.fuzzy import FuzzyMatcher
+from dlsearch.decoding.generate import conversation_prompt, recommend_for_conversation
+from dlsearch.decoding.index import TrieIndex, build_index
+from dlsearch.decoding.spans import generate_with_items, marker_ids
 from dlsearch.cli import main
 
 from decoding_fixtures import make_model, make_tokenizer
@@ -50,7 +50,7 @@ def test_cli_index_build_and_generate(tmp_path, model_dir):
     assert main(["generate", "--model", str(model_dir), "--index", str(tmp_path / "trie"), "--input",
                  str(tmp_path / "convs.jsonl"), "--beams", "6", "--k", "4", "--out", str(tmp_path / "preds.jsonl")]) == 0
     # Conversation objects as queries: the conversation->item prompt, mentioned items masked
-    from decoding.generate import load_model
+    from dlsearch.decoding.generate import load_model
 
     model, tok = load_model(model_dir, catalog=CATALOG)
     index = TrieIndex.load(tmp_path / "trie", tokenizer=tok, catalog_hash=CATALOG.content_hash())

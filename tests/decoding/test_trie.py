@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.catalog import Catalog, Item
-from data.ids import build_idmap
-from decoding.fingerprint import tokenizer_fingerprint
-from decoding.index import IndexMismatchError, TrieIndex, build_index, index_from_sequences
-from decoding.item_tokens import ItemTokenizationError, item_token_ids
-from decoding.trie import TokenTrie, TrieError, build_trie, pad_sequences
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.ids import build_idmap
+from dlsearch.decoding.fingerprint import tokenizer_fingerprint
+from dlsearch.decoding.index import IndexMismatchError, TrieIndex, build_index, index_from_sequences
+from dlsearch.decoding.item_tokens import ItemTokenizationError, item_token_ids
+from dlsearch.decoding.trie import TokenTrie, TrieError, build_trie, pad_sequences
 
 from decoding_fixtures import make_tokenizer
 
@@ -85,7 +85,7 @@ def test_build_index_tokenizes_like_the_model(kind):
     idmap = build_idmap(cat, "random", seed=0)
     index = build_index(cat, idmap, tokenizer)
     # the tokens the model must emit are exactly the completion's tokens after the prompt
-    from data.prompts import make_completion, prompt_for_item_task
+    from dlsearch.data.prompts import make_completion, prompt_for_item_task
 
     for item in list(cat)[:10]:
         ex = prompt_for_item_task("title->id", title=item.title, code=idmap.code(item.id))
@@ -160,9 +160,9 @@ def test_delta_add_and_retire_then_merge_on_save(tmp_path):
 def test_real_redial_titles_index_round_trip():
     """All 6,924 bundled ReDial movies, indexed by title with a tokenizer trained on them: every title's tokens, as
     the model emits them after the prompt, lead to its own item; fuzzy matching finds titles with a typo."""
-    from data.prompts import ANSWER_PREFIX, make_completion
-    from data.redial import load_redial_movies
-    from decoding.fuzzy import FuzzyMatcher
+    from dlsearch.data.prompts import ANSWER_PREFIX, make_completion
+    from dlsearch.data.redial import load_redial_movies
+    from dlsearch.decoding.fuzzy import FuzzyMatcher
 
     cat = load_redial_movies()
     idmap = build_idmap(cat, "title")
@@ -173,7 +173,7 @@ def test_real_redial_titles_index_round_trip():
     full = tok([ANSWER_PREFIX + make_completion(c) for c in codes], add_special_tokens=False)["input_ids"]
     ctx = len(tok(ANSWER_PREFIX, add_special_tokens=False)["input_ids"])
     tokens, lengths = pad_sequences([f[ctx:] for f in full])
-    from decoding.index import _walk_exact
+    from dlsearch.decoding.index import _walk_exact
 
     rows = _walk_exact(index.base.trie, tokens, lengths)
     assert [index.base.item_ids[r] for r in rows] == cat.ids  # vectorized walk over every item

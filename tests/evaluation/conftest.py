@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from data.catalog import Catalog, Item
-from data.formats import MENTION_RE, Conversation, Message, save_conversations
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import MENTION_RE, Conversation, Message, save_conversations
 
 N_DIALOGUES = 90  # first dialogues of the shipped file: 60 train, 30 test
 N_TRAIN = 60

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation import metrics as M
-from evaluation.metric_modules import METRIC_MODULES, load_metric, metric_module_path
+from dlsearch.evaluation import metrics as M
+from dlsearch.evaluation.metric_modules import METRIC_MODULES, load_metric, metric_module_path
 
 N_QUERIES = 50
 N_ITEMS = 30
@@ -69,7 +69,7 @@ def test_every_module_loads_from_its_directory_or_script_path() -> None:
 
 
 def test_ranking_modules_name_their_metric_and_refuse_unknown_arguments() -> None:
-    from evaluation.metric_modules import load_metric
+    from dlsearch.evaluation.metric_modules import load_metric
 
     got = {name: load_metric(name).compute(predictions=[["1", "2"]], references=[["2"]]) for name in ("recall_at_k", "hit_at_k", "ndcg_at_k", "mrr")}
     assert got == {"recall_at_k": {"recall@10": 1.0}, "hit_at_k": {"hit@10": 1.0}, "ndcg_at_k": {"ndcg@10": pytest.approx(1 / np.log2(3))},

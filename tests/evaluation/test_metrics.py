@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation import metrics as M
+from dlsearch.evaluation import metrics as M
 
 N_QUERIES = 60
 N_ITEMS = 40

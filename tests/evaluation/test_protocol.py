@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from data.catalog import Catalog, Item
-from data.formats import Prediction, ScoredItem, save_predictions
-from evaluation import protocol as P
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Prediction, ScoredItem, save_predictions
+from dlsearch.evaluation import protocol as P
 
 
 def test_redial_task_reads_the_prepared_split(redial_prepared) -> None:
@@ -33,7 +33,7 @@ def test_leaky_split_is_refused(redial_prepared, tmp_path) -> None:
 
 def test_excluded_mode_removes_mentioned_items_and_targets() -> None:
     cat = Catalog([Item(str(i), f"m{i}") for i in range(6)])
-    from data.formats import Conversation, Message
+    from dlsearch.data.formats import Conversation, Message
 
     q = [Conversation("d:1", [Message("user", "hi @1")], exclude=["1"], targets=["1", "2"]),
          Conversation("e:1", [Message("user", "@3")], exclude=["3"], targets=["3"])]

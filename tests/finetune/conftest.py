@@ -40,7 +40,7 @@ def env() -> dict[str, str]:
 
 def finetune_cmd(out: Path, *extra: str, entry: str = "dlsearch") -> list[str]:
     sets = [a for kv in [f"output_dir={out}", *TINY, *extra] for a in ("--set", kv)]
-    mod = ["-m", "dlsearch", "finetune"] if entry == "dlsearch" else ["-m", "finetune"]
+    mod = ["-m", "dlsearch", "finetune"] if entry == "dlsearch" else ["-m", "dlsearch.finetune"]
     return [sys.executable, *mod, "--config", str(RECIPE), *sets]
 
 

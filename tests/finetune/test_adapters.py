@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.catalog import Catalog, Item
-from finetune.config import load_recipe
-from finetune.loading import load_finetuned
-from finetune.manifest import ManifestError
-from finetune.sources import load_source
-from finetune.train import active_stages, prepare_base, train_stage
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.finetune.config import load_recipe
+from dlsearch.finetune.loading import load_finetuned
+from dlsearch.finetune.manifest import ManifestError
+from dlsearch.finetune.sources import load_source
+from dlsearch.finetune.train import active_stages, prepare_base, train_stage
 from tests.finetune.conftest import RECIPE, TINY
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import ConfigError, load_model_size, load_recipe
+from dlsearch.finetune.config import ConfigError, load_model_size, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "configs").glob("finetune-*.yaml"))
@@ -66,7 +66,7 @@ def test_hardware_defaults_on_cpu() -> None:
     """trl defaults bf16 and gradient checkpointing on; on CPU both must be off (6-8x slower)."""
     import torch
 
-    from finetune.train import sft_args
+    from dlsearch.finetune.train import sft_args
 
     cfg = load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml")
     args = sft_args(cfg.stages[0].train, Path("/tmp/x"), seed=0)

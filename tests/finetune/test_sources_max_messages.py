@@ -3,11 +3,11 @@ over-long prompt would lose its completion)."""
 
 from __future__ import annotations
 
-from data.catalog import Catalog, Item
-from data.formats import Conversation, Message
-from data.ids import build_idmap
-from finetune.config import DataConfig
-from finetune.sources import task_examples
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Conversation, Message
+from dlsearch.data.ids import build_idmap
+from dlsearch.finetune.config import DataConfig
+from dlsearch.finetune.sources import task_examples
 
 
 def test_max_messages_keeps_only_the_last_messages() -> None:

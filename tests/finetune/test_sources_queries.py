@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from data.catalog import Catalog, Item
-from data.ids import build_idmap
-from finetune.config import DataConfig
-from finetune.sources import task_examples
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.ids import build_idmap
+from dlsearch.finetune.config import DataConfig
+from dlsearch.finetune.sources import task_examples
 
 
 def _catalog() -> Catalog:

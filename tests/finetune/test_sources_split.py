@@ -1,11 +1,11 @@
 """Regression: finetune's conversation examples come only from the training dialogues of prepare's split."""
 
-from data.ids import build_idmap
-from data.redial import load_redial
-from data.splits import dialogue_id, split_conversations
-from data.turns import all_recommender_turns
-from finetune.config import DataConfig
-from finetune.sources import task_examples
+from dlsearch.data.ids import build_idmap
+from dlsearch.data.redial import load_redial
+from dlsearch.data.splits import dialogue_id, split_conversations
+from dlsearch.data.turns import all_recommender_turns
+from dlsearch.finetune.config import DataConfig
+from dlsearch.finetune.sources import task_examples
 
 
 def test_conversation_examples_use_prepares_train_split_only():

@@ -71,12 +71,10 @@ def test_kill_and_resume_reaches_same_weights(tiny_run: tuple[Path, list[dict]],
     assert worst <= 1e-5, worst
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-                    reason="torchrun not installed")
 def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "finetune"] + finetune_cmd(
+    # torch.distributed.run is torchrun's module: no dependence on where the console script was installed
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m", "dlsearch.finetune"] + finetune_cmd(
         out, "record_shards=true", "stages.history.enabled=false", "stages.index.train.max_steps=3",
         "stages.index.train.batch_size=4",
         "eval.curve_every=0", "eval.memorization=false", entry="finetune")[3:]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.catalog import Catalog, Item
+from dlsearch.data.catalog import Catalog, Item
 
 REPO = Path(__file__).resolve().parents[2]
 ML = REPO / "data" / "datasets" / "movielens-latest-small"
@@ -54,7 +54,7 @@ N_DIALOGUES = 60  # ReDial dialogues in the real-data sample (~250 mentioned mov
 def recommender_turns(dialogues):
     """Per-turn conversations as `dlsearch data prepare` writes them: context before an assistant turn that
     mentions movies not mentioned before; targets = those movies. (Test stand-in until data.splits lands.)"""
-    from data.formats import MENTION_RE, Conversation
+    from dlsearch.data.formats import MENTION_RE, Conversation
 
     out = []
     for d in dialogues:
@@ -71,8 +71,8 @@ def recommender_turns(dialogues):
 @pytest.fixture(scope="session")
 def redial_sample():
     """(catalog of the movies mentioned in the first N_DIALOGUES dialogues, their recommender turns)."""
-    from data.formats import MENTION_RE
-    from data.redial import load_redial
+    from dlsearch.data.formats import MENTION_RE
+    from dlsearch.data.redial import load_redial
 
     catalog, dialogues = load_redial()
     dialogues = dialogues[:N_DIALOGUES]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.ann import AnnIndex, build_ann, normalize
+from dlsearch.retrieval.ann import AnnIndex, build_ann, normalize
 
 N, D = 2000, 32
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.bm25 import BM25Index, build_bm25
-from retrieval.shape import check_result
+from dlsearch.retrieval.bm25 import BM25Index, build_bm25
+from dlsearch.retrieval.shape import check_result
 
 
 def test_title_query_finds_the_item(ml_catalog):

@@ -6,9 +6,9 @@ import json
 
 import yaml
 
-from data.formats import Conversation, Message, load_predictions, save_conversations
+from dlsearch.data.formats import Conversation, Message, load_predictions, save_conversations
 from dlsearch.cli import main
-from retrieval.search_server import free_port
+from dlsearch.app.search_server import free_port
 
 
 def test_index_build_and_recommend(redial_sample, embed_cache, tmp_path, capsys):

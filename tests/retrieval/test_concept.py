@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.concept import ConceptSearch, build_concept_index, load_concept_index, save_concept_index, snap_to_vocabulary
-from retrieval.fusion import rrf
+from dlsearch.retrieval.concept import ConceptSearch, build_concept_index, load_concept_index, save_concept_index, snap_to_vocabulary
+from dlsearch.retrieval.fusion import rrf
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data.catalog import Catalog, Item
-from data.formats import Conversation, Message, load_predictions, save_conversations
-from data.ids import build_idmap
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Conversation, Message, load_predictions, save_conversations
+from dlsearch.data.ids import build_idmap
 from dlsearch.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "decoding"))
 from decoding_fixtures import make_model, make_tokenizer  # noqa: E402
 
 TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "The Matrix (1999)", "Grumpier Old Men (1995)",
@@ -25,7 +24,7 @@ CATALOG = Catalog([Item(str(100 + i), t, concepts=("Drama",)) for i, t in enumer
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from decoding.index import build_index
+    from dlsearch.decoding.index import build_index
 
     d = tmp_path_factory.mktemp("direct")
     tok = make_tokenizer()

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.dual_encoder import (
+from dlsearch.retrieval.dual_encoder import (
     DualEncoder, DualEncoderConfig, DualSearch, build_dual_index, conversation_pairs, history_pairs, llm_features,
     recall_at, train_dual_encoder,
 )
-from retrieval.embedding import embed_items, embed_texts
+from dlsearch.retrieval.embedding import embed_items, embed_texts
 
 D = 64
 

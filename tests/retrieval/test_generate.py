@@ -6,8 +6,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from data.formats import Conversation, Message
-from retrieval.generate import TaskGenerator
+from dlsearch.data.formats import Conversation, Message
+from dlsearch.retrieval.generate import TaskGenerator
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import logging
 import numpy as np
 import pytest
 
-from data.formats import Conversation, Message
-from retrieval.bm25 import build_bm25
-from retrieval.router import Policy, Router, Strategy, load_memorization
-from retrieval.search_api import HTTPSearchAPI
-from retrieval.search_server import ServerThread, create_app, free_port
-from retrieval.shape import topk_from_lists
+from dlsearch.data.formats import Conversation, Message
+from dlsearch.retrieval.bm25 import build_bm25
+from dlsearch.retrieval.router import Policy, Router, Strategy, load_memorization
+from dlsearch.retrieval.search_api import HTTPSearchAPI
+from dlsearch.app.search_server import ServerThread, create_app, free_port
+from dlsearch.retrieval.shape import topk_from_lists
 
 
 class FixedDirect:
@@ -45,7 +45,7 @@ def _write_mem(tmp_path, catalog_hash, em):
 def test_search_api_down_degrades_to_other_strategies(ml_catalog, caplog):
     dead = HTTPSearchAPI(ml_catalog, f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.0)
     router = Router(ml_catalog, {"search_api": dead, "bm25": build_bm25(ml_catalog)})
-    with caplog.at_level(logging.WARNING, logger="retrieval.router"):
+    with caplog.at_level(logging.WARNING, logger="dlsearch.retrieval.router"):
         pred = router.recommend(_conv("I want something like Jumanji"), k=5)
     assert pred.items and all(s.strategy == "bm25" for s in pred.items)
     assert ml_catalog[pred.items[0].item_id].title.startswith("Jumanji")
@@ -124,8 +124,8 @@ def test_everything_down_raises_with_reasons(ml_catalog):
 
 
 def test_router_and_single_strategies_in_search_shape(ml_catalog):
-    from retrieval.router import ConversationSearch
-    from retrieval.shape import check_result
+    from dlsearch.retrieval.router import ConversationSearch
+    from dlsearch.retrieval.shape import check_result
 
     bm25 = build_bm25(ml_catalog)
     convs = [_conv("Jumanji"), _conv("zzqxv")]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from fastapi.responses import PlainTextResponse, JSONResponse
 
-from retrieval.bm25 import build_bm25
-from retrieval.search_api import (
+from dlsearch.retrieval.bm25 import build_bm25
+from dlsearch.retrieval.search_api import (
     HTTPSearchAPI, SearchAPI, SearchHTTPError, SearchResponseError, SearchTimeout, SearchUnavailable, search_items,
 )
-from retrieval.search_server import ServerThread, create_app, free_port
+from dlsearch.app.search_server import ServerThread, create_app, free_port
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_bad_configuration_is_a_value_error(ml_catalog):
 
 
 def test_custom_mapping(served, ml_catalog):
-    from retrieval.search_api import HTTPMapping
+    from dlsearch.retrieval.search_api import HTTPMapping
 
     url, _, _ = served
     mapping = HTTPMapping(path="/movies/_search", body={"size": "{k}", "query": {"match": {"title": {"query": "{query}"}}}},

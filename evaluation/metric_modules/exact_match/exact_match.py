@@ -12,8 +12,8 @@ from __future__ import annotations
 import datasets
 import evaluate
 
-from evaluation.metric_modules.common import metric_info
-from evaluation.metrics import exact_match
+from dlsearch.evaluation.metric_modules.common import metric_info
+from dlsearch.evaluation.metrics import exact_match
 
 _KWARGS = """
 Args:

@@ -9,7 +9,7 @@ Offline `evaluate` module wrapping evaluation/metrics.py (same definitions, tie 
 
 from __future__ import annotations
 
-from evaluation.metric_modules import common  # the module, not the class: evaluate takes the first Metric class it sees
+from dlsearch.evaluation.metric_modules import common  # the module, not the class: evaluate takes the first Metric class it sees
 
 
 class HitAtK(common.RankingMetric):

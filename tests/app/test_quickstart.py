@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from evaluation.quickstart import _verdict, build_source
+from dlsearch.app.quickstart import _verdict, build_source
 
 
 def test_source_is_the_movies_mentioned_in_the_shipped_dialogues(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""evaluation/sweep.py orchestration with stand-in steps: nesting, synthetic sizes, caching, resume, crossover, outputs.
+"""dlsearch/app/sweep.py orchestration with stand-in steps: nesting, synthetic sizes, caching, resume, crossover, outputs.
 
 The stand-in model "memorizes" the first CAPACITY items of any catalog and answers requests only among those, so
 direct search must lose to BM25 once the catalog outgrows it: the crossover is known in advance.
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.catalog import Catalog, Item
-from evaluation.baselines import BM25Search  # noqa: F401  (the package baseline; the text fallback below is separate)
-from evaluation.metrics import id_tie_order, top_k_rows
-from evaluation.sweep import SweepConfig, SweepSteps, catalog_at, crossover, held_out_requests, run_sweep
-from evaluation.synthetic import AttributeDistribution, synthetic_items
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.evaluation.baselines import BM25Search  # noqa: F401  (the package baseline; the text fallback below is separate)
+from dlsearch.evaluation.metrics import id_tie_order, top_k_rows
+from dlsearch.app.sweep import SweepConfig, SweepSteps, catalog_at, crossover, held_out_requests, run_sweep
+from dlsearch.evaluation.synthetic import AttributeDistribution, synthetic_items
 
 CAPACITY = 50
 REAL_ITEMS = 120
@@ -125,7 +125,7 @@ def test_requests_are_held_out_phrasings(movielens_catalog) -> None:
 
 
 def test_training_requests_never_repeat_a_held_out_phrasing(movielens_catalog, tmp_path) -> None:
-    from evaluation.sweep import training_requests
+    from dlsearch.app.sweep import training_requests
 
     cat = catalog_at(movielens_catalog, 300, seed=0)
     cfg = _cfg(tmp_path)
@@ -141,7 +141,7 @@ def test_training_requests_never_repeat_a_held_out_phrasing(movielens_catalog, t
 
 
 def test_validation_requests_never_repeat_a_held_out_request(movielens_catalog, tmp_path) -> None:
-    from evaluation.sweep import training_requests, validation_requests
+    from dlsearch.app.sweep import training_requests, validation_requests
 
     cat = catalog_at(movielens_catalog, 60, seed=0)
     cfg = _cfg(tmp_path)
@@ -198,7 +198,7 @@ def test_crossover_interpolates_in_log_size() -> None:
 
 
 def test_memorization_limit_interpolates_where_exact_match_falls_below() -> None:
-    from evaluation.sweep import memorization_limit
+    from dlsearch.app.sweep import memorization_limit
 
     def pt(size, em):
         return {"size": size, "status": "done", "memorization": {"exact_match": em}}
@@ -213,8 +213,8 @@ def test_memorization_limit_interpolates_where_exact_match_falls_below() -> None
 
 def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
     """configs/sweep-tiny.yaml with the real steps: finetune trains, decoding searches, retrieval's BM25 falls back."""
-    pytest.importorskip("finetune.train", reason="finetune area not merged into this checkout")
-    pytest.importorskip("decoding.direct", reason="decoding area not merged into this checkout")
+    pytest.importorskip("dlsearch.finetune.train", reason="finetune area not merged into this checkout")
+    pytest.importorskip("dlsearch.decoding.direct", reason="decoding area not merged into this checkout")
     import torch
 
     from dlsearch.cli import main
@@ -238,8 +238,8 @@ def test_sweep_tiny_config_end_to_end(tmp_path) -> None:
 
 
 def test_default_fallback_bm25_answers_requests(movielens_catalog, tmp_path) -> None:
-    from evaluation.sweep import _hits
-    from evaluation.sweep_steps import fallback, request_concepts
+    from dlsearch.app.sweep import _hits
+    from dlsearch.app.sweep_steps import fallback, request_concepts
 
     assert request_concepts("heat (Action, Crime)") == ["Action", "Crime"] and request_concepts("heat") == []
     cat = catalog_at(movielens_catalog, 300, seed=0)

@@ -15,7 +15,7 @@ recall@10 overtakes direct search (log-linear interpolation between the two size
 Each point is a directory keyed by a hash of everything that determines it; each stage of a point (train,
 memorization, direct, each fallback, router) writes its own JSON when it finishes, so an interrupted sweep
 resumes at the first unfinished stage. The work itself is done by the other areas' public functions, gathered
-in `SweepSteps` (evaluation/sweep_steps.py builds the default one); tests pass stand-ins.
+in `SweepSteps` (dlsearch/app/sweep_steps.py builds the default one); tests pass stand-ins.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.catalog import Catalog, normalize_title, split_title_year
-from data.ids import IdMap, build_idmap
-from evaluation.config import config_to_dict
-from evaluation.metrics import exact_match, valid_item_rate
-from evaluation.stats import bootstrap_ci
-from evaluation.synthetic import extend_with_synthetic
+from dlsearch.data.catalog import Catalog, normalize_title, split_title_year
+from dlsearch.data.ids import IdMap, build_idmap
+from dlsearch.evaluation.config import config_to_dict
+from dlsearch.evaluation.metrics import exact_match, valid_item_rate
+from dlsearch.evaluation.stats import bootstrap_ci
+from dlsearch.evaluation.synthetic import extend_with_synthetic
 
 SWEEP_FORMAT_VERSION = 1
 SearchFn = Callable[[Sequence[str], int], tuple[np.ndarray, np.ndarray]]
@@ -110,7 +110,7 @@ class SweepConfig:
 
 @dataclass
 class SweepSteps:
-    """The other areas' functions the sweep calls (see evaluation/sweep_steps.py for the real ones).
+    """The other areas' functions the sweep calls (see dlsearch/app/sweep_steps.py for the real ones).
 
     train(catalog, idmap, out_dir, cfg) -> model dir (finetune: same model size, cfg.epochs_per_item epochs)
     generate_ids(model_dir, catalog, idmap, titles) -> generated id text per title (greedy, no constraint)
@@ -410,7 +410,7 @@ def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = Non
               config_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) every point, then write sweep.json, sweep.csv and sweep.png under cfg.out."""
     if real is None:
-        from data.movielens import load_movielens  # foundation area
+        from dlsearch.data.movielens import load_movielens  # foundation area
 
         real = load_movielens(cfg.data or None)[0]
     if on_gpu is None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.catalog import Catalog, load_catalog_jsonl
-from data.formats import Conversation, load_conversations, save_conversations
+from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.formats import Conversation, load_conversations, save_conversations
 
 STEPS = ("source", "prepare", "fine-tune", "indexes", "recommend", "evaluate")
 
@@ -46,8 +46,8 @@ class QuickstartConfig:
 
 def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list[Conversation], dict[str, Any]]:
     """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full'."""
-    from data.formats import MENTION_RE
-    from data.redial import load_redial
+    from dlsearch.data.formats import MENTION_RE
+    from dlsearch.data.redial import load_redial
 
     full, dialogues = load_redial()
     mentioned = dict.fromkeys(i for d in dialogues for m in d.messages for i in MENTION_RE.findall(m.content))
@@ -63,15 +63,15 @@ def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list
 def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg: QuickstartConfig) -> dict[str, Any]:
     """finetune's stages (base from scratch, then LoRA) on the prepared catalog and id map, with the training
     dialogues of the SAME split prepare wrote (checked: no test dialogue is trained on)."""
-    from data.splits import dialogue_id, split_conversations
-    from data.turns import recommender_turns
-    from finetune.config import load_recipe
-    from finetune.manifest import MANIFEST, read_manifest
-    from finetune.train import active_stages, prepare_base, run_stage, stage_dirs
+    from dlsearch.data.splits import dialogue_id, split_conversations
+    from dlsearch.data.turns import recommender_turns
+    from dlsearch.finetune.config import load_recipe
+    from dlsearch.finetune.manifest import MANIFEST, read_manifest
+    from dlsearch.finetune.train import active_stages, prepare_base, run_stage, stage_dirs
 
     recipe = load_recipe(cfg.recipe, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *cfg.recipe_overrides])
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    from data.ids import IdMap
+    from dlsearch.data.ids import IdMap
 
     idmap = IdMap.load(data_dir / "idmap.json")
     # Dialogues that yield recommender turns, in file order: exactly the dialogue list prepare split, so
@@ -96,13 +96,13 @@ def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
     """Trie over the id codes (decoding) and the dual-encoder index (retrieval); BM25 is built in memory later."""
-    from decoding.generate import load_model
-    from decoding.index import build_index
-    from retrieval.build import build_dual
-    from retrieval.dual_encoder import DualEncoderConfig
+    from dlsearch.decoding.generate import load_model
+    from dlsearch.decoding.index import build_index
+    from dlsearch.retrieval.build import build_dual
+    from dlsearch.retrieval.dual_encoder import DualEncoderConfig
 
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    from data.ids import IdMap
+    from dlsearch.data.ids import IdMap
 
     idmap = IdMap.load(data_dir / "idmap.json")
     trie_dir, dual_dir = out / "index" / "trie", out / "index" / "dual"
@@ -122,7 +122,7 @@ def router_config(data_dir: Path, model_dir: Path, indexes: dict[str, str], out:
         "catalog": str(data_dir / "catalog.jsonl"), "k": 10, "cache_dir": str(out / "embeddings"), "model_dir": str(model_dir),
         "policy": {"unmeasured": "fallback"},
         "strategies": {
-            "direct": {"enabled": True, "factory": "retrieval.direct:direct_from_config",
+            "direct": {"enabled": True, "factory": "dlsearch.retrieval.direct:direct_from_config",
                        "options": {"index": indexes["trie"], "beams": cfg.beams}},
             "dual": {"enabled": True, "index": indexes["dual"]},
             "bm25": {"enabled": True, "index": None},
@@ -134,10 +134,10 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     """Run every step (module docstring); returns and writes out/quickstart.json (timings, metrics, verdict)."""
     from rich.console import Console
 
-    from data.prepare import prepare
-    from evaluation.protocol import baseline_systems, evaluate_systems, print_report, redial_turns_task, write_report
-    from evaluation.strategies import ConversationTextSearch, RouterSystem
-    from retrieval.recommend_config import build_router
+    from dlsearch.data.prepare import prepare
+    from dlsearch.evaluation.protocol import baseline_systems, evaluate_systems, print_report, redial_turns_task, write_report
+    from dlsearch.app.strategies import ConversationTextSearch, RouterSystem
+    from dlsearch.app.recommend import build_router
 
     console = console or Console(width=max(Console().width, 150))
     out = Path(cfg.out)
@@ -212,7 +212,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 def _render_example(conv: Conversation, pred: Any, catalog: Catalog) -> str:
     from rich.markup import escape
 
-    from data.prompts import render_conversation
+    from dlsearch.data.prompts import render_conversation
 
     title = lambda i: catalog[i].title if i in catalog else i  # noqa: E731
     context = render_conversation(conv, title, max_messages=4)

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from data.formats import Conversation
-from evaluation.baselines import BM25Search, PopularitySearch
-from evaluation.protocol import EvalTask, System
+from dlsearch.data.formats import Conversation
+from dlsearch.evaluation.baselines import BM25Search, PopularitySearch
+from dlsearch.evaluation.protocol import EvalTask, System
 
 Builder = Callable[[EvalTask, dict[str, Any]], System]
 _BUILDERS: dict[str, Builder] = {}
@@ -29,7 +29,7 @@ class ConversationTextSearch:
         self.searcher, self.catalog = searcher, catalog
 
     def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        from retrieval.embedding import conversation_text
+        from dlsearch.retrieval.embedding import conversation_text
 
         return self.searcher.search([conversation_text(c, self.catalog) for c in convs], k)
 
@@ -70,7 +70,7 @@ def _need(opts: dict[str, Any], key: str, strategy: str, what: str) -> Any:
 
 
 def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
-    from retrieval.direct import direct_from_config
+    from dlsearch.retrieval.direct import direct_from_config
 
     return direct_from_config(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
                               index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
@@ -78,14 +78,14 @@ def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
 
 
 def _dual(task: EvalTask, opts: dict[str, Any]) -> System:
-    from retrieval.build import load_dual_search
+    from dlsearch.retrieval.build import load_dual_search
 
     index = _need(opts, "dual_index", "dual", "a dir from `dlsearch index build --kind dual`")
     return ConversationTextSearch(load_dual_search(index, task.catalog, cache_dir=opts.get("cache_dir")), task.catalog)
 
 
 def _router(task: EvalTask, opts: dict[str, Any]) -> System:
-    from retrieval.recommend_config import build_router, read_config
+    from dlsearch.app.recommend import build_router, read_config
 
     cfg = read_config(_need(opts, "recommend_config", "router", "a recommend config such as configs/recommend.yaml"))
     return RouterSystem(build_router(cfg, task.catalog))

@@ -22,8 +22,8 @@ import uvicorn
 from fastapi import Body, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from data.catalog import Catalog
-from retrieval.search_api import SearchAPI
+from dlsearch.data.catalog import Catalog
+from dlsearch.retrieval.search_api import SearchAPI
 
 
 class SearchRequest(BaseModel):

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.config import config_to_dict
-from evaluation.protocol import (
+from dlsearch.evaluation.config import config_to_dict
+from dlsearch.evaluation.protocol import (
     BASELINES,
     DEFAULT_DEPTH,
     DEFAULT_METRICS,
@@ -72,7 +72,7 @@ def build_task(cfg: EvaluateConfig) -> EvalTask:
         if not cfg.data:
             raise ValueError("task redial-turns needs data: a `dlsearch data prepare --dataset redial --out DIR` directory")
         return redial_turns_task(cfg.data)
-    from data.movielens import load_movielens  # foundation area; imported here so redial-only use does not need it
+    from dlsearch.data.movielens import load_movielens  # foundation area; imported here so redial-only use does not need it
 
     catalog, histories = load_movielens(cfg.data or None)
     return movielens_loo_task(catalog, histories)
@@ -80,7 +80,7 @@ def build_task(cfg: EvaluateConfig) -> EvalTask:
 
 def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate baselines + strategies + prediction files on the task; write JSON/CSV/TREC under cfg.out."""
-    from evaluation.strategies import build_strategy
+    from dlsearch.app.strategies import build_strategy
 
     t0 = time.perf_counter()
     task = build_task(cfg)

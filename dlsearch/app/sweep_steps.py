@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from data.catalog import Catalog
-from data.ids import IdMap
-from evaluation.sweep import SearchFn, SweepConfig, SweepSteps, training_requests
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.ids import IdMap
+from dlsearch.app.sweep import SearchFn, SweepConfig, SweepSteps, training_requests
 
 _CONCEPTS_RE = re.compile(r"\(([^()]*)\)\s*$")
 
@@ -40,14 +40,14 @@ def _embedding_cache(cfg: SweepConfig) -> str:
 
 
 def bm25_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
-    from retrieval.bm25 import build_bm25
+    from dlsearch.retrieval.bm25 import build_bm25
 
     index = build_bm25(catalog)
     return lambda texts, k: index.search(list(texts), k)
 
 
 def concept_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
-    from retrieval.concept import ConceptSearch, build_concept_index
+    from dlsearch.retrieval.concept import ConceptSearch, build_concept_index
 
     search = ConceptSearch(build_concept_index(catalog, cache_dir=_embedding_cache(cfg), show_progress=True),
                            aggregate=cfg.step_options.get("concept_aggregate", "mean"), cache_dir=_embedding_cache(cfg))
@@ -55,8 +55,8 @@ def concept_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> Sear
 
 
 def dual_fallback(catalog: Catalog, work_dir: Path, cfg: SweepConfig) -> SearchFn:
-    from retrieval.dual_encoder import DualEncoderConfig, DualSearch, build_dual_index, train_dual_encoder
-    from retrieval.embedding import embed_items, embed_texts
+    from dlsearch.retrieval.dual_encoder import DualEncoderConfig, DualSearch, build_dual_index, train_dual_encoder
+    from dlsearch.retrieval.embedding import embed_items, embed_texts
 
     cache = _embedding_cache(cfg)
     item_feats = embed_items(catalog, cache_dir=cache, show_progress=True)  # [n, d]
@@ -90,8 +90,8 @@ def default_steps() -> SweepSteps:
 def _train(catalog: Catalog, idmap: IdMap, out_dir: Path, cfg: SweepConfig) -> Path:
     """finetune.run_recipe on this point's prepared dir (catalog.jsonl + idmap.json next to out_dir), every stage
     run for cfg.epochs_per_item epochs; resumable (finetune's own checkpoints)."""
-    from finetune.config import load_recipe
-    from finetune.train import run_recipe
+    from dlsearch.finetune.config import load_recipe
+    from dlsearch.finetune.train import run_recipe
 
     if not cfg.recipe:
         raise ValueError("sweep config: recipe is empty; name a finetune recipe YAML (e.g. configs/sweep-recipe-cpu.yaml)")
@@ -109,8 +109,8 @@ def _train(catalog: Catalog, idmap: IdMap, out_dir: Path, cfg: SweepConfig) -> P
 
 def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[str]) -> list[str]:
     """Greedy, unconstrained title->id generations (finetune.memorization)."""
-    from finetune.loading import load_finetuned
-    from finetune.memorization import code_token_budget, generate_ids
+    from dlsearch.finetune.loading import load_finetuned
+    from dlsearch.finetune.memorization import code_token_budget, generate_ids
 
     model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
     return generate_ids(model, tokenizer, titles, max_new_tokens=code_token_budget(tokenizer, idmap))
@@ -118,10 +118,10 @@ def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[
 
 def _direct_text_search(model_dir: Path, catalog: Catalog, idmap: IdMap, cfg: SweepConfig, k: int) -> Any:
     """decoding.direct.DirectSearch over a title->id trie index, with the request text as the title->id prompt."""
-    from data.prompts import apply_chat_template, prompt_for_item_task
-    from decoding.direct import DirectSearch
-    from decoding.index import build_index
-    from finetune.loading import load_finetuned
+    from dlsearch.data.prompts import apply_chat_template, prompt_for_item_task
+    from dlsearch.decoding.direct import DirectSearch
+    from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.loading import load_finetuned
 
     model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
     if tokenizer.pad_token_id is None:
@@ -155,8 +155,8 @@ def _router(model_dir: Path, catalog: Catalog, idmap: IdMap, fallbacks: dict[str
             work_dir: Path, cfg: SweepConfig) -> SearchFn:
     """retrieval.router.Router over direct search and the fallbacks, its policy fed this point's measured
     memorization; each request becomes a one-message conversation and every strategy reads the bare request text."""
-    from data.formats import Conversation, Message
-    from retrieval.router import Policy, Router, Strategy
+    from dlsearch.data.formats import Conversation, Message
+    from dlsearch.retrieval.router import Policy, Router, Strategy
 
     text_of = lambda conv: conv.messages[-1].content  # noqa: E731
     strategies = {"direct": Strategy("direct", _direct_text_search(model_dir, catalog, idmap, cfg, cfg.k), text_of)}

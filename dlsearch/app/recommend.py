@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import yaml
 
-from data.catalog import Catalog, load_catalog_jsonl
-from data.formats import Conversation, load_conversations, save_predictions
-from retrieval.router import Policy, Router, Strategy, load_memorization
+from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.formats import Conversation, load_conversations, save_predictions
+from dlsearch.retrieval.router import Policy, Router, Strategy, load_memorization
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ def _import(dotted: str) -> Callable[..., Any]:
 def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
     """Construct every enabled strategy; a strategy that cannot be built (missing index, bad endpoint) is an error,
     not a silent fallback: the config says it should exist."""
-    from retrieval.build import load_bm25, load_concept_search, load_dual_search
-    from retrieval.concept import snap_to_vocabulary
-    from retrieval.search_api import HTTPSearchAPI
+    from dlsearch.retrieval.build import load_bm25, load_concept_search, load_dual_search
+    from dlsearch.retrieval.concept import snap_to_vocabulary
+    from dlsearch.retrieval.search_api import HTTPSearchAPI
 
     catalog = catalog or load_catalog_jsonl(cfg["catalog"])
     cache_dir = cfg.get("cache_dir")
@@ -85,7 +85,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
         if generator is None:
             if not model_dir:
                 raise ValueError("a strategy takes its query from the model but 'model_dir' is not set")
-            from retrieval.generate import TaskGenerator, load_model
+            from dlsearch.retrieval.generate import TaskGenerator, load_model
 
             generator = TaskGenerator(*load_model(model_dir, catalog), catalog)
         return generator
@@ -120,7 +120,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
             else:
                 mapping = None
                 if sc.get("mapping"):
-                    from retrieval.search_api import HTTPMapping
+                    from dlsearch.retrieval.search_api import HTTPMapping
 
                     m = _check(sc["mapping"], set(HTTPMapping.__dataclass_fields__), "strategies.search_api.mapping")
                     mapping = HTTPMapping(**m)
