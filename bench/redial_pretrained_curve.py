@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--beams", type=int, default=10)
     ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0])
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="float32", help="bfloat16 only on CPUs with AMX/AVX512-BF16")
     ap.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: all, as they appear)")
     ap.add_argument("--n-resamples", type=int, default=1000)
     ap.add_argument("--poll", type=float, default=60.0)
