@@ -89,13 +89,15 @@ class DirectSearch:
 
     def _prompts(self, queries: Sequence[Any], exclude):
         from dlsearch.data.formats import Conversation
+        from dlsearch.data.titles import titles_of
         from dlsearch.decoding.generate import conversation_prompt
 
         if not any(isinstance(q, Conversation) for q in queries):
             return list(queries), exclude
-        if exclude is None:
-            exclude = [list(dict.fromkeys(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation) else None
-                       for q in queries]
+        if exclude is None:  # the excluded and mentioned items with their duplicate groups (data/titles.py)
+            titles = titles_of(self.catalog)
+            exclude = [sorted(titles.excluded_ids(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation)
+                       else None for q in queries]
         prompts = [conversation_prompt(q, self.catalog, self.tokenizer) if isinstance(q, Conversation) else q
                    for q in queries]
         return prompts, exclude

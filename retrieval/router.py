@@ -14,7 +14,8 @@ Policy (see configs/recommend.yaml, every field commented there):
     go to `router.decisions`, the other strategies still answer; no failure raises (retrieval.strategy);
   * the remaining lists are fused with reciprocal rank fusion (per-strategy weights); a fused item's strategy is
     "a+b" listing contributors by contribution, its score the RRF score; a single list keeps its own scores.
-Items in `conversation.exclude` are removed (strategies are asked for k + len(exclude) + overfetch candidates, except
+Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
+members of one group (strategies are asked for k + len(exclude) + overfetch candidates, except
 those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
 """
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation, Prediction, ScoredItem
+from dlsearch.data.titles import titles_of
 from dlsearch.retrieval.embedding import conversation_text
 from dlsearch.retrieval.fusion import RRF_K, rrf
 from dlsearch.retrieval.shape import check_k, empty_result, topk_from_lists
@@ -178,13 +180,14 @@ class Router:
         return [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
 
     def _finish(self, conv: Conversation, i: int, results: dict[str, StrategyResult], k: int) -> Prediction:
-        excluded = {self.catalog.index(x) for x in conv.exclude if x in self.catalog}
+        titles = titles_of(self.catalog)
+        excluded = titles.excluded_rows(conv.exclude)  # excluding one member of a duplicate group excludes the group
         degraded = {n: res.errors[i] for n, res in results.items() if res.errors[i] is not None}
         names = [n for n in results if n not in degraded]
         lists = []
         for name in names:
             s, r = results[name].scores, results[name].rows
-            keep = [j for j in range(r.shape[1]) if r[i, j] >= 0 and r[i, j] not in excluded]
+            keep = titles.keep(r[i], excluded)  # also one member per duplicate group
             lists.append((s[i : i + 1, keep], r[i : i + 1, keep]))
         items: list[ScoredItem] = []
         nonempty = [j for j, (_, r) in enumerate(lists) if r.shape[1] > 0]
@@ -196,10 +199,10 @@ class Router:
         elif nonempty:
             weights = [self.policy.weights.get(n, 1.0) for n in names]
             padded = [(s, r) if r.shape[1] else (np.full((1, 1), -np.inf, np.float32), np.full((1, 1), -1, np.int64)) for s, r in lists]
-            s, r, sources = rrf(padded, k, rrf_k=self.policy.rrf_k, weights=weights)
-            for rank, (sc, row, src) in enumerate(zip(s[0], r[0], sources[0]), start=1):
-                if row < 0:
-                    break
+            depth = sum(r.shape[1] for _, r in padded)  # fuse everything, then keep one member per group
+            s, r, sources = rrf(padded, depth, rrf_k=self.policy.rrf_k, weights=weights)
+            for rank, j in enumerate(titles.keep(r[0])[:k], start=1):
+                sc, row, src = s[0][j], r[0][j], sources[0][j]
                 items.append(ScoredItem(self.catalog.items[int(row)].id, float(sc), rank, "+".join(names[x] for x in src)))
         return Prediction(conv.id, items, degraded=degraded)
 

@@ -171,3 +171,18 @@ def test_router_and_single_strategies_in_search_shape(ml_catalog):
     single = SearcherStrategy("bm25", bm25, lambda c: c.messages[-1].content if c.messages[-1].content != "zzqxv" else None)
     s, r = single.search(convs, 3)
     assert ml_catalog.items[r[0, 0]].title.startswith("Jumanji") and (r[1] == -1).all()
+
+
+def test_excluding_one_member_excludes_its_duplicate_group():
+    """Regression: "The Matrix " (140395) came back #1 when "The Matrix (1999)" (85036) was excluded, and a fused
+    list could hold both."""
+    from dlsearch.data.redial import load_redial_movies
+
+    cat = load_redial_movies()
+    router = Router(cat, {"direct": FixedDirect(cat, ["140395", "85036", "111776"])}, Policy(unmeasured="trust"))
+    pred = router.recommend(_conv("like @85036", exclude=["85036"]), k=3)
+    assert [s.item_id for s in pred.items] == ["111776"]
+    fused = Router(cat, {"direct": FixedDirect(cat, ["140395", "111776"]), "bm25": FixedDirect(cat, ["85036", "151656"])},
+                   Policy(unmeasured="fallback"))
+    ids = [s.item_id for s in fused.recommend(_conv("anything"), k=4).items]
+    assert len(ids) == 3 and len({"140395", "85036"} & set(ids)) == 1
