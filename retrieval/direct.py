@@ -19,9 +19,9 @@ from dlsearch.data.formats import Conversation
 
 
 class DirectConversationSearch:
-    """search(conversations, k) -> (scores, rows) with decoding's constrained beam search."""
+    """search(conversations, k) -> (scores, rows) with decoding's constrained beam search: the searcher under the
+    router's "direct" strategy (retrieval.strategy.SearcherStrategy passes it the conversations as they are)."""
 
-    name = "direct"
     masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
 
     def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True, max_messages: int | None = None):
