@@ -68,9 +68,13 @@ class ScoredItem:
 class Prediction:
     id: str
     items: list[ScoredItem]
+    degraded: dict[str, str] = field(default_factory=dict)  # strategy -> why it failed for this conversation
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "items": [vars(s) for s in self.items]}
+        out: dict[str, Any] = {"id": self.id, "items": [vars(s) for s in self.items]}
+        if self.degraded:
+            out["degraded"] = dict(self.degraded)
+        return out
 
 
 def render_mentions(text: str, render: Callable[[str], str]) -> str:
@@ -135,7 +139,10 @@ def prediction_from_record(rec: Any, *, path: str | None = None, line: int | Non
             items.append(ScoredItem(str(s["item_id"]), float(s["score"]), int(s["rank"]), str(s["strategy"])))
         except (KeyError, TypeError, ValueError) as e:
             raise CatalogError(f"bad scored item ({e}); need item_id, score, rank, strategy", path=path, line=line, field=f"items[{i}]") from None
-    return Prediction(str(rec["id"]), items)
+    degraded = rec.get("degraded") or {}
+    if not isinstance(degraded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in degraded.items()):
+        raise CatalogError("expected an object strategy -> reason", path=path, line=line, field="degraded")
+    return Prediction(str(rec["id"]), items, dict(degraded))
 
 
 def load_predictions(path: str | Path) -> list[Prediction]:

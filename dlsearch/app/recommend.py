@@ -18,7 +18,8 @@ import yaml
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, load_conversations, save_predictions
-from dlsearch.retrieval.router import Policy, Router, Strategy, load_memorization
+from dlsearch.retrieval.router import Policy, Router, load_memorization
+from dlsearch.retrieval.strategy import SearcherStrategy
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
             generator = TaskGenerator(*load_model(model_dir, catalog), catalog)
         return generator
 
-    strategies: dict[str, Strategy] = {}
+    strategies: dict[str, Any] = {}
     for name, sc in (cfg.get("strategies") or {}).items():
         sc = sc or {}
         if not sc.get("enabled", True):
@@ -99,9 +100,9 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
             if not sc.get("factory"):
                 raise ValueError("strategies.direct.factory ('module:callable' returning a search-shape object) is required")
             searcher = _import(sc["factory"])(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
-            strategies[name] = Strategy(name, searcher)
+            strategies[name] = searcher  # reads conversations (the router passes them to "direct" as they are)
         elif name == "dual":
-            strategies[name] = Strategy(name, load_dual_search(sc["index"], catalog, cache_dir=cache_dir))
+            strategies[name] = load_dual_search(sc["index"], catalog, cache_dir=cache_dir)  # the router feeds it conversation text
         elif name == "concept":
             search = load_concept_search(sc["index"], catalog, aggregate=sc.get("aggregate", "mean"), cache_dir=cache_dir)
             source, snap = sc.get("concepts_from", "meta"), sc.get("snap", False)
@@ -113,7 +114,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
                     return None
                 return snap_to_vocabulary(concepts, vocab, cache_dir=cache_dir) if snap else list(concepts)
 
-            strategies[name] = Strategy(name, search, to_concepts)
+            strategies[name] = SearcherStrategy(name, search, to_concepts)
         else:
             if name == "bm25":
                 searcher = load_bm25(sc.get("index"), catalog)
@@ -127,12 +128,12 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
                 searcher = HTTPSearchAPI(catalog, sc["endpoint"], preset=sc.get("preset", "dlsearch"), mapping=mapping,
                                          timeout=sc.get("timeout", 2.0), retries=sc.get("retries", 2))
             source = sc.get("query_from", "conversation")
-            to_query = None
             if source == "meta":
-                to_query = lambda conv: conv.meta.get("query")  # noqa: E731
+                strategies[name] = SearcherStrategy(name, searcher, lambda conv: conv.meta.get("query"))
             elif source == "model":
-                to_query = lambda conv: gen().query(conv)  # noqa: E731
-            strategies[name] = Strategy(name, searcher, to_query)
+                strategies[name] = SearcherStrategy(name, searcher, lambda conv: gen().query(conv))
+            else:
+                strategies[name] = searcher  # the router feeds it the rendered conversation text
     memorization = load_memorization(model_dir, catalog.content_hash()) if model_dir else None
     policy = Policy.from_dict(_check(cfg.get("policy"), set(Policy.__dataclass_fields__), "policy"))
     return Router(catalog, strategies, policy, memorization=memorization)
