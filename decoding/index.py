@@ -393,6 +393,11 @@ class TrieIndex:
             if len(ids) != trie.n_items or (isinstance(info, dict) and info.get("n_items") != trie.n_items):
                 raise TrieError(f"{path}: {len(ids)} item ids for {trie.n_items} items in the trie (manifest: "
                                 f"{info.get('n_items') if isinstance(info, dict) else info!r}): damaged")
+            recorded = {k[5:]: v for k, v in info.items() if k.startswith("trie_")} if isinstance(info, dict) else {}
+            differs = {k: (v, recorded[k]) for k, v in trie.meta().items() if k in recorded and recorded[k] != v}
+            if differs or not recorded:
+                raise TrieError(f"{path}: trie metadata {differs or 'missing from the manifest'} (file, manifest) "
+                                "disagree: damaged, or not the file this manifest describes")
             if retired.size and (retired.min() < 0 or retired.max() >= trie.n_items or (np.diff(retired) <= 0).any()):
                 raise TrieError(f"{path}: retired_rows are not sorted rows of this trie: damaged")
             segments.append(Segment(trie, ids, retired))
