@@ -124,3 +124,20 @@ def test_title_matching():
     assert t.lookup("completely different") == []
     found = MentionLinker(CATALOG).find("I loved Heat (1995) and also Balto, but not heathers")
     assert [f.item_id for f in found] == ["102", "111"]
+
+
+def test_direct_search_checks_tokenizer_fingerprint(model_dir):
+    """An index built with another tokenizer is refused by DirectSearch itself, not only by TrieIndex.load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dlsearch.decoding.index import IndexMismatchError
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    other = make_tokenizer(seed_text="Sudden Death GoldenEye Balto Sabrina")
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), other)
+    with pytest.raises(IndexMismatchError, match="tokenizer"):
+        DirectSearch(model, tok, index, CATALOG, beams=4)
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), tok)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        DirectSearch(model, tok, index, CATALOG, beams=4, max_new_tokens=2)
