@@ -143,7 +143,7 @@ def test_one_failed_query_degrades_only_its_own_conversation(ml_catalog):
     flaky = FlakyOnOneQuery(build_bm25(ml_catalog))
     router = Router(ml_catalog, {"flaky": flaky, "direct": FixedDirect(ml_catalog, ml_catalog.ids[:2])},
                     Policy(unmeasured="fallback"))
-    convs = [Conversation(f"c{i}", [Message("user", t)]) for i, t in enumerate(["Jumanji", "poison pill", "Heat"])]
+    convs = [Conversation(f"c{i}", [Message("user", t)]) for i, t in enumerate(["jungle adventure", "poison pill", "Heat"])]
     preds = router.recommend_many(convs, 5)
     assert [bool(p.degraded) for p in preds] == [False, True, False]
     assert preds[1].degraded == {"flaky": "RuntimeError: HTTP 500 on 'poison'"}
