@@ -86,11 +86,19 @@ def _recommend_keys() -> set[str]:
 
 
 def catalog_only_router(catalog: Catalog) -> Any:
-    """No model: BM25 over the catalog (mention linking is done per request by the service)."""
+    """No model: BM25 over the catalog. Its query is the conversation text plus the concepts of the items the user
+    mentioned (conv.meta["linked"], set by the service's mention linking): "I loved The Matrix" then finds
+    sci-fi action films, not only titles containing "matrix"."""
     from dlsearch.retrieval.bm25 import build_bm25
+    from dlsearch.retrieval.embedding import conversation_text
     from dlsearch.retrieval.router import Router
+    from dlsearch.retrieval.strategy import SearcherStrategy
 
-    return Router(catalog, {"bm25": build_bm25(catalog)})
+    def query(conv: Conversation) -> str:
+        liked = [" ".join(catalog[i].concepts) for i in conv.meta.get("linked", []) if i in catalog]
+        return " ".join([conversation_text(conv, catalog)] + liked)
+
+    return Router(catalog, {"bm25": SearcherStrategy("bm25", build_bm25(catalog), query)})
 
 
 # -- mention linking -----------------------------------------------------------------------------------------------
@@ -247,7 +255,7 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
         linked = link_mentions(user_text, catalog)
         exclude = list(dict.fromkeys(linked + [i for i in deny if i in catalog]))
         fetch = min(len(catalog), k + 50) if allow is not None else k  # an allow list filters a deeper ranking
-        conv = Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude)
+        conv = Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude, meta={"linked": linked})
         pred = await batcher.submit(conv, fetch)
         items = pred.items if allow is None else [s for s in pred.items if s.item_id in set(allow)]
         cards = [item_card(catalog, s.item_id, s.score, s.strategy) for s in items[:k]]
