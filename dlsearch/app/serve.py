@@ -103,27 +103,11 @@ def catalog_only_router(catalog: Catalog) -> Any:
 
 # -- mention linking -----------------------------------------------------------------------------------------------
 def link_mentions(text: str, catalog: Catalog) -> list[str]:
-    """Catalog items named in free text, one id per work. Interim exact matcher (word n-grams equal to a title's
-    normalized words, at least two words or a year, so "It"/"Up" never link) until the mention linker of issue 12
-    item 1 lands; the service calls only this function."""
-    from dlsearch.data.titles import title_words
+    """Catalog items named in free text, one id per work, in order: retrieval/mentions.py's linker (titles with or
+    without year, typos, common-word titles such as "It" or "Up" only with a cue; figures in docs/retrieval.md)."""
+    from dlsearch.retrieval.mentions import linker_for
 
-    titles = titles_of(catalog)
-    words = title_words(text).split()
-    found: list[str] = []
-    i = 0
-    while i < len(words):
-        for n in range(min(8, len(words) - i), 0, -1):
-            key = " ".join(words[i : i + n])
-            year = words[i + n] if i + n < len(words) and words[i + n].isdigit() and len(words[i + n]) == 4 else None
-            if (n >= 2 or year) and key in titles.by_words:
-                rows = titles.by_year.get((key, int(year)), []) if year else []
-                row = rows[0] if rows else titles.members[titles.group_of[titles.by_words[key][0]]][0]
-                found.append(catalog.items[row].id)
-                i += n - 1
-                break
-        i += 1
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(m.item_id for m in linker_for(catalog).find(text)))
 
 
 # -- request and response bodies -----------------------------------------------------------------------------------
