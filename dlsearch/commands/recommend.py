@@ -9,13 +9,15 @@ import argparse
 import json
 import logging
 
+from dlsearch.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="recommend items with direct search and fallbacks fused by a YAML policy")
     p.add_argument("--config", required=True, help="configs/recommend.yaml")
     p.add_argument("--input", required=True, help="conversations JSONL")
     p.add_argument("--out", required=True, help="predictions JSONL (decisions go to OUT.decisions.json)")
-    p.add_argument("--k", type=int, default=None, help="override k")
+    p.add_argument("--k", type=positive_int, default=None, help="override k")
     p.add_argument("--catalog", default=None, help="override the config's catalog path")
     p.set_defaults(func=cmd_recommend)
 
