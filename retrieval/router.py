@@ -176,8 +176,10 @@ class Router:
                         full.errors[i] = sub.errors[j]
                     results[name] = full
         failures = {n: len(r.failed) for n, r in results.items() if r.failed}
-        self.decisions.append({**plan, "used": list(results), "failures": failures, "conversations": len(convs)})
-        return [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+        preds = [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+        self.decisions.append({**plan, "used": list(results), "failures": failures, "conversations": len(convs),
+                               "ids": [c.id for c in convs], "degraded": {p.id: p.degraded for p in preds if p.degraded}})
+        return preds
 
     def _finish(self, conv: Conversation, i: int, results: dict[str, StrategyResult], k: int) -> Prediction:
         titles = titles_of(self.catalog)

@@ -55,7 +55,8 @@ def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
 
     return direct_from_config(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
                               index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
-                              beams=int(opts.get("beams", 20)))
+                              beams=int(opts.get("beams", 20)), length_penalty=float(opts.get("length_penalty", 0.0)),
+                              dtype=str(opts.get("dtype", "float32")))
 
 
 def _dual(task: EvalTask, opts: dict[str, Any]) -> System:

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = i.add_mutually_exclusive_group(required=True)
     g.add_argument("--size", help="model size preset, e.g. configs/models/llama-2m.yaml")
     g.add_argument("--pretrained", help="local Hugging Face causal-LM directory")
-    i.add_argument("--vocab-size", type=int, default=4000, help="BPE vocabulary (from-scratch models)")
+    i.add_argument("--vocab-size", type=positive_int, default=4000, help="BPE vocabulary (from-scratch models)")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_init)
