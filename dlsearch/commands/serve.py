@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+
 from dlsearch.commands import positive_int
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+
 from dlsearch.commands import positive_int
 
 
