@@ -128,6 +128,7 @@ def cmd_batching(a: argparse.Namespace) -> dict:
     out = {"model": "tiny random Llama (2 layers, 64 dims), direct search only", "n_items": len(catalog), "beams": a.beams}
     with tempfile.TemporaryDirectory() as d:
         cfg = write_tiny_direct(d, catalog, beams=a.beams, batch_size=a.max_batch)
+        out["threads"] = cfg["server"]["threads"] = a.threads
         for name, mb in (("batch_1", 1), (f"batch_{a.max_batch}", a.max_batch)):
             cfg["server"]["max_batch"] = mb
             path = Path(d) / f"serve-{mb}.yaml"
@@ -150,6 +151,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=None, help="concurrent clients (load: 8, batching: 16)")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--beams", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="server.threads (torch intra-op threads of the server)")
     p.add_argument("--items", type=int, default=None, help="first N catalog items (batching; default all)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
