@@ -251,7 +251,8 @@ class MentionLinker:
         cands: set[str] = set()
         for d in {word} | {word[:i] + word[i + 1:] for i in range(len(word))}:
             cands |= self.deletes.get(d, set())
-        return {c for c in cands if c != word and OSA.distance(word, c, score_cutoff=1) <= 1}
+        # typos keep the first letter: "oldie" is not "Goldie"
+        return {c for c in cands if c != word and c[0] == word[0] and OSA.distance(word, c, score_cutoff=1) <= 1}
 
     def _candidates(self, toks: list[_Token]) -> list[tuple[int, int, tuple[str, ...], int]]:
         """(start token, end token, key, fuzzy) of every key found at a word boundary; fuzzy 0: exact, 1: one word
