@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback.
+    except (ValueError, FileNotFoundError) as e:
+        # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback. A KeyError is a
+        # bug (a missing key in user input is refused by name as a ValueError), so it keeps its traceback.
         print(f"error: {e}", file=sys.stderr)
         return 2
