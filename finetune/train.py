@@ -318,6 +318,22 @@ def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
     return init_pretrained_model(catalog, idmap, cfg.model.pretrained, init)
 
 
+def run_stages(cfg: RecipeConfig, base: Path, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], *,
+               resume: bool) -> list[dict[str, Any]]:
+    """The stage loop (one home: the recipe and the quickstart both run it). Each stage trains from the previous
+    stage's model (a LoRA stage's merged export, or its base when it is not merged); with resume, a stage whose
+    manifest says complete is skipped and the current one continues from its last checkpoint. Returns each stage's
+    info (its "stage" key is the stage name)."""
+    infos = []
+    for stage, sdir in zip(active_stages(cfg), stage_dirs(cfg)):
+        if resume and (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
+            infos.append(read_manifest(sdir)["stage"])
+        else:
+            infos.append(run_stage(cfg, stage, base, sdir, catalog, idmap, extras, resume=resume))
+        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
+    return infos
+
+
 def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any]]:
     """Run every stage in order; with resume, finished stages are skipped and the current one continues from its
     last checkpoint. Returns per-stage info (steps, losses, timings, memorization)."""
@@ -329,13 +345,7 @@ def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any
     catalog, idmap, extras = load_source(cfg.data)
     with state.main_process_first():  # one process builds the init dir, the others then reuse it
         base = prepare_base(cfg, catalog, idmap)
-    infos = []
-    for stage, sdir in zip(active_stages(cfg), stage_dirs(cfg)):
-        if resume and (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
-            infos.append(read_manifest(sdir)["stage"])
-        else:
-            infos.append(run_stage(cfg, stage, base, sdir, catalog, idmap, extras, resume=resume))
-        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
+    infos = run_stages(cfg, base, catalog, idmap, extras, resume=resume)
     if state.is_main_process:
         Path(cfg.output_dir, "run_summary.json").write_text(json.dumps(infos, indent=2, default=str))
     return infos
