@@ -39,7 +39,8 @@ class SearchStats:
 
     def as_dict(self) -> dict[str, float]:
         real = max(self.returned - self.placeholders, 1)
-        return {"returned": self.returned, "valid": self.valid, "duplicates": self.duplicates,
+        # "returned" counted beams x conversations under a name that reads as items per conversation
+        return {"beam_hypotheses": self.returned, "valid": self.valid, "duplicates": self.duplicates,
                 "placeholders": self.placeholders, "valid_item_rate": self.valid / real,
                 "duplicate_rate": self.duplicates / max(self.valid, 1)}
 

@@ -1,7 +1,7 @@
 """`manifest.json` of a model output dir: what catalog, id scheme, base model and tokenizer it belongs to.
 
-Fields (TEAM.md contract): catalog_hash, catalog_version, id_scheme, base_model, tokenizer_fingerprint
-(data.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
+Fields (read by decoding, retrieval and the app to refuse a mismatched catalog or tokenizer): catalog_hash,
+catalog_version, id_scheme, base_model, tokenizer_fingerprint (data.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
 The dir also holds `idmap.json` and `catalog.jsonl`, so decoding and evaluation need nothing else.
 """
 

@@ -2,7 +2,7 @@
 
 exact_match = share of items whose generated id text equals their code; valid_rate = share of generations that
 are the code of some catalog item (right or wrong). Written to `<model_dir>/memorization.json` keyed by catalog
-hash (TEAM.md contract; the retrieval router reads it). `CurveCallback` records the same measure on a fixed
+hash (retrieval/router.py load_memorization reads it). `CurveCallback` records the same measure on a fixed
 sample every N steps (learning curve JSON + PNG).
 """
 

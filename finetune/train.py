@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -292,13 +293,55 @@ def stage_dirs(cfg: RecipeConfig) -> list[Path]:
     return [out if i == len(stages) - 1 else out / "stages" / st.name for i, st in enumerate(stages)]
 
 
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint dir cannot be resumed from ("<file>: <error>"), or None when every file in it reads back:
+    JSON parses, every safetensors tensor loads, every torch zip (optimizer, scheduler, rng states) passes its CRC
+    check. Nothing is unpickled."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for f in sorted(ckpt.rglob("*.json")):
+        try:
+            json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{f}: {e}"
+    for f in sorted(ckpt.rglob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():
+                    st.get_tensor(key)
+        except Exception as e:  # SafetensorError and friends: the message names no file, ours does
+            return f"{f}: {type(e).__name__}: {e}"
+    for f in sorted(p for p in ckpt.rglob("*") if p.suffix in (".pt", ".pth", ".bin")):
+        try:
+            with zipfile.ZipFile(f) as z:
+                bad = z.testzip()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f}: {e}"
+        if bad is not None:
+            return f"{f}: corrupt member {bad}"
+    return None
+
+
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (written last) exists: a run killed while saving leaves a
-    partial checkpoint dir that must not be resumed from."""
+    """The newest checkpoint that reads back intact. A run killed while saving leaves a dir without
+    trainer_state.json (written last): never a candidate. A checkpoint with a corrupt file (disk full, a bad copy)
+    is skipped with a warning naming the file, and the next older one is used."""
     if not ckpt_dir.exists():
         return None
     done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+    skipped: list[str] = []
+    for ckpt in sorted(done, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if skipped:
+                warnings.warn(f"{'; '.join(skipped)}: unreadable, resuming from {ckpt} instead")
+            return str(ckpt)
+        skipped.append(problem)
+    if skipped:
+        warnings.warn(f"{'; '.join(skipped)}: unreadable and no intact checkpoint is left; the stage starts over")
+    return None
 
 
 def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:

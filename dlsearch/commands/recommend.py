@@ -9,7 +9,7 @@ import argparse
 import json
 import logging
 
-from dlsearch.commands import positive_int
+from dlsearch.commands import output_file, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in (("k", args.k), ("catalog", args.catalog)) if v is not None}
+    output_file(args.out)
     print(json.dumps(recommend_file(args.config, args.input, args.out, overrides=overrides,
                                     batch_size=args.batch_size, resume=args.resume, sets=args.set), indent=2))
     return 0
