@@ -106,7 +106,7 @@ class DirectSearch:
             return list(queries), exclude
         if exclude is None:  # the excluded and mentioned items with their duplicate groups (data/titles.py)
             titles = titles_of(self.catalog)
-            exclude = [sorted(titles.excluded_ids(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation)
+            exclude = [sorted(titles.excluded_ids(q.exclusions())) if isinstance(q, Conversation)
                        else None for q in queries]
         prompts = [conversation_prompt(q, self.catalog, self.tokenizer) if isinstance(q, Conversation) else q
                    for q in queries]

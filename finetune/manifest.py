@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlsearch.data.catalog import Catalog
+from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 
 MANIFEST = "manifest.json"
@@ -44,9 +45,7 @@ def write_manifest(out_dir: str | Path, *, catalog: Catalog, idmap: IdMap, token
     man.update(extra or {})
     idmap.save(out / "idmap.json")
     catalog.save_jsonl(out / "catalog.jsonl")
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(man, indent=2, default=str), encoding="utf-8")
-    tmp.replace(out / MANIFEST)
+    atomic_write_json(out / MANIFEST, man, default=str)
     return man
 
 

@@ -19,6 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from dlsearch.data.catalog import Catalog
+from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template, encode_prompts, prompt_for_item_task
 
@@ -75,9 +76,7 @@ def write_memorization(model_dir: str | Path, result: dict[str, Any], *, catalog
         "exact_match": result["exact_match"], "valid_rate": result["valid_rate"], "step": step,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    atomic_write_json(path, data)
     return data
 
 

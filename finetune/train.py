@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dlsearch.data.catalog import Catalog
+from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template
 from dlsearch.finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
@@ -267,7 +268,7 @@ def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path,
         info["memorization"] = {k: r[k] for k in ("exact_match", "valid_rate", "n_items", "eval_seconds")}
     man = read_manifest(stage_dir)
     man["stage"], man["complete"] = info, True
-    (stage_dir / MANIFEST).write_text(json.dumps(man, indent=2, default=str))
+    atomic_write_json(stage_dir / MANIFEST, man, default=str)  # "complete" must never be half written
 
 
 def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
@@ -278,7 +279,7 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     tok.save_pretrained(out)
     for f in ("idmap.json", "catalog.jsonl"):
         shutil.copy(Path(adapter_dir) / f, out / f)
-    (out / MANIFEST).write_text(json.dumps({**man, "kind": "model", "merged_from": str(Path(adapter_dir).resolve())}, indent=2, default=str))
+    atomic_write_json(out / MANIFEST, {**man, "kind": "model", "merged_from": str(Path(adapter_dir).resolve())}, default=str)
     return out
 
 
