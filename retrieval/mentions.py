@@ -440,7 +440,7 @@ def link_conversation(conv: Conversation, linker: MentionLinker, *,
     the linked items as mentioned items; the router removes their duplicate groups from the answer."""
     found = linker.find_in(conv, roles)
     ids = [m.item_id for m in found]
-    exclude = list(dict.fromkeys(list(conv.exclude) + conv.mentioned() + ids))
+    exclude = list(dict.fromkeys(conv.exclusions() + ids))
     meta = {**conv.meta, "linked_mentions": [vars(m) for m in found]}
     return replace(conv, exclude=exclude, meta=meta)
 
