@@ -12,6 +12,8 @@ predictions JSONL:
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,11 @@ class Conversation:
         if self.meta:
             out["meta"] = self.meta
         return out
+
+    def exclusions(self, *, mentioned: bool = True) -> list[str]:
+        """The items not to recommend back: `exclude`, then (by default) the items mentioned as @<id>, each once in
+        that order. The one formula decoding, retrieval and evaluation use (it was written out four times)."""
+        return list(dict.fromkeys(list(self.exclude) + (self.mentioned() if mentioned else [])))
 
     def mentioned(self) -> list[str]:
         """Item ids written as @<id> anywhere in the messages, in order of first mention."""
@@ -151,3 +158,53 @@ def load_predictions(path: str | Path) -> list[Prediction]:
 
 def save_predictions(path: str | Path, preds: Iterable[Prediction]) -> None:
     write_jsonl(path, (p.to_json() for p in preds))
+
+
+class PredictionLog:
+    """Predictions appended as they are made, so a killed job keeps every finished batch and `resume` continues it.
+
+        with PredictionLog("preds.jsonl", resume=True) as out:
+            todo = [c for c in convs if c.id not in out.done]
+            for batch in batches(todo):
+                out.write(recommend(batch))          # one write + flush + fsync per batch
+
+    Each line is complete or absent: a line torn by a kill (no trailing newline, or not JSON) is cut off on resume
+    before anything is appended. Without `resume` an existing file is started afresh.
+    """
+
+    def __init__(self, path: str | Path, *, resume: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        if resume and self.path.exists():
+            good = 0  # byte offset after the last complete, parseable line
+            with open(self.path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    try:
+                        rec = json.loads(line)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        break
+                    if line.strip():
+                        self.done.add(str(rec["id"]))
+                    good += len(line)
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+        self._f = open(self.path, "a" if resume else "w", encoding="utf-8")
+
+    def write(self, preds: Iterable[Prediction]) -> None:
+        lines = [json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in preds]
+        self._f.write("".join(lines))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done.update(json.loads(line)["id"] for line in lines)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "PredictionLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

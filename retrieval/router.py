@@ -14,7 +14,8 @@ Policy (see configs/recommend.yaml, every field commented there):
     go to `router.decisions`, the other strategies still answer; no failure raises (retrieval.strategy);
   * the remaining lists are fused with reciprocal rank fusion (per-strategy weights); a fused item's strategy is
     "a+b" listing contributors by contribution, its score the RRF score; a single list keeps its own scores.
-Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
+Titles written as plain text in the conversation are linked to items first (`policy.link_mentions`,
+retrieval/mentions.py) and join `exclude`. Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
 members of one group (strategies are asked for k + len(exclude) + overfetch candidates, except
 those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
 """
@@ -34,6 +35,7 @@ from dlsearch.data.formats import Conversation, Prediction, ScoredItem
 from dlsearch.data.titles import titles_of
 from dlsearch.retrieval.embedding import conversation_text
 from dlsearch.retrieval.fusion import RRF_K, rrf
+from dlsearch.retrieval.mentions import link_conversation, linker_for
 from dlsearch.retrieval.shape import check_k, empty_result, topk_from_lists
 from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, as_strategy, describe
 
@@ -51,6 +53,7 @@ class Policy:
     rrf_k: float = RRF_K
     overfetch: int = 20
     weights: dict[str, float] = field(default_factory=dict)
+    link_mentions: bool = True  # titles written as plain text are linked (retrieval/mentions.py) and excluded
 
     def __post_init__(self) -> None:
         if self.unmeasured not in UNMEASURED:
@@ -61,6 +64,11 @@ class Policy:
                 raise ValueError(f"policy.{name} must be in [0, 1], got {v}")
         if self.overfetch < 0 or self.direct_max_items < 0:
             raise ValueError("policy.overfetch and policy.direct_max_items must be >= 0")
+        if self.rrf_k <= 0:
+            raise ValueError(f"policy.rrf_k must be > 0, got {self.rrf_k}")
+        negative = {n: w for n, w in self.weights.items() if w < 0}
+        if negative:  # a negative RRF weight would push a strategy's best items to the bottom
+            raise ValueError(f"policy.weights must be >= 0, got {negative}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "policy") -> "Policy":
@@ -161,6 +169,9 @@ class Router:
         k = check_k(k)
         if not convs:
             return []
+        if self.policy.link_mentions:  # before any strategy runs: every one gets the linked items as mentioned
+            linker = linker_for(self.catalog)
+            convs = [link_conversation(c, linker) for c in convs]
         plan = self.plan()
         results = {name: self._run(name, convs, k) for name in plan["run"]}
         if plan["direct_alone"]:  # fallbacks only for the conversations direct search failed or returned nothing for
@@ -176,8 +187,10 @@ class Router:
                         full.errors[i] = sub.errors[j]
                     results[name] = full
         failures = {n: len(r.failed) for n, r in results.items() if r.failed}
-        self.decisions.append({**plan, "used": list(results), "failures": failures, "conversations": len(convs)})
-        return [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+        preds = [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+        self.decisions.append({**plan, "used": list(results), "failures": failures, "conversations": len(convs),
+                               "ids": [c.id for c in convs], "degraded": {p.id: p.degraded for p in preds if p.degraded}})
+        return preds
 
     def _finish(self, conv: Conversation, i: int, results: dict[str, StrategyResult], k: int) -> Prediction:
         titles = titles_of(self.catalog)
