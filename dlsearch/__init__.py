@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('generate_predictions', 'recommend_for_conversation', 'load_model'), "dlsearch.decoding.generate"),
     **dict.fromkeys(('generate_with_items', 'parse_spans', 'SpanReply', 'SpanItem'), "dlsearch.decoding.spans"),
     **dict.fromkeys(('Mention', 'MentionLinker', 'link_conversation', 'linker_for'), "dlsearch.retrieval.mentions"),
-    **dict.fromkeys(('tokenizer_fingerprint',), "dlsearch.decoding.fingerprint"),
+    **dict.fromkeys(('tokenizer_fingerprint',), "dlsearch.data.fingerprint"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,14 +10,13 @@ stages, by their `name`.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 
-from dlsearch.data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
+from dlsearch.data.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------
@@ -137,46 +136,6 @@ EXTRA_TASKS = ("catalog_text", "query->id")
 
 # --- loading -----------------------------------------------------------------------------------------------------
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any) -> None:
-    """Set `a.b.c` in a raw YAML tree; list elements by index or (stages) by name."""
-    parts = dotted.split(".")
-    node: Any = tree
-    default_node: Any = defaults
-    for i, p in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            idx = None
-            if p.isdigit():
-                idx = int(p)
-            else:
-                for j, el in enumerate(node):
-                    if isinstance(el, dict) and el.get("name") == p:
-                        idx = j
-            if idx is None or idx >= len(node):
-                names = [el.get("name") for el in node if isinstance(el, dict)]
-                raise ConfigError(f"override {dotted!r}: no list element {p!r} (by index or name: {names})")
-            if last:
-                node[idx] = value
-                return
-            node = node[idx]
-            default_node = None
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:i])} is not a mapping")
-        if last:
-            node[p] = value
-            return
-        if p not in node:
-            # Start from the dataclass default so the override only changes one key.
-            sub = getattr(default_node, p, None) if default_node is not None else None
-            if isinstance(sub, list):
-                node[p] = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sub]
-            else:
-                node[p] = {}
-        default_node = getattr(default_node, p, None) if default_node is not None else None
-        node = node[p]
-
-
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base: dict[str, Any] | None = None) -> RecipeConfig:
     """Load a recipe YAML (or `base` dict), apply `key=value` overrides, validate, and return a RecipeConfig.
 
@@ -192,9 +151,7 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
         tree = {**base, **tree} if path is None else tree
     if not isinstance(tree, dict):
         raise ConfigError(f"{label}: the top level must be a mapping")
-    for ov in overrides:
-        key, value = parse_override(ov)
-        _set_dotted(tree, key, value, defaults=RecipeConfig())
+    apply_overrides(tree, overrides, defaults=RecipeConfig())
     try:
         cfg = from_dict(RecipeConfig, tree)
         validate(cfg)
@@ -238,8 +195,17 @@ def validate(cfg: RecipeConfig) -> None:
         if st.method != "full" and not st.merge and i < len(active) - 1:
             raise ConfigError(f"{where}.merge: a {st.method} stage followed by another stage needs merge: true")
         t = st.train
-        if t.lr <= 0 or t.batch_size < 1 or t.grad_accum < 1:
-            raise ConfigError(f"{where}.train: lr > 0, batch_size >= 1 and grad_accum >= 1 are required")
+        for key, ok, need in (
+            ("lr", t.lr > 0, "> 0"), ("batch_size", t.batch_size >= 1, ">= 1"), ("grad_accum", t.grad_accum >= 1, ">= 1"),
+            ("epochs", t.epochs > 0 or t.max_steps > 0, "> 0 (or max_steps > 0)"),
+            ("max_length", t.max_length >= 2, ">= 2 (a prompt token and a completion token)"),
+            ("warmup_ratio", 0 <= t.warmup_ratio <= 1, "in [0, 1]"), ("weight_decay", t.weight_decay >= 0, ">= 0"),
+            ("max_grad_norm", t.max_grad_norm > 0, "> 0"), ("save_steps", t.save_steps >= 1, ">= 1"),
+            ("save_total_limit", t.save_total_limit >= 1, ">= 1"), ("logging_steps", t.logging_steps >= 1, ">= 1"),
+            ("dataloader_workers", t.dataloader_workers >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"{where}.train.{key}: must be {need}, got {getattr(t, key)!r}")
         if st.train.loss not in ("auto", "fused", "plain"):
             raise ConfigError(f"{where}.train.loss: {st.train.loss!r} is not one of auto, fused, plain")
         if st.train.sampling not in ("random", "group_by_length"):

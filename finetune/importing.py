@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from dlsearch.data.files import atomic_write_json
+
 MANIFEST = "manifest.json"
 WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 
@@ -163,7 +165,7 @@ def import_model(source: str | Path, out_dir: str | Path) -> Path:
         FileNotFoundError / ValueError: see resolve_source; a quantized HF checkpoint; an out dir that holds
             something else (another import or a fine-tuned model).
     """
-    from dlsearch.decoding.fingerprint import tokenizer_fingerprint
+    from dlsearch.data.fingerprint import tokenizer_fingerprint
 
     src = resolve_source(source)
     out = Path(out_dir)
@@ -198,7 +200,7 @@ def import_model(source: str | Path, out_dir: str | Path) -> Path:
         "base_model": str(source),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    (tmp / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
+    atomic_write_json(tmp / MANIFEST, man)
     if out.exists():
         out.rmdir()  # empty (anything else was refused above)
     tmp.replace(out)

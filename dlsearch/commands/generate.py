@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dlsearch.commands import output_file, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="recommend catalog items for conversations with trie-constrained decoding")
@@ -17,10 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="conversations JSONL")
     p.add_argument("--out", required=True, help="predictions JSONL to write")
     p.add_argument("--catalog", help="catalog JSONL (default: the one recorded in the index manifest)")
-    p.add_argument("--beams", type=int, default=20, help="beam width; more beams = better recall, slower")
-    p.add_argument("--k", type=int, default=10, help="items per conversation")
-    p.add_argument("--batch-size", type=int, default=8, help="conversations per generate call")
-    p.add_argument("--limit", type=int, help="only the first N conversations")
+    p.add_argument("--beams", type=positive_int, default=20, help="beam width; more beams = better recall, slower")
+    p.add_argument("--k", type=positive_int, default=10, help="items per conversation")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="conversations per generate call")
+    p.add_argument("--limit", type=positive_int, help="only the first N conversations")
+    p.add_argument("--resume", action="store_true", help="keep OUT's finished lines and generate only for the conversations not in it")
     p.add_argument("--keep-mentioned", action="store_true", help="allow items already mentioned in the conversation")
     p.set_defaults(func=cmd_generate)
 
@@ -28,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from dlsearch.decoding.generate import generate_predictions
 
+    output_file(args.out)
     stats = generate_predictions(args.model, args.index, args.input, args.out, adapter=args.adapter,
                                  catalog_path=args.catalog, beams=args.beams, k=args.k, batch_size=args.batch_size,
-                                 exclude_mentioned=not args.keep_mentioned, limit=args.limit)
+                                 exclude_mentioned=not args.keep_mentioned, limit=args.limit, resume=args.resume)
     print(json.dumps(stats, indent=2))
     return 0

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+from dlsearch.commands import non_negative_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="the whole loop on bundled ReDial data on CPU (~10 min): recommendations + metrics table")
     p.add_argument("--out", default="runs/quickstart", help="output directory (rerunning reuses finished steps)")
     p.add_argument("--catalog", choices=("mentioned", "full"), default="mentioned",
                    help="mentioned: the movies mentioned in the shipped dialogues (fast); full: all 6,924 ReDial movies")
-    p.add_argument("--eval-turns", type=int, default=150, help="test turns to evaluate (0 = all)")
+    p.add_argument("--eval-turns", type=non_negative_int, default=150, help="test turns to evaluate (0 = all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a quickstart setting")
     p.set_defaults(func=cmd_quickstart)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from dlsearch.evaluation.config import config_from_dict, parse_override
+    from dlsearch.evaluation.config import apply_overrides, config_from_dict
     from dlsearch.app.quickstart import QuickstartConfig, run_quickstart
 
-    data = {"out": args.out, "catalog": args.catalog, "eval_turns": args.eval_turns, **dict(parse_override(s) for s in args.set)}
+    data = apply_overrides({"out": args.out, "catalog": args.catalog, "eval_turns": args.eval_turns}, args.set)
     run_quickstart(config_from_dict(data, QuickstartConfig, source="dlsearch quickstart"))
     return 0

@@ -88,3 +88,42 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     assert len(r0) == len(r1) and 3 * 4 <= len(r0) <= 4 * 4
     assert not set(r0) & set(r1), "ranks trained on the same examples"
     assert (out / "model.safetensors").exists()
+
+
+def test_diverged_weights_are_never_marked_complete(tmp_path: Path) -> None:
+    """issue 13: lr .inf trained a model whose weights were all non-finite and marked it complete. .inf is now refused
+    by the config; a finite lr that still overflows the weights must fail the stage, naming the setting."""
+    out = tmp_path / "diverged"
+    cmd = finetune_cmd(out, "stages.history.enabled=false", "stages.index.train.max_steps=2", "stages.index.train.lr=1e38",
+                       "stages.index.train.max_grad_norm=1e38", "eval.curve_every=0", "eval.memorization=false")
+    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "hold inf/NaN" in p.stderr and "stages.index.train.lr" in p.stderr
+    man = out / "manifest.json"
+    assert not man.exists() or json.loads(man.read_text()).get("complete") is not True
+
+
+def test_stage_loop_names_each_stage_and_chains_models(tmp_path: Path, monkeypatch) -> None:
+    """The one stage loop (recipe and quickstart): infos carry the stage name under "stage" (quickstart.json listed
+    ["?", "?"] reading "name"), the LoRA stage trains from the full stage's output, and a complete stage is skipped
+    on resume."""
+    from dlsearch.finetune import train
+    from dlsearch.finetune.config import load_recipe
+    from tests.finetune.conftest import RECIPE, TINY
+
+    cfg = load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY])
+    calls = []
+
+    def fake_stage(cfg, stage, base, sdir, *args, **kwargs):
+        calls.append((stage.name, base))
+        return {"stage": stage.name}
+
+    monkeypatch.setattr(train, "run_stage", fake_stage)
+    infos = train.run_stages(cfg, tmp_path / "init", None, None, {}, resume=False)
+    assert [i["stage"] for i in infos] == ["index", "history"]
+    assert calls == [("index", tmp_path / "init"), ("history", tmp_path / "stages" / "index")]
+    (tmp_path / "stages" / "index").mkdir(parents=True)
+    (tmp_path / "stages" / "index" / "manifest.json").write_text(json.dumps({"complete": True, "stage": {"stage": "index"}}))
+    calls.clear()
+    assert [i["stage"] for i in train.run_stages(cfg, tmp_path / "init", None, None, {}, resume=True)] == ["index", "history"]
+    assert [c[0] for c in calls] == ["history"]
