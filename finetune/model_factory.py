@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.ids import IdMap
@@ -150,19 +150,14 @@ def add_id_tokens(model: Any, tokenizer: Any, idmap: IdMap) -> list[int]:
     return new_ids
 
 
-def ensure_pad_token(tokenizer: Any) -> None:
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # generation masks pads; eos is the common choice for LMs
-
-
 def init_pretrained_model(catalog: Catalog, idmap: IdMap, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
     """Copy a local causal LM with the id tokens added (mean-initialized) into out_dir, with a manifest."""
+    from dlsearch.finetune.loading import load_finetuned
+
     src = Path(pretrained_dir)
-    if not (src / "config.json").exists():
-        raise FileNotFoundError(f"{src}: not a Hugging Face model dir (no config.json); pass a local directory")
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    ensure_pad_token(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    # Any base: `dlsearch model import` output or a local Hugging Face dir (a GGUF file is refused with the command
+    # that imports it); a fine-tuned dir (with its id tokens) can be a base too.
+    model, tokenizer, _ = load_finetuned(src, merge=True)
     added = add_id_tokens(model, tokenizer, idmap)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template
 from dlsearch.finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
-from dlsearch.finetune.loading import load_base, load_finetuned, model_dtype
+from dlsearch.finetune.loading import load_base, load_finetuned, load_tokenizer, model_dtype
 from dlsearch.finetune.manifest import MANIFEST, read_manifest, write_manifest
 from dlsearch.finetune.memorization import CurveCallback, measure, save_curve, write_memorization
 from dlsearch.finetune.mixture import weighted_mixture
@@ -159,7 +158,7 @@ def peft_config(stage: StageConfig, tokenizer: Any, idmap: IdMap) -> Any:
 
 def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:
     if method != "qlora":
-        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+        return load_base(base_dir, quantized=False, dtype=dtype)
     from peft import prepare_model_for_kbit_training
 
     # Gradient checkpointing only saves memory; on CPU it costs time, so it is not switched on here.
@@ -170,7 +169,7 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
                   extras: dict[str, Any]) -> tuple[Any, Any, CurveCallback | None]:
     """(trainer, tokenizer, learning-curve callback or None) for one stage, ready to train."""
     # Order: tokenizer first (datasets and LoRA token indices depend on it), then model, data, trainer.
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = load_tokenizer(base_dir)
     model = load_stage_model(base_dir, stage.method, model_dtype(cfg.model.dtype))
     train_ds = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
     args = sft_args(stage.train, stage_dir / "checkpoints", seed=cfg.seed)

@@ -1,7 +1,7 @@
 """Direct search (decoding.direct.DirectSearch) seen from conversations, for the router.
 
-    strategies.direct.factory: retrieval.direct:direct_from_config      (configs/recommend.yaml)
-    strategies.direct.options: {index: runs/m/trie, beams: 20}
+    DirectConversationSearch(DirectSearch(model, tokenizer, trie, catalog, beams=20), catalog)
+    # from a config: strategies.direct.factory: dlsearch.app.strategies:direct_from_config  (configs/recommend.yaml)
 
 The prompt is decoding's `conversation_prompt` (the training template, mentions rendered as titles); items the
 conversation excludes or already mentions are masked inside beam search, not filtered afterwards.
@@ -9,7 +9,6 @@ conversation excludes or already mentions are masked inside beam search, not fil
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,19 +34,3 @@ class DirectConversationSearch:
         prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer) for c in convs]
         exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if self.exclude_mentioned else []))) for c in convs]
         return self.search_engine.search(prompts, k, exclude=exclude)
-
-
-def direct_from_config(*, catalog: Catalog, model_dir: str | None, index: str, beams: int = 20, batch_size: int = 8,
-                       adapter: str | None = None) -> DirectConversationSearch:
-    """Load the fine-tuned model and its trie index (checked against this catalog's hash and the tokenizer)."""
-    from dlsearch.decoding.direct import DirectSearch
-    from dlsearch.decoding.generate import load_model
-    from dlsearch.decoding.index import TrieIndex
-
-    if not model_dir:
-        raise ValueError("direct search needs 'model_dir' (the fine-tuned model) in the recommend config")
-    if not Path(index).exists():
-        raise FileNotFoundError(f"{index}: no trie index; build it with `dlsearch index build --kind trie`")
-    model, tokenizer = load_model(model_dir, adapter)
-    trie = TrieIndex.load(index, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
-    return DirectConversationSearch(DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size), catalog)

@@ -85,9 +85,10 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
         if generator is None:
             if not model_dir:
                 raise ValueError("a strategy takes its query from the model but 'model_dir' is not set")
-            from dlsearch.retrieval.generate import TaskGenerator, load_model
+            from dlsearch.finetune.loading import load_model
+            from dlsearch.retrieval.generate import TaskGenerator
 
-            generator = TaskGenerator(*load_model(model_dir, catalog), catalog)
+            generator = TaskGenerator(*load_model(model_dir, catalog=catalog)[:2], catalog)
         return generator
 
     strategies: dict[str, Strategy] = {}

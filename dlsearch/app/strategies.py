@@ -69,9 +69,27 @@ def _need(opts: dict[str, Any], key: str, strategy: str, what: str) -> Any:
     return opts[key]
 
 
-def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
-    from dlsearch.retrieval.direct import direct_from_config
+def direct_from_config(*, catalog: Any, model_dir: str | None, index: str, beams: int = 20, batch_size: int = 8,
+                       adapter: str | None = None) -> Any:
+    """Direct search for the router and the evaluation runner: the model (finetune.loading.load_model) and its trie
+    index (checked against this catalog's hash and the tokenizer) in a DirectConversationSearch."""
+    from pathlib import Path
 
+    from dlsearch.decoding.direct import DirectSearch
+    from dlsearch.decoding.index import TrieIndex
+    from dlsearch.finetune.loading import load_model
+    from dlsearch.retrieval.direct import DirectConversationSearch
+
+    if not model_dir:
+        raise ValueError("direct search needs 'model_dir' (the fine-tuned model) in the recommend config")
+    if not Path(index).exists():
+        raise FileNotFoundError(f"{index}: no trie index; build it with `dlsearch index build --kind trie`")
+    model, tokenizer, _ = load_model(model_dir, adapter=adapter, catalog=catalog)
+    trie = TrieIndex.load(index, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
+    return DirectConversationSearch(DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size), catalog)
+
+
+def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
     return direct_from_config(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
                               index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
                               beams=int(opts.get("beams", 20)))

@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
     CATALOG.save_jsonl(d / "catalog.jsonl")
     cfg = yaml.safe_load(open("configs/recommend.yaml"))
     cfg.update(catalog=str(d / "catalog.jsonl"), model_dir=str(d / "model"), cache_dir=str(d / "cache"))
-    cfg["strategies"] = {"direct": {"enabled": True, "factory": "retrieval.direct:direct_from_config",
+    cfg["strategies"] = {"direct": {"enabled": True, "factory": "dlsearch.app.strategies:direct_from_config",
                                     "options": {"index": str(d / "trie"), "beams": 8}},
                          "bm25": {"enabled": True, "index": None}}
     (d / "recommend.yaml").write_text(yaml.safe_dump(cfg))
