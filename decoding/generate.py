@@ -22,10 +22,12 @@ from dlsearch.decoding.index import TrieIndex
 TASK = "conversation->item"
 
 
-def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None) -> str:
-    """The conversation->item prompt with @<id> mentions rendered as titles (the training template)."""
+def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
+                        max_messages: int | None = None) -> str:
+    """The conversation->item prompt with @<id> mentions rendered as titles (the training template); max_messages
+    keeps the last N messages, as the recipe's data.max_messages did in training (None: all)."""
     render = lambda iid: catalog[iid].title if iid in catalog else iid  # noqa: E731
-    prompt = prompt_for_context(TASK, render_conversation(conv, render))
+    prompt = prompt_for_context(TASK, render_conversation(conv, render, max_messages=max_messages))
     return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
 
 

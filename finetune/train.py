@@ -262,9 +262,19 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
     return info, trainer
 
 
+def nonfinite_parameters(model: Any) -> list[str]:
+    """Names of the parameters holding an inf or NaN (a diverged run: too high a learning rate, fp16 overflow)."""
+    return [n for n, p in model.named_parameters() if not bool(p.detach().isfinite().all())]
+
+
 def save_weights(trainer: Any, stage: StageConfig, stage_dir: Path) -> None:
     """The trained model (full) or adapter (LoRA / QLoRA, in <stage_dir>/adapter) through Trainer.save_model, which
     every rank must call (FSDP gathers the sharded weights; with FULL_STATE_DICT the result is a plain dir)."""
+    bad = nonfinite_parameters(trainer.model)
+    if bad:  # a model with non-finite weights is never written as a finished stage
+        raise ValueError(f"stage {stage.name!r}: {len(bad)} parameter tensor(s) hold inf/NaN after training "
+                         f"(e.g. {bad[0]}); lower stages.{stage.name}.train.lr (now {stage.train.lr}) and rerun; "
+                         f"{stage_dir} is not marked complete")
     out = stage_dir if stage.method == "full" else stage_dir / "adapter"
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():

@@ -18,19 +18,21 @@ from dlsearch.data.formats import Conversation
 
 
 class DirectConversationSearch:
-    """search(conversations, k) -> (scores, rows) with decoding's constrained beam search."""
+    """search(conversations, k) -> (scores, rows) with decoding's constrained beam search: the searcher under the
+    router's "direct" strategy (retrieval.strategy.SearcherStrategy passes it the conversations as they are)."""
 
-    name = "direct"
     masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
 
-    def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True):
+    def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True, max_messages: int | None = None):
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
+        self.max_messages = max_messages  # the context window the model was trained on (recipe data.max_messages)
 
     def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
         from dlsearch.decoding.generate import conversation_prompt
 
         if any(not isinstance(c, Conversation) for c in convs):
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
-        prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer) for c in convs]
+        prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
+                   for c in convs]
         exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if self.exclude_mentioned else []))) for c in convs]
         return self.search_engine.search(prompts, k, exclude=exclude)

@@ -155,3 +155,16 @@ def test_title_maps_of_version_1_still_extend_with_normalized_codes() -> None:
     old = IdMap(scheme="title", codes={"1": "toy story (1995)"}, catalog_hash=cat.content_hash(), params={"seed": 0})
     ext = old.extend(Catalog([Item("1", "Toy Story (1995)"), Item("2", "Heat (1995)")]))
     assert ext.codes == {"1": "toy story (1995)", "2": "heat (1995)"}
+
+
+@pytest.mark.parametrize("scheme, params, bad", [
+    ("random", {"lenght": 3}, "lenght"),  # issue 13: a misspelled parameter was accepted and saved
+    ("atomic", {"length": 3}, "length"),  # atomic takes no parameters at all
+    ("semantic", {"codebook": 8}, "codebook"),
+])
+def test_unknown_scheme_parameter_refused_with_suggestion(movielens, scheme, params, bad):
+    catalog = movielens[0].subset(movielens[0].ids[:50])
+    with pytest.raises(ValueError, match=rf"'{bad}'") as e:
+        build_idmap(catalog, scheme, **params)
+    if bad == "lenght":
+        assert "did you mean 'length'" in str(e.value)
