@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import ensure_pad_token
-from dlsearch.finetune.manifest import MANIFEST, ManifestError, check_catalog, read_manifest
+from dlsearch.finetune.manifest import MANIFEST, ManifestError, check_catalog, read_manifest, write_manifest
 
 
 def model_dtype(name: str) -> torch.dtype:
@@ -69,6 +69,24 @@ def load_tokenizer(path: str | Path) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(path)
     ensure_pad_token(tokenizer)
     return tokenizer
+
+
+def init_pretrained_model(catalog: Catalog, idmap: IdMap, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
+    """Copy a local causal LM with the id tokens added (mean-initialized) into out_dir, with a manifest."""
+    from dlsearch.finetune.model_factory import add_id_tokens, count_parameters
+
+    src = Path(pretrained_dir)
+    # Any base: `dlsearch model import` output or a local Hugging Face dir (a GGUF file is refused with the command
+    # that imports it); a fine-tuned dir (with its id tokens) can be a base too.
+    model, tokenizer, _ = load_finetuned(src, merge=True)
+    added = add_id_tokens(model, tokenizer, idmap)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_manifest(out, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=str(src.resolve()),
+                   extra={"kind": "model", "added_token_ids": added, "parameters": count_parameters(model)})
+    return out
 
 
 def load_base(path: str | Path, *, quantized: bool, dtype: torch.dtype = torch.float32) -> Any:

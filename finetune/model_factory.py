@@ -4,7 +4,9 @@ causal LM with the catalog's id tokens added.
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --size configs/models/llama-3m.yaml --out runs/init
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --pretrained /models/my-lm --out runs/init
 
-Both paths save a Hugging Face dir (AutoModelForCausalLM / AutoTokenizer load it) with a `manifest.json`.
+Both paths save a Hugging Face dir (AutoModelForCausalLM / AutoTokenizer load it) with a `manifest.json`. The
+pretrained path (`init_pretrained_model`) lives in finetune/loading.py, beside the one loader it uses; it adds the
+id tokens with `add_id_tokens` from here.
 """
 
 from __future__ import annotations
@@ -148,24 +150,6 @@ def add_id_tokens(model: Any, tokenizer: Any, idmap: IdMap) -> list[int]:
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return new_ids
-
-
-def init_pretrained_model(catalog: Catalog, idmap: IdMap, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
-    """Copy a local causal LM with the id tokens added (mean-initialized) into out_dir, with a manifest."""
-    from dlsearch.finetune.loading import load_finetuned
-
-    src = Path(pretrained_dir)
-    # Any base: `dlsearch model import` output or a local Hugging Face dir (a GGUF file is refused with the command
-    # that imports it); a fine-tuned dir (with its id tokens) can be a base too.
-    model, tokenizer, _ = load_finetuned(src, merge=True)
-    added = add_id_tokens(model, tokenizer, idmap)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_manifest(out, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=str(src.resolve()),
-                   extra={"kind": "model", "added_token_ids": added, "parameters": count_parameters(model)})
-    return out
 
 
 def model_fingerprint(model_dir: str | Path) -> str:

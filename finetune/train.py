@@ -343,7 +343,7 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
 def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
     """The model stage 1 starts from: built from scratch (tokenizer trained here) or the pretrained dir with the id
     tokens added. Re-runnable: an existing init dir for the same catalog and id scheme is reused."""
-    from dlsearch.finetune.model_factory import init_pretrained_model
+    from dlsearch.finetune.loading import init_pretrained_model
 
     init = Path(cfg.output_dir) / "init"
     if (init / MANIFEST).exists():

@@ -15,9 +15,8 @@ from dlsearch.cli import main
 from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.formats import Conversation, Message, load_predictions, save_conversations
 from dlsearch.data.ids import build_idmap
-from dlsearch.finetune.loading import load_model
+from dlsearch.finetune.loading import init_pretrained_model, load_model
 from dlsearch.finetune.manifest import ManifestError
-from dlsearch.finetune.model_factory import init_pretrained_model
 
 from decoding_fixtures import make_model, make_tokenizer
 
