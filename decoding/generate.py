@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
-from dlsearch.data.formats import Conversation, Prediction, ScoredItem, load_conversations, save_predictions
+from dlsearch.data.formats import Conversation, Prediction, PredictionLog, ScoredItem, load_conversations, save_predictions
 from dlsearch.data.prompts import apply_chat_template, prompt_for_context, render_conversation
 from dlsearch.decoding.direct import DirectSearch, SearchStats
 from dlsearch.decoding.index import TrieIndex
@@ -43,7 +43,7 @@ def to_predictions(ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, cat
 
 def recommend_for_conversation(conv: Conversation, search: DirectSearch, k: int = 10, *, exclude_mentioned: bool = True) -> Prediction:
     """Ranked items for one conversation (items it already mentions or excludes are masked out)."""
-    exclude = list(dict.fromkeys(list(conv.exclude) + (conv.mentioned() if exclude_mentioned else [])))
+    exclude = conv.exclusions(mentioned=exclude_mentioned)
     scores, rows = search.search([conversation_prompt(conv, search.catalog, search.tokenizer)], k, exclude=[exclude])
     return to_predictions([conv.id], scores, rows, search.catalog)[0]
 
@@ -62,20 +62,29 @@ def index_catalog(index_dir: str | Path, catalog_path: str | Path | None = None)
 
 def generate_predictions(model: Any, tokenizer: Any, catalog: Catalog, index_dir: str | Path, input_path: str | Path,
                          out_path: str | Path, *, beams: int = 20, k: int = 10, batch_size: int = 8,
-                         exclude_mentioned: bool = True, limit: int | None = None) -> dict[str, Any]:
-    """Run constrained beam search over a conversations file and write predictions JSONL. Returns the stats dict
-    (valid-item rate, duplicate rate, counts) that the CLI prints."""
+                         exclude_mentioned: bool = True, limit: int | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run constrained beam search over a conversations file, appending predictions JSONL batch by batch (`resume`:
+    keep the lines already written, cut a torn last line, do only the rest). Returns the stats dict (valid-item
+    rate, duplicate rate, counts) that the CLI prints."""
     from tqdm import tqdm
 
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
     convs = load_conversations(input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
-    prompts = [conversation_prompt(c, catalog, tokenizer) for c in convs]
-    exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if exclude_mentioned else []))) for c in convs]
-    with tqdm(total=len(prompts), desc="generate", unit="conv") as bar:
-        scores, rows, stats = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)
-    save_predictions(out_path, to_predictions([c.id for c in convs], scores, rows, catalog))
-    return {"conversations": len(convs), "out": str(out_path), **stats.as_dict()}
+    stats = SearchStats()
+    # each finished batch is appended and flushed: a killed run keeps them and `resume` skips them
+    with PredictionLog(out_path, resume=resume) as out, tqdm(total=len(convs), desc="generate", unit="conv") as bar:
+        todo = [c for c in convs if c.id not in out.done]
+        bar.update(len(convs) - len(todo))
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo : lo + batch_size]
+            prompts = [conversation_prompt(c, catalog, tokenizer) for c in chunk]
+            exclude = [c.exclusions(mentioned=exclude_mentioned) for c in chunk]
+            scores, rows, st = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)
+            out.write(to_predictions([c.id for c in chunk], scores, rows, catalog))
+            stats.add(st)
+    return {"conversations": len(convs), "written": len(todo), "skipped_already_written": len(convs) - len(todo),
+            "out": str(out_path), **stats.as_dict()}
 
 
 __all__ = ["index_catalog", "conversation_prompt", "recommend_for_conversation", "generate_predictions", "to_predictions", "SearchStats"]

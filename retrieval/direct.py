@@ -1,7 +1,7 @@
 """Direct search (decoding.direct.DirectSearch) seen from conversations, for the router.
 
     DirectConversationSearch(DirectSearch(model, tokenizer, trie, catalog, beams=20), catalog)
-    # from a config: strategies.direct.factory: dlsearch.app.strategies:direct_from_config  (configs/recommend.yaml)
+    # from a config: strategies.direct.factory: direct  (dlsearch.app.strategies:direct_from_config)
 
 The prompt is decoding's `conversation_prompt` (the training template, mentions rendered as titles); items the
 conversation excludes or already mentions are masked inside beam search, not filtered afterwards.
@@ -34,5 +34,5 @@ class DirectConversationSearch:
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
         prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
                    for c in convs]
-        exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if self.exclude_mentioned else []))) for c in convs]
+        exclude = [c.exclusions(mentioned=self.exclude_mentioned) for c in convs]
         return self.search_engine.search(prompts, k, exclude=exclude)

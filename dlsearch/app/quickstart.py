@@ -66,8 +66,7 @@ def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg
     from dlsearch.data.splits import dialogue_id, split_conversations
     from dlsearch.data.turns import recommender_turns
     from dlsearch.finetune.config import load_recipe
-    from dlsearch.finetune.manifest import MANIFEST, read_manifest
-    from dlsearch.finetune.train import active_stages, prepare_base, run_stage, stage_dirs
+    from dlsearch.finetune.train import prepare_base, run_stages
 
     recipe = load_recipe(cfg.recipe, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *cfg.recipe_overrides])
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
@@ -83,15 +82,8 @@ def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg
     if train_ids & prepared_test or train_ids != prepared_train:
         raise ValueError("fine-tuning split differs from the prepared split: test dialogues would leak into training")
     extras = {"conversations": with_turns}
-    base = prepare_base(recipe, catalog, idmap)
-    infos = []
-    for stage, sdir in zip(active_stages(recipe), stage_dirs(recipe)):
-        if (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
-            infos.append(read_manifest(sdir)["stage"])
-        else:
-            infos.append(run_stage(recipe, stage, base, sdir, catalog, idmap, extras, resume=True))
-        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
-    return {"stages": [i.get("name", "?") if isinstance(i, dict) else str(i) for i in infos], "model_dir": str(model_dir)}
+    infos = run_stages(recipe, prepare_base(recipe, catalog, idmap), catalog, idmap, extras, resume=True)
+    return {"stages": [i["stage"] for i in infos], "model_dir": str(model_dir)}
 
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
@@ -122,7 +114,7 @@ def router_config(data_dir: Path, model_dir: Path, indexes: dict[str, str], out:
         "catalog": str(data_dir / "catalog.jsonl"), "k": 10, "cache_dir": str(out / "embeddings"), "model_dir": str(model_dir),
         "policy": {"unmeasured": "fallback"},
         "strategies": {
-            "direct": {"enabled": True, "factory": "dlsearch.app.strategies:direct_from_config",
+            "direct": {"enabled": True, "factory": "direct",
                        "options": {"index": indexes["trie"], "beams": cfg.beams}},
             "dual": {"enabled": True, "index": indexes["dual"]},
             "bm25": {"enabled": True, "index": None},

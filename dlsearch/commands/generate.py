@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dlsearch.commands import positive_int
+from dlsearch.commands import output_file, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=positive_int, default=10, help="items per conversation")
     p.add_argument("--batch-size", type=positive_int, default=8, help="conversations per generate call")
     p.add_argument("--limit", type=positive_int, help="only the first N conversations")
+    p.add_argument("--resume", action="store_true", help="keep OUT's finished lines and generate only for the conversations not in it")
     p.add_argument("--keep-mentioned", action="store_true", help="allow items already mentioned in the conversation")
     p.set_defaults(func=cmd_generate)
 
@@ -31,9 +32,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dlsearch.decoding.generate import generate_predictions, index_catalog
     from dlsearch.finetune.loading import load_model
 
+    output_file(args.out)
     catalog = index_catalog(args.index, args.catalog)
     model, tokenizer, _ = load_model(args.model, adapter=args.adapter, catalog=catalog)
     stats = generate_predictions(model, tokenizer, catalog, args.index, args.input, args.out, beams=args.beams, k=args.k,
-                                 batch_size=args.batch_size, exclude_mentioned=not args.keep_mentioned, limit=args.limit)
+                                 batch_size=args.batch_size, exclude_mentioned=not args.keep_mentioned, limit=args.limit,
+                                 resume=args.resume)
     print(json.dumps(stats, indent=2))
     return 0

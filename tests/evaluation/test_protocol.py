@@ -52,8 +52,12 @@ def test_popularity_counts_training_split_only(redial_prepared) -> None:
     top = [task.catalog.ids[r] for r in rows[0]]
     counts = [task.train_counts[i] for i in top]
     assert counts == sorted(counts, reverse=True) and counts[0] == max(task.train_counts.values())
-    # nbMentions (all of ReDial) must not be what orders the list: it is not even in this catalog's meta
-    assert all("nbMentions" not in task.catalog[i].meta for i in top)
+    # the counts come from the train file alone: recomputed from it, and no test turn changes them
+    from dlsearch.data.formats import load_conversations
+
+    train = load_conversations(redial_prepared / "conversations" / "train.jsonl")
+    assert task.train_counts == P.training_counts(train)
+    assert P.training_counts(train + task.queries) != task.train_counts  # test turns would have counted
 
 
 def test_report_end_to_end_with_a_predictions_file(redial_prepared, tmp_path) -> None:
@@ -102,7 +106,11 @@ def test_movielens_leave_one_out(datasets_dir) -> None:
         assert q.targets == [h[-1]] and h[-2] in q.exclude and len(q.exclude) == len(set(h[:-1]))
         assert task.train_counts[h[-1]] <= sum(1 for u in hist.values() for i, _ in u[:-2] if i == h[-1])
     report = P.evaluate_systems(task, P.baseline_systems(task), n_resamples=100, modes=("excluded",))
-    assert report["modes"]["excluded"]["best_baseline"] in ("popularity", "bm25")
+    mode, primary = report["modes"]["excluded"], report["primary_metric"]
+    means = {b: mode["systems"][b]["metrics"][primary]["mean"] for b in ("popularity", "bm25")}
+    assert mode["best_baseline"] == max(means, key=means.get)  # the baseline with the higher primary metric
+    other = min(means, key=means.get)
+    assert primary in mode["systems"][other]["vs_best_baseline"] and "vs_best_baseline" not in mode["systems"][mode["best_baseline"]]
 
 
 def test_cli_evaluate_writes_results(redial_prepared, tmp_path, capsys) -> None:
