@@ -20,7 +20,7 @@ from dlsearch.commands import index_retrieval
 def _trie_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trie")
     g.add_argument("--idmap", help="trie: id map JSON (the codes the model writes)")
-    g.add_argument("--model", help="trie: model dir whose tokenizer the index is built for")
+    g.add_argument("--model", help="trie: model dir whose tokenizer the index is built for (fine-tuned, imported or a local HF dir)")
     g.add_argument("--mode", choices=("whole", "span"), default="whole",
                    help="trie: whole = the output is one item then EOS; span = items inside free text")
     g.add_argument("--source", choices=("id", "title"), default="id", help="trie: index id codes or titles")
@@ -29,11 +29,10 @@ def _trie_options(p: argparse.ArgumentParser) -> None:
 def build_trie(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
-    from transformers import AutoTokenizer
-
     from dlsearch.data.catalog import load_catalog_jsonl
     from dlsearch.data.ids import IdMap, build_idmap
     from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.loading import load_tokenizer
 
     if not args.model:
         raise ValueError("--kind trie needs --model (the model dir whose tokenizer will decode)")
@@ -43,7 +42,7 @@ def build_trie(args: argparse.Namespace) -> dict[str, Any]:
         idmap = IdMap.load(args.idmap or Path(args.data) / "idmap.json")
     else:
         idmap = build_idmap(catalog, "atomic")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model)
     index = build_index(catalog, idmap, tokenizer, mode=args.mode, source=args.source)
     index.manifest["catalog_path"] = catalog_path(args)
     index.save(args.out)
