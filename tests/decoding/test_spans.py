@@ -54,10 +54,19 @@ def test_parse_spans_reads_past_a_generated_pad():
     """A <pad> written by the model inside free text is text, not the end of the reply: later items are kept."""
     prompt = "User: recommend two films\nAssistant:"
     width = TOK([prompt], return_tensors="pt")["input_ids"].shape[1]
-    push = Push(width, {1: TOK.pad_token_id, 3: START, 14: START})
-    replies = generate_with_items(MODEL, TOK, INDEX, [prompt], max_new_tokens=30, logits_processor=[push],
+
+    class PadThenTwoSpans(LogitsProcessor):  # a <pad> first, then a span, and a second one right after it closes
+        def __call__(self, input_ids, scores):
+            g = input_ids.shape[1] - width
+            if g == 1:
+                scores[:, TOK.pad_token_id] += 1000.0
+            if g == 3 or (g > 3 and int(input_ids[0, -1]) == END):
+                scores[:, START] += 1000.0
+            return scores
+
+    replies = generate_with_items(MODEL, TOK, INDEX, [prompt], max_new_tokens=60, logits_processor=[PadThenTwoSpans()],
                                   do_sample=False)
-    assert len(replies[0].items) == 2 and all(it.item_id in CATALOG for it in replies[0].items)
+    assert len(replies[0].items) >= 2 and all(it.item_id in CATALOG for it in replies[0].items)
     # EOS still ends the reply: nothing after it is parsed
     t = INDEX.base.trie
     item = [int(t.child_token[0])]  # any one-token prefix; not needed complete, it follows EOS
