@@ -10,12 +10,12 @@ from). All text comes from data/prompts.py, the template shared with inference.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from dlsearch.data.catalog import Catalog, Item, split_title_year
 from dlsearch.data.formats import Conversation
 from dlsearch.data.ids import IdMap
-from dlsearch.data.prompts import CONCEPT_SEP, make_completion, prompt_for_context, prompt_for_item_task, render_conversation
+from dlsearch.data.prompts import CONCEPT_SEP, conversation_prompt, make_completion, prompt_for_context, prompt_for_item_task, render_history
 from dlsearch.data.turns import all_recommender_turns
 
 if TYPE_CHECKING:  # datasets is imported lazily: importing data.examples stays cheap
@@ -67,14 +67,6 @@ def search_query(item: Item, n_concepts: int = QUERY_CONCEPTS) -> str:
     return " ".join([" ".join(base.split())] + concepts[:n_concepts])
 
 
-def _renderer(render: str, catalog: Catalog, idmap: IdMap) -> Callable[[str], str]:
-    if render == "title":
-        return lambda i: catalog[i].title.strip() if i in catalog else f"@{i}"
-    if render == "id":
-        return lambda i: idmap.code(i) if i in idmap.codes else f"@{i}"
-    raise ValueError(f"render must be 'title' or 'id', got {render!r}")
-
-
 def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: IdMap, task: str = "conversation->item",
                       render: str = "title", max_messages: int | None = None) -> list[dict[str, str]]:
     """One row per (recommender turn, target). Records without targets are whole dialogues: they are cut into
@@ -83,10 +75,11 @@ def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: Id
         raise ValueError(f"not a conversation task: {task!r}; choose from {list(CONVERSATION_TASKS)}")
     convs = list(convs)
     turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
-    render_item = _renderer(render, catalog, idmap)
+    if render not in ("title", "id"):
+        raise ValueError(f"render must be 'title' or 'id', got {render!r}")
     rows = []
     for turn in turns:
-        prompt = prompt_for_context(task, render_conversation(turn, render_item, max_messages=max_messages))
+        prompt = conversation_prompt(turn, catalog, task, render=render, idmap=idmap, max_messages=max_messages)
         for target in turn.targets:
             item = catalog[target]
             if task == "conversation->item":
@@ -113,14 +106,13 @@ def history_rows(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, 
     for "train" each of the last `train_targets` positions of a user's training events is a target (all of them
     would be ~100k near-duplicate prompts on MovieLens). The prompt lists up to `context` previous items, oldest
     first, one per line."""
-    render_item = _renderer(render, catalog, idmap)
     rows = []
     for user, events in histories.items():
         positions = range(max(1, len(events) - train_targets), len(events)) if split == "train" else [len(events) - 1]
         for t in positions:
             if t < 1:
                 continue
-            shown = "\n".join(render_item(i) for i, _ in events[max(0, t - context):t])
+            shown = render_history([i for i, _ in events[max(0, t - context):t]], catalog, render=render, idmap=idmap)
             target = events[t][0]
             rows.append({"prompt": prompt_for_context("history->next_item", shown),
                          "completion": make_completion(idmap.code(target)), "task": "history->next_item",

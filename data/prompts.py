@@ -7,9 +7,13 @@ Items inside free text are wrapped in ITEM_START ... ITEM_END so the constrained
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from dlsearch.data.formats import Conversation, render_mentions
+
+if TYPE_CHECKING:
+    from dlsearch.data.catalog import Catalog
+    from dlsearch.data.ids import IdMap
 
 ITEM_START = "<item>"
 ITEM_END = "</item>"
@@ -38,14 +42,40 @@ _INSTRUCTIONS = {
 }
 
 
-def render_conversation(conv: Conversation, render_item: Callable[[str], str], *, max_messages: int | None = None) -> str:
-    """Messages as 'User: ...' / 'Assistant: ...' lines, @<id> mentions rendered by render_item (title or id)."""
+def item_text_in_prompt(item_id: str, catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None) -> str | None:
+    """How an item reads inside a prompt: its title (stripped: surrounding whitespace of a catalog title is not
+    part of the name) or, with render="id", its id code. None for an item the catalog (or id map) does not know:
+    a mention of it then stays as written."""
+    if render == "title":
+        return catalog[item_id].title.strip() if item_id in catalog else None
+    if render == "id":
+        if idmap is None:
+            raise ValueError("render='id' needs the id map")
+        return idmap.code(item_id) if item_id in idmap.codes else None
+    raise ValueError(f"render must be 'title' or 'id', got {render!r}")
+
+
+def render_conversation(conv: Conversation, catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None,
+                        max_messages: int | None = None) -> str:
+    """THE conversation renderer, used by training examples, inference prompts, BM25/encoder query text and the
+    service alike: messages as 'User: ...' / 'Assistant: ...' lines, mentions rendered by item_text_in_prompt."""
     msgs = conv.messages if max_messages is None else conv.messages[-max_messages:]
     lines = []
     for m in msgs:
         who = "User" if m.role == "user" else "Assistant"
-        lines.append(f"{who}: {render_mentions(m.content, render_item)}")
+        lines.append(f"{who}: {render_mentions(m.content, lambda i: item_text_in_prompt(i, catalog, render=render, idmap=idmap))}")
     return "\n".join(lines)
+
+
+def render_history(item_ids: Sequence[str], catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None) -> str:
+    """A user's items, oldest first, one per line (history->next_item context)."""
+    return "\n".join(item_text_in_prompt(i, catalog, render=render, idmap=idmap) or f"@[{i}]" for i in item_ids)
+
+
+def conversation_prompt(conv: Conversation, catalog: "Catalog", task: str = "conversation->item", *, render: str = "title",
+                        idmap: "IdMap | None" = None, max_messages: int | None = None) -> str:
+    """The prompt of a conversation task for one conversation: the same string in training and at inference."""
+    return prompt_for_context(task, render_conversation(conv, catalog, render=render, idmap=idmap, max_messages=max_messages))
 
 
 def make_prompt(task: str, body: str) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, Prediction, ScoredItem, load_conversations, save_predictions
-from dlsearch.data.prompts import apply_chat_template, prompt_for_context, render_conversation
+from dlsearch.data.prompts import apply_chat_template
+from dlsearch.data.prompts import conversation_prompt as render_prompt
 from dlsearch.decoding.direct import DirectSearch, SearchStats
 from dlsearch.decoding.index import TrieIndex
 
@@ -38,9 +39,9 @@ def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, cata
 
 
 def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None) -> str:
-    """The conversation->item prompt with @<id> mentions rendered as titles (the training template)."""
-    render = lambda iid: catalog[iid].title if iid in catalog else iid  # noqa: E731
-    prompt = prompt_for_context(TASK, render_conversation(conv, render))
+    """The conversation->item prompt with mentions rendered as titles: data.prompts.conversation_prompt, the
+    function training examples are rendered with."""
+    prompt = render_prompt(conv, catalog, TASK)
     return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
 
 

@@ -221,6 +221,8 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         "load_avg_start": load0, "load_avg_end": load_avg(), "device": "cuda" if on_cuda() else "cpu",
         "losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "prepared": extras.get("prepared"),  # fingerprint of the prepared dir (catalog, splits, id map) trained on
+        "prepared_dir": os.path.relpath(extras["prepared_dir"], stage_dir) if extras.get("prepared_dir") else None,
     }
     if trainer.is_world_process_zero():
         save_stage(trainer, tokenizer, stage, base_dir, stage_dir, catalog, idmap, cfg, info)
@@ -246,7 +248,8 @@ def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path,
     from dlsearch.finetune.config import to_dict
 
     write_manifest(stage_dir, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=base_model,
-                   extra={"kind": kind, **extra, "stage": info, "recipe": to_dict(cfg), "complete": False})
+                   extra={"kind": kind, **extra, "stage": info, "recipe": to_dict(cfg), "complete": False,
+                          "prepared": info.get("prepared"), "prepared_dir": info.get("prepared_dir")})
     if kind == "adapter" and stage.merge:
         export_merged(stage_dir, stage_dir / "merged")
     if cfg.eval.memorization:
@@ -316,7 +319,7 @@ def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     state = PartialState(cpu=not on_cuda())
     # Order: data before the model (the tokenizer is trained on the catalog and its id tokens), then stages.
-    catalog, idmap, extras = load_source(cfg.data)
+    catalog, idmap, extras = load_source(cfg.data, cfg.output_dir)
     with state.main_process_first():  # one process builds the init dir, the others then reuse it
         base = prepare_base(cfg, catalog, idmap)
     infos = []

@@ -46,11 +46,10 @@ class QuickstartConfig:
 
 def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list[Conversation], dict[str, Any]]:
     """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full'."""
-    from dlsearch.data.formats import MENTION_RE
     from dlsearch.data.redial import load_redial
 
     full, dialogues = load_redial()
-    mentioned = dict.fromkeys(i for d in dialogues for m in d.messages for i in MENTION_RE.findall(m.content))
+    mentioned = dict.fromkeys(i for d in dialogues for i in d.mentioned())
     catalog = full if subset == "full" else full.subset([i for i in full.ids if i in mentioned])
     out.mkdir(parents=True, exist_ok=True)
     catalog.save_jsonl(out / "catalog.jsonl")
@@ -60,38 +59,15 @@ def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list
     return catalog, dialogues, info
 
 
-def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg: QuickstartConfig) -> dict[str, Any]:
-    """finetune's stages (base from scratch, then LoRA) on the prepared catalog and id map, with the training
-    dialogues of the SAME split prepare wrote (checked: no test dialogue is trained on)."""
-    from dlsearch.data.splits import dialogue_id, split_conversations
-    from dlsearch.data.turns import recommender_turns
+def finetune(data_dir: Path, model_dir: Path, cfg: QuickstartConfig) -> dict[str, Any]:
+    """`dlsearch finetune` on the prepared dir: its catalog, id map and training split (finetune.sources reads
+    them; nothing is re-split), resumed where a previous run stopped."""
     from dlsearch.finetune.config import load_recipe
-    from dlsearch.finetune.manifest import MANIFEST, read_manifest
-    from dlsearch.finetune.train import active_stages, prepare_base, run_stage, stage_dirs
+    from dlsearch.finetune.train import run_recipe
 
     recipe = load_recipe(cfg.recipe, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *cfg.recipe_overrides])
-    catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    from dlsearch.data.ids import IdMap
-
-    idmap = IdMap.load(data_dir / "idmap.json")
-    # Dialogues that yield recommender turns, in file order: exactly the dialogue list prepare split, so
-    # split_conversations (inside finetune's example builder) reproduces prepare's split.
-    with_turns = [d for d in dialogues if recommender_turns(d)]
-    train_ids = {dialogue_id(d) for d in split_conversations(with_turns, seed=cfg.seed)["train"]}
-    prepared_test = {dialogue_id(c) for c in load_conversations(data_dir / "conversations" / "test.jsonl")}
-    prepared_train = {dialogue_id(c) for c in load_conversations(data_dir / "conversations" / "train.jsonl")}
-    if train_ids & prepared_test or train_ids != prepared_train:
-        raise ValueError("fine-tuning split differs from the prepared split: test dialogues would leak into training")
-    extras = {"conversations": with_turns}
-    base = prepare_base(recipe, catalog, idmap)
-    infos = []
-    for stage, sdir in zip(active_stages(recipe), stage_dirs(recipe)):
-        if (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
-            infos.append(read_manifest(sdir)["stage"])
-        else:
-            infos.append(run_stage(recipe, stage, base, sdir, catalog, idmap, extras, resume=True))
-        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
-    return {"stages": [i.get("name", "?") if isinstance(i, dict) else str(i) for i in infos], "model_dir": str(model_dir)}
+    infos = run_recipe(recipe, resume=True)
+    return {"stages": [i.get("stage", "?") for i in infos], "model_dir": str(model_dir)}
 
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
@@ -162,7 +138,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     t = step(3, "fine-tune", "base model from scratch, then LoRA on conversations")
     model_dir = out / "model"
-    ft = finetune(data_dir, model_dir, dialogues, cfg)
+    ft = finetune(data_dir, model_dir, cfg)
     mem_path = model_dir / "memorization.json"
     memo = json.loads(mem_path.read_text()) if mem_path.exists() else {}
     timings["fine-tune"] = time.perf_counter() - t
@@ -215,7 +191,7 @@ def _render_example(conv: Conversation, pred: Any, catalog: Catalog) -> str:
     from dlsearch.data.prompts import render_conversation
 
     title = lambda i: catalog[i].title if i in catalog else i  # noqa: E731
-    context = render_conversation(conv, title, max_messages=4)
+    context = render_conversation(conv, catalog, max_messages=4)
     recs = "\n".join(f"   {s.rank}. {title(s.item_id)}  [{s.strategy}, {s.score:.3f}]" + ("  <- said next" if s.item_id in conv.targets else "")
                      for s in pred.items)
     said = ", ".join(title(t) for t in conv.targets)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dlsearch.data.catalog import Catalog, Item
-from dlsearch.data.formats import MENTION_RE, Conversation, Message, save_conversations
+from dlsearch.data.formats import mention_ids, Conversation, Message, save_conversations
 
 N_DIALOGUES = 90  # first dialogues of the shipped file: 60 train, 30 test
 N_TRAIN = 60
@@ -24,7 +24,7 @@ def turn_records(rec: dict) -> list[Conversation]:
     out, msgs, mentioned = [], [], []
     for n, m in enumerate(rec["messages"]):
         role = "user" if m["senderWorkerId"] == rec["initiatorWorkerId"] else "assistant"
-        ids = list(dict.fromkeys(MENTION_RE.findall(m["text"])))
+        ids = list(dict.fromkeys(mention_ids(m["text"])))
         if role == "assistant" and ids and msgs:
             out.append(Conversation(f"{rec['conversationId']}:{n}", list(msgs), exclude=list(mentioned), targets=ids,
                                     meta={"dialogue_id": str(rec["conversationId"])}))
