@@ -74,9 +74,12 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
     if not (index_dir / "manifest.json").exists():
         raise FileNotFoundError(f"{index_dir / 'manifest.json'}: missing; build it with `dlsearch index build --kind trie`")
     manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
-    catalog_path = catalog_path or manifest.get("catalog_path")
-    if not catalog_path:
-        raise ValueError(f"{index_dir / 'manifest.json'} records no catalog_path; pass --catalog")
+    if catalog_path is None:
+        recorded = manifest.get("catalog_path")
+        if not recorded:
+            raise ValueError(f"{index_dir / 'manifest.json'} records no catalog_path; pass --catalog")
+        # new manifests store it relative to the index dir; older ones relative to where the index was built
+        catalog_path = index_dir / recorded if (index_dir / recorded).is_file() else Path(recorded)
     catalog = load_catalog_jsonl(catalog_path)
     model, tokenizer = load_model(model_dir, adapter, catalog=catalog)
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())

@@ -186,6 +186,9 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
     tree: dict[str, Any] = {}
     label = "<config>"
     if path is not None:
+        from dlsearch.data.config import resolve_config_path
+
+        path = resolve_config_path(path)
         label = str(path)
         tree = load_yaml(path)
     if base is not None:
@@ -206,9 +209,12 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
 
 
 def _resolve_paths(cfg: RecipeConfig, config_dir: Path) -> None:
-    # Model-size presets are named relative to the repo root (configs/models/x.yaml); accept config-relative too.
-    if cfg.model.size and not Path(cfg.model.size).exists() and (config_dir / cfg.model.size).exists():
-        cfg.model.size = str(config_dir / cfg.model.size)
+    # Model-size presets: relative to the recipe file, else the working directory, else the shipped configs
+    # ('configs/models/x.yaml' also resolves after a non-editable install, from any directory).
+    from dlsearch.data.config import resolve_config_path
+
+    if cfg.model.size:
+        cfg.model.size = str(resolve_config_path(cfg.model.size, relative_to=config_dir))
 
 
 def validate(cfg: RecipeConfig) -> None:

@@ -137,6 +137,7 @@ def output_layer_wrapped(model: Any) -> bool:
 def stage_dataset(stage: StageConfig, tokenizer: Any, catalog: Catalog, idmap: IdMap, extras: dict[str, Any],
                   cfg: RecipeConfig) -> Any:
     tables = {task: task_examples(task, catalog, idmap, extras, cfg.data) for task, w in stage.tasks.items() if w > 0}
+    extras.setdefault("examples_by_task", {})[stage.name] = {task: len(t) for task, t in tables.items()}  # before weighting
     ds = weighted_mixture(tables, stage.tasks, seed=cfg.seed)
     if getattr(tokenizer, "chat_template", None):
         # Pretrained chat models see prompts in their template, exactly as decoding will render them.
@@ -221,6 +222,7 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         "load_avg_start": load0, "load_avg_end": load_avg(), "device": "cuda" if on_cuda() else "cpu",
         "losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "examples_by_task": extras.get("examples_by_task", {}).get(stage.name),  # built from the prepared split
         "prepared": extras.get("prepared"),  # fingerprint of the prepared dir (catalog, splits, id map) trained on
         "prepared_dir": os.path.relpath(extras["prepared_dir"], stage_dir) if extras.get("prepared_dir") else None,
     }

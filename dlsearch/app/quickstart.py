@@ -111,7 +111,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     from rich.console import Console
 
     from dlsearch.data.prepare import prepare
-    from dlsearch.evaluation.protocol import baseline_systems, evaluate_systems, print_report, redial_turns_task, write_report
+    from dlsearch.evaluation.protocol import baseline_systems, conversation_turns_task, evaluate_systems, print_report, write_report
     from dlsearch.app.strategies import ConversationTextSearch, RouterSystem
     from dlsearch.app.recommend import build_router
 
@@ -132,7 +132,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     t = step(2, "prepare", f"split by dialogue, {cfg.id_scheme} ids, examples")
     data_dir = out / "data"
-    prepare(str(out / "source"), cfg.id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings",
+    prepare(str(out / "source"), cfg.id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings", name="redial",
             log=lambda s: console.print(s, highlight=False))
     timings["prepare"] = time.perf_counter() - t
 
@@ -159,7 +159,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     timings["recommend"] = time.perf_counter() - t
 
     t = step(6, "evaluate", "test recommender turns: baselines vs direct, dual, router")
-    task = redial_turns_task(data_dir)
+    task = conversation_turns_task(data_dir)
     if cfg.eval_turns and len(task.queries) > cfg.eval_turns:
         # the first eval_turns turns in file order (whole dialogues first), stated in the table title
         task.queries, task.groups = task.queries[: cfg.eval_turns], task.groups[: cfg.eval_turns]

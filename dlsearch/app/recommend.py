@@ -45,7 +45,9 @@ def _check(d: Any, allowed: set[str], where: str) -> dict[str, Any]:
 
 
 def read_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    p = Path(path)
+    from dlsearch.data.config import resolve_config_path
+
+    p = resolve_config_path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such config file")
     cfg = _check(yaml.safe_load(p.read_text()) or {}, TOP_KEYS, str(p))
