@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from dlsearch.data.titles import normalize_title, split_title_year  # noqa: F401  (re-exported: one home, data/titles.py)
+
 CATALOG_FIELDS = ("id", "title", "text", "concepts", "meta")
 MAX_TITLE_CHARS = 512  # default bound: a 50 MB title took the title-trie build past 5 min and 10 GB
 MAX_TEXT_BYTES = 64 * 1024  # default bound on an item's text (UTF-8 bytes)
@@ -71,31 +73,6 @@ class Item:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "text": self.text, "concepts": list(self.concepts), "meta": self.meta}
-
-
-_YEAR_RE = re.compile(r"\s*\((\d{4})\)\s*$")
-
-
-def split_title_year(title: str) -> tuple[str, int | None]:
-    """'Toy Story (1995)' -> ('Toy Story', 1995); a title without a trailing '(yyyy)' keeps year None."""
-    m = _YEAR_RE.search(title)
-    if m is None:
-        return title.strip(), None
-    return title[: m.start()].strip(), int(m.group(1))
-
-
-def normalize_title(title: str, *, drop_year: bool = False) -> str:
-    """Normalized form for matching: NFKC, lowercase, collapsed whitespace, an English trailing article moved
-    to the front ('Matrix, The' -> 'the matrix'); with drop_year the '(yyyy)' suffix is removed.
-    The original title is never changed: callers keep both."""
-    base, year = split_title_year(unicodedata.normalize("NFKC", title))
-    base = re.sub(r"\s+", " ", base).strip().lower()
-    m = re.match(r"^(.*), (the|a|an|les|la|le|il|el|die|der|das)$", base)
-    if m:
-        base = f"{m.group(2)} {m.group(1)}"
-    if drop_year or year is None:
-        return base
-    return f"{base} ({year})"
 
 
 def _check_str(value: Any, *, path: str | None, line: int | None, name: str, required: bool, unit: str = "line") -> str:

@@ -15,6 +15,8 @@ predictions JSONL:
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,9 +95,13 @@ class ScoredItem:
 class Prediction:
     id: str
     items: list[ScoredItem]
+    degraded: dict[str, str] = field(default_factory=dict)  # strategy -> why it failed for this conversation
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "items": [vars(s) for s in self.items]}
+        out: dict[str, Any] = {"id": self.id, "items": [vars(s) for s in self.items]}
+        if self.degraded:
+            out["degraded"] = dict(self.degraded)
+        return out
 
 
 def render_mentions(text: str, render: Callable[[str], str | None]) -> str:
@@ -184,7 +190,10 @@ def prediction_from_record(rec: Any, *, path: str | None = None, line: int | Non
             items.append(ScoredItem(str(s["item_id"]), float(s["score"]), int(s["rank"]), str(s["strategy"])))
         except (KeyError, TypeError, ValueError) as e:
             raise CatalogError(f"bad scored item ({e}); need item_id, score, rank, strategy", path=path, line=line, field=f"items[{i}]") from None
-    return Prediction(str(rec["id"]), items)
+    degraded = rec.get("degraded") or {}
+    if not isinstance(degraded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in degraded.items()):
+        raise CatalogError("expected an object strategy -> reason", path=path, line=line, field="degraded")
+    return Prediction(str(rec["id"]), items, dict(degraded))
 
 
 def load_predictions(path: str | Path) -> list[Prediction]:
@@ -193,3 +202,53 @@ def load_predictions(path: str | Path) -> list[Prediction]:
 
 def save_predictions(path: str | Path, preds: Iterable[Prediction]) -> None:
     write_jsonl(path, (p.to_json() for p in preds))
+
+
+class PredictionLog:
+    """Predictions appended as they are made, so a killed job keeps every finished batch and `resume` continues it.
+
+        with PredictionLog("preds.jsonl", resume=True) as out:
+            todo = [c for c in convs if c.id not in out.done]
+            for batch in batches(todo):
+                out.write(recommend(batch))          # one write + flush + fsync per batch
+
+    Each line is complete or absent: a line torn by a kill (no trailing newline, or not JSON) is cut off on resume
+    before anything is appended. Without `resume` an existing file is started afresh.
+    """
+
+    def __init__(self, path: str | Path, *, resume: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        if resume and self.path.exists():
+            good = 0  # byte offset after the last complete, parseable line
+            with open(self.path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    try:
+                        rec = json.loads(line)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        break
+                    if line.strip():
+                        self.done.add(str(rec["id"]))
+                    good += len(line)
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+        self._f = open(self.path, "a" if resume else "w", encoding="utf-8")
+
+    def write(self, preds: Iterable[Prediction]) -> None:
+        lines = [json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in preds]
+        self._f.write("".join(lines))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done.update(json.loads(line)["id"] for line in lines)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "PredictionLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

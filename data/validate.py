@@ -17,7 +17,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from dlsearch.data.catalog import Catalog, normalize_title, split_title_year
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.titles import normalize_title, split_title_year
 
 EXAMPLES = 5  # examples listed per warning
 

@@ -28,6 +28,24 @@ IN, OUT, DONE, DEAD = 0, 1, 2, 3  # phases: inside an item, in free text (span m
 DEFAULT_FLOOR = -1.0e4  # far below any real log-prob, far above beam search's -1e9 placeholders, and finite
 
 
+def longest_code(index: TrieIndex) -> int:
+    """Tokens of the index's longest item code (end token not counted)."""
+    return max(s.trie.max_depth for s in index.segments)
+
+
+def check_max_new_tokens(index: TrieIndex, max_new_tokens: int) -> None:
+    """Refuse a generation budget that cannot hold the longest item plus its end token: such a call returns
+    partial codes for every row still inside an item when the budget runs out (about half the rows, measured).
+
+    Raises:
+        ValueError: max_new_tokens < longest code + 1.
+    """
+    need = longest_code(index) + 1
+    if int(max_new_tokens) < need:
+        raise ValueError(f"max_new_tokens {int(max_new_tokens)} is below the longest item's {need - 1} tokens + 1 end "
+                         f"token: rows would stop inside an item and return partial codes; use max_new_tokens >= {need}")
+
+
 class TrieConstraint(LogitsProcessor):
     """Allow only token sequences of the index's items (mode "whole": item then EOS; mode "span": free text with
     items between ITEM_START and ITEM_END).
@@ -43,14 +61,20 @@ class TrieConstraint(LogitsProcessor):
         inplace: write the mask into the scores tensor (transformers passes a private copy per step; this avoids a
             fresh [rows, vocab] allocation per step). Set False when you also request `output_logits` with greedy or
             sampling and this processor runs first (transformers would then return the masked tensor as raw logits).
+        max_new_tokens: the `generate` budget, when known: refused (ValueError) if it is below the longest code + 1
+            (see `check_max_new_tokens`). A processor cannot see `generate`'s settings, so pass it.
 
-    Create one processor per `generate` call (a new call is also detected automatically).
+    Create one processor per `generate` call, or call `reset()` between calls. A new call is also detected
+    automatically when the row count, the step or the prompt columns change; a new prompt that equals the previous
+    call's prompt plus one token cannot be told from a continuation and needs `reset()`.
     """
 
     def __init__(self, index: TrieIndex, *, eos_token_id: int, item_start_id: int | None = None,
                  rows_per_query: int = 1, allow: Sequence[Sequence[str] | None] | None = None,
                  deny: Sequence[Sequence[str] | None] | None = None, floor: float = DEFAULT_FLOOR,
-                 inplace: bool = True):
+                 inplace: bool = True, max_new_tokens: int | None = None):
+        if max_new_tokens is not None:
+            check_max_new_tokens(index, max_new_tokens)
         self.index = index
         self.span = index.mode == "span"
         self.end = index.end_token_id
@@ -85,7 +109,9 @@ class TrieConstraint(LogitsProcessor):
         self.reset()
 
     def reset(self) -> None:
+        """Forget the previous call (a new call is also detected when the prompt columns change)."""
         self._prompt_len: int | None = None
+        self._prompt = np.zeros((0, 0), dtype=np.int64)
         self._len = -1
         self._rows = -1
         self._phase = np.zeros(0, dtype=np.int64)
@@ -114,9 +140,14 @@ class TrieConstraint(LogitsProcessor):
                 keys = keys ^ (self._query_of(np.arange(gen.shape[0])).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
         return keys
 
-    def _initial(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def _initial(self, rows: int, last_prompt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """State at the prompt end. Span mode: a prompt that ends with ITEM_START has opened a span (inside, at the
+        root); any other prompt starts in free text."""
         phase = np.full(rows, OUT if self.span else IN, dtype=np.int64)
         nodes = np.full((rows, len(self.tries)), -1 if self.span else 0, dtype=np.int64)
+        if self.span and last_prompt is not None:
+            opened = np.asarray(last_prompt) == self.start
+            phase[opened], nodes[opened] = IN, 0
         return phase, nodes
 
     def _query_of(self, rows: np.ndarray) -> np.ndarray:
@@ -182,16 +213,21 @@ class TrieConstraint(LogitsProcessor):
 
     def _walk(self, gen: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """State after the generated tokens gen [k, g] from the initial state (vectorized over rows)."""
-        phase, nodes = self._initial(gen.shape[0])
+        phase, nodes = self._initial(gen.shape[0], self._prompt[rows, -1] if self._prompt.size else None)
         for j in range(gen.shape[1]):
             phase, nodes = self._step(phase, nodes, gen[:, j], rows)
         return phase, nodes
 
     def _update(self, ids: np.ndarray) -> None:
         rows, length = ids.shape
-        if self._prompt_len is None or rows != self._rows or length != self._len + 1:
+        # a new call: other row count, a length that is not the next step, or other prompt columns (a reused
+        # processor whose next prompt is one token longer than the last step would otherwise read the prompt's last
+        # token as a generated one)
+        if (self._prompt_len is None or rows != self._rows or length != self._len + 1
+                or not np.array_equal(ids[:, :self._prompt_len], self._prompt)):
             self._prompt_len = length
-            self._phase, self._nodes = self._initial(rows)
+            self._prompt = ids.copy()
+            self._phase, self._nodes = self._initial(rows, ids[:, -1] if length else None)
             self._gen = np.zeros((rows, 0), dtype=np.int64)
             self._keys = self._keys_of(self._gen)
         else:

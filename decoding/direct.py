@@ -14,7 +14,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from dlsearch.data.prompts import encode_prompts
-from dlsearch.decoding.constraint import TrieConstraint
+from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens, longest_code
 from dlsearch.decoding.index import TrieIndex, _walk_exact
 
 PLACEHOLDER_SCORE = -1.0e8  # beam search's empty slots score -1e9; a real hypothesis scores far above this
@@ -54,14 +54,22 @@ class DirectSearch:
         catalog: the catalog; returned rows are `catalog.index(item_id)`.
         beams: beam width (>= k); more beams, better recall, slower.
         batch_size: prompts per generate call.
+        max_new_tokens: generation budget; default the longest code + 1 (EOS); anything lower is refused.
+
+    Raises:
+        IndexMismatchError: the index records a tokenizer fingerprint that differs from this tokenizer's.
+        ValueError: a span-mode index, an end token that is not the tokenizer's EOS, items missing from the catalog,
+            max_new_tokens below the longest code + 1.
     """
 
     def __init__(self, model: Any, tokenizer: Any, index: TrieIndex, catalog: Any, *, beams: int = 20,
-                 batch_size: int = 8, length_penalty: float = 0.0):
+                 batch_size: int = 8, length_penalty: float = 0.0, max_new_tokens: int | None = None):
         if index.mode != "whole":
             raise ValueError("DirectSearch needs a whole-mode index (items end with EOS); this one is span mode")
         if tokenizer.eos_token_id != index.end_token_id:
             raise ValueError(f"index ends items with token {index.end_token_id}, tokenizer EOS is {tokenizer.eos_token_id}")
+        if index.manifest.get("tokenizer_fingerprint") is not None:  # indexes from raw sequences record none
+            index.check_tokenizer(tokenizer)
         self.model, self.tokenizer, self.index, self.catalog = model, tokenizer, index, catalog
         self.beams, self.batch_size, self.length_penalty = int(beams), int(batch_size), float(length_penalty)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -71,7 +79,8 @@ class DirectSearch:
         # index rows -> catalog rows, one array per segment
         self._rows = [np.array([catalog.index(i) if i in catalog else -1 for i in s.item_ids], dtype=np.int64)
                       for s in index.segments]
-        self.max_new_tokens = max(s.trie.max_depth for s in index.segments) + 1
+        self.max_new_tokens = longest_code(index) + 1 if max_new_tokens is None else int(max_new_tokens)
+        check_max_new_tokens(index, self.max_new_tokens)
 
     def search(self, queries: Sequence[Any], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
                allow: Sequence[Sequence[str] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -89,13 +98,15 @@ class DirectSearch:
 
     def _prompts(self, queries: Sequence[Any], exclude):
         from dlsearch.data.formats import Conversation
+        from dlsearch.data.titles import titles_of
         from dlsearch.decoding.generate import conversation_prompt
 
         if not any(isinstance(q, Conversation) for q in queries):
             return list(queries), exclude
-        if exclude is None:
-            exclude = [list(dict.fromkeys(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation) else None
-                       for q in queries]
+        if exclude is None:  # the excluded and mentioned items with their duplicate groups (data/titles.py)
+            titles = titles_of(self.catalog)
+            exclude = [sorted(titles.excluded_ids(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation)
+                       else None for q in queries]
         prompts = [conversation_prompt(q, self.catalog, self.tokenizer) if isinstance(q, Conversation) else q
                    for q in queries]
         return prompts, exclude

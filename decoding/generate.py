@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, Prediction, ScoredItem, load_conversations, save_predictions
@@ -22,26 +23,28 @@ TASK = "conversation->item"
 
 
 def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, catalog: Catalog | None = None,
-               device: str | None = None) -> tuple[Any, Any]:
+               device: str | None = None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """Load a model dir written by finetune (HF dir + manifest.json; an adapter dir loads onto its base) through
     finetune.loading.load_finetuned, which refuses a catalog the model was not trained for. With --adapter, the
     adapter dir is loaded onto model_dir as its base. The tokenizer pads on the left (decoder-only batches)."""
     from dlsearch.finetune.loading import load_finetuned
 
     if adapter is not None:
-        model, tokenizer, _ = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, device=device)
+        model, tokenizer, _ = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, device=device, dtype=dtype)
     else:
-        model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog, device=device)
+        model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog, device=device, dtype=dtype)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
 
 
-def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None) -> str:
+def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
+                        max_messages: int | None = None) -> str:
     """The conversation->item prompt with mentions rendered as titles: data.prompts.conversation_prompt, the
-    function training examples are rendered with."""
-    prompt = render_prompt(conv, catalog, TASK)
+    function training examples are rendered with; max_messages keeps the last N messages, as the recipe's
+    data.max_messages did in training (None: all)."""
+    prompt = render_prompt(conv, catalog, TASK, max_messages=max_messages)
     return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
 
 

@@ -57,5 +57,11 @@ def item_token_ids(tokenizer: Any, codes: Sequence[str], *, mode: str = "whole")
             raise ItemTokenizationError(
                 f"{ITEM_START!r} is {len(marker_ids)} tokens in this tokenizer; spans need it as one added token "
                 f"(tokenizer.add_special_tokens({{'additional_special_tokens': ['{ITEM_START}', '</item>']}}))")
-        return completion_token_ids(tokenizer, list(codes), context=f"I suggest {ITEM_START}")
+        seqs = completion_token_ids(tokenizer, list(codes), context=f"I suggest {ITEM_START}")
+        # a code holding the opening marker would open a span inside a span: the reply could not be parsed
+        bad = next((c for c, s in zip(codes, seqs) if marker_ids[0] in s), None)
+        if bad is not None:
+            raise ItemTokenizationError(f"item code {bad!r} contains the span marker {ITEM_START!r}; span mode cannot "
+                                        "tell it from a new span. Use another id source or remove the marker")
+        return seqs
     raise ValueError(f"mode must be 'whole' or 'span', got {mode!r}")

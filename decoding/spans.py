@@ -16,7 +16,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from dlsearch.data.prompts import ITEM_END, ITEM_START, encode_prompts
-from dlsearch.decoding.constraint import TrieConstraint
+from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens
 from dlsearch.decoding.index import TrieIndex, _walk_exact
 
 
@@ -51,9 +51,16 @@ def marker_ids(tokenizer: Any) -> tuple[int, int]:
 
 
 def parse_spans(tokens: Sequence[int], index: TrieIndex, tokenizer: Any, *, start_id: int, end_id: int,
-                logprobs: Sequence[float] | None = None, stop_ids: Sequence[int] = ()) -> SpanReply:
-    """Split generated tokens into free text and items. Tokens after EOS/pad (stop_ids) are ignored."""
+                logprobs: Sequence[float] | None = None, stop_ids: Sequence[int] = (), opened: bool = False) -> SpanReply:
+    """Split generated tokens into free text and items. Tokens from the first stop id (EOS) on are ignored; pass
+    only ids that end a reply: a pad token the model writes inside its text is text.
+
+    opened: the prompt ended with ITEM_START, so the tokens begin inside a span."""
     toks = list(tokens)
+    if opened:  # parse as if the marker were the first generated token; positions shift back below
+        toks = [start_id] + toks
+        if logprobs is not None:
+            logprobs = [0.0] + list(logprobs)
     for j, t in enumerate(toks):
         if t in stop_ids:
             toks = toks[:j]
@@ -83,7 +90,8 @@ def parse_spans(tokens: Sequence[int], index: TrieIndex, tokenizer: Any, *, star
             continue
         score = float(sum(logprobs[j + 1:close + 1])) if logprobs is not None else 0.0
         reply.texts.append(reply_text)
-        reply.items.append(SpanItem(item_id, score, j + 1, close))
+        shift = 1 if opened else 0
+        reply.items.append(SpanItem(item_id, score, j + 1 - shift, close - shift))
         text_start = j = close + 1
     reply.texts.append(tokenizer.decode(toks[text_start:], skip_special_tokens=False))
     return reply
@@ -95,12 +103,17 @@ def generate_with_items(model: Any, tokenizer: Any, index: TrieIndex, prompts: S
                         logits_processor: Sequence[Any] = (), **generate_kwargs: Any) -> list[SpanReply]:
     """Free-text generation with constrained item spans (greedy or sampling; one reply per prompt).
 
-    logits_processor: extra processors run before the constraint (the constraint always has the last word)."""
+    logits_processor: extra processors run before the constraint (the constraint always has the last word).
+    A prompt that ends with ITEM_START opens a span: the reply starts with an item.
+
+    Raises:
+        ValueError: not a span-mode index, markers missing, max_new_tokens below the longest code + 1."""
     if index.mode != "span":
         raise ValueError("generate_with_items needs a span-mode index (dlsearch index build --kind trie --mode span)")
     start_id, end_id = marker_ids(tokenizer)
     if end_id != index.end_token_id:
         raise ValueError(f"index closes spans with token {index.end_token_id}, the tokenizer's {ITEM_END!r} is {end_id}")
+    check_max_new_tokens(index, max_new_tokens)
     enc = encode_prompts(tokenizer, prompts)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -110,8 +123,10 @@ def generate_with_items(model: Any, tokenizer: Any, index: TrieIndex, prompts: S
                          **generate_kwargs)
     width = enc["input_ids"].shape[1]
     trans = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).cpu().numpy()
+    opened = (enc["input_ids"][:, -1] == start_id).tolist()  # left padding: the last column ends every prompt
     replies = []
-    for row, lp in zip(out.sequences[:, width:].tolist(), trans):
+    for row, lp, op in zip(out.sequences[:, width:].tolist(), trans, opened):
+        # only EOS ends a reply (after it generate fills pad); a pad the model writes inside its text is text
         replies.append(parse_spans(row, index, tokenizer, start_id=start_id, end_id=end_id, logprobs=list(lp),
-                                   stop_ids=(eos, pad)))
+                                   stop_ids=(eos,), opened=op))
     return replies

@@ -190,20 +190,66 @@ class TokenTrie:
         return self._cache["terminal_nodes"]
 
     def parent(self, nodes: np.ndarray) -> np.ndarray:
-        """Parent of each non-root node (the node whose edge range holds edge node - 1)."""
+        """Parent of each non-root node (the node whose edge range holds edge node - 1).
+
+        The needles take child_start's dtype: searching an int32 array with int64 values makes numpy convert the whole
+        array on every call (20M entries at 10M items)."""
+        starts = self.child_start
+        needles = (np.asarray(nodes, dtype=np.int64) - 1).astype(starts.dtype)
+        return np.searchsorted(starts, needles, side="right").astype(np.int64) - 1
+
+    def select(self, rows: np.ndarray) -> np.ndarray:
+        """Terminal node of each index row (inverse of `rank`): a search in rank_block, then popcounts inside one
+        256-node block. int64 [k]; no whole-trie pass."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_items):
+            raise IndexError(f"item rows must lie in [0, {self.n_items})")
+        block = np.searchsorted(self.rank_block, rows, side="right").astype(np.int64) - 1
+        need = rows - np.asarray(self.rank_block[block], dtype=np.int64)  # terminals to skip inside the block
+        offs = np.arange(_BLOCK // 8, dtype=np.int64)
+        idx = np.minimum(block[:, None] * (_BLOCK // 8) + offs[None, :], self.terminal_bits.shape[0] - 1)
+        bytes_ = np.asarray(self.terminal_bits[idx], dtype=np.int64)  # [k, 32]
+        cum = np.cumsum(_POPCOUNT[bytes_], axis=1)
+        byte_i = (cum <= need[:, None]).sum(axis=1)  # the byte holding the wanted terminal
+        before = np.where(byte_i > 0, cum[np.arange(rows.shape[0]), np.maximum(byte_i - 1, 0)], 0)
+        b = bytes_[np.arange(rows.shape[0]), byte_i]
+        k = need - before  # wanted set bit (0-based) inside byte b
+        bits = (b[:, None] >> np.arange(8)[None, :]) & 1
+        bit_i = ((np.cumsum(bits, axis=1) <= k[:, None]).sum(axis=1))
+        return block * _BLOCK + byte_i * 8 + bit_i
+
+    def subtree_counts(self, nodes: np.ndarray) -> np.ndarray:
+        """Items ending in each given node's subtree, int64 [k]. Breadth-first numbering makes a subtree one
+        contiguous node range per level, so the count is rank differences over at most max_depth ranges."""
+        lo = np.asarray(nodes, dtype=np.int64)
+        hi = lo + 1
+        k = self.child_start.shape[0] - 1
+        n = self.n_nodes
+        total = np.zeros(lo.shape, dtype=np.int64)
+        for _ in range(self.max_depth + 1):
+            live = lo < hi
+            if not live.any():
+                break
+            total += np.where(live, self._rank_upto(hi) - self._rank_upto(lo), 0)
+            # children of the nodes [lo, hi) are the edges [child_start[lo], child_start[hi]) = nodes +1
+            lo = np.where(live, np.asarray(self.child_start[np.minimum(lo, k)], dtype=np.int64) + 1, n)
+            hi = np.where(live, np.asarray(self.child_start[np.minimum(hi, k)], dtype=np.int64) + 1, n)
+        return total
+
+    def _rank_upto(self, nodes: np.ndarray) -> np.ndarray:
+        """Terminals among nodes [0, node) for node in [0, n_nodes]."""
         nodes = np.asarray(nodes, dtype=np.int64)
-        return np.searchsorted(np.asarray(self.child_start), nodes - 1, side="right").astype(np.int64) - 1
+        at_end = nodes >= self.n_nodes
+        out = np.where(at_end, self.n_items, 0)
+        inside = ~at_end
+        if inside.any():
+            out[inside] = self.rank(nodes[inside])
+        return out
 
     def subtree_items(self) -> np.ndarray:
         """Items ending in each node's subtree, int64 [n_nodes]. Cached; built bottom-up level by level."""
         if "subtree_items" not in self._cache:
-            counts = np.unpackbits(np.asarray(self.terminal_bits), bitorder="little")[: self.n_nodes].astype(np.int64)
-            for d in range(self.max_depth, 0, -1):
-                a, b = int(self.level_start[d]), int(self.level_start[d + 1])
-                if b > a:
-                    par = self.parent(np.arange(a, b, dtype=np.int64))
-                    np.add.at(counts, par, counts[a:b])
-            self._cache["subtree_items"] = counts
+            self._cache["subtree_items"] = self.subtree_counts(np.arange(self.n_nodes, dtype=np.int64))
         return self._cache["subtree_items"]
 
     def sequences(self) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +271,7 @@ class TokenTrie:
 
     def path_nodes(self, item_rows: np.ndarray) -> np.ndarray:
         """Every node on the root-to-terminal paths of the given items (root excluded), unique, sorted."""
-        cur = self.terminal_nodes()[np.asarray(item_rows, dtype=np.int64)]
+        cur = self.select(item_rows)
         seen = [cur]
         for _ in range(self.max_depth):
             cur = cur[cur > 0]
@@ -251,46 +297,139 @@ class TokenTrie:
         return {"vocab_size": self.vocab_size, "max_degree": self.max_degree, "n_nodes": self.n_nodes,
                 "n_items": self.n_items, "max_depth": self.max_depth}
 
-    def save(self, path: str | Path) -> None:
-        """Write the arrays to one safetensors file (metadata: sizes)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(self.arrays(), str(tmp), metadata={k: str(v) for k, v in self.meta().items()})
-        tmp.replace(path)
+    def save(self, path: str | Path, extra: dict[str, np.ndarray] | None = None) -> dict[str, str]:
+        """Write the arrays (plus `extra` arrays, e.g. item ids) to one safetensors file; returns their digests."""
+        return save_arrays(path, {**self.arrays(), **(extra or {})}, {k: str(v) for k, v in self.meta().items()})
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = True) -> "TokenTrie":
         """Load a trie saved by `save`; with mmap the arrays are numpy memmaps over the file (no copy)."""
         arrays, meta = read_safetensors(path, mmap=mmap)
+        return cls.from_arrays(arrays, meta, path)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, str], path: str | Path) -> "TokenTrie":
+        """Assemble a trie from a file's arrays after checking that their sizes agree with each other (cheap)."""
         missing = {"child_token", "child_start", "terminal_bits", "rank_block", "level_start"} - set(arrays)
         if missing:
             raise TrieError(f"{path}: not a trie file, missing arrays {sorted(missing)}")
-        return cls(arrays["child_token"], arrays["child_start"], arrays["terminal_bits"], arrays["rank_block"],
-                   arrays["level_start"], vocab_size=int(meta["vocab_size"]), max_degree=int(meta["max_degree"]))
+        try:
+            trie = cls(arrays["child_token"], arrays["child_start"], arrays["terminal_bits"], arrays["rank_block"],
+                       arrays["level_start"], vocab_size=int(meta["vocab_size"]), max_degree=int(meta["max_degree"]))
+        except (KeyError, ValueError) as e:
+            raise TrieError(f"{path}: trie metadata lacks or mangles vocab_size/max_degree ({e})") from None
+        n = trie.n_nodes
+        problems = []
+        if trie.terminal_bits.shape != ((n + 7) // 8,):
+            problems.append(f"terminal_bits has {trie.terminal_bits.shape} bytes for {n} nodes")
+        if trie.rank_block.shape != (-(-n // _BLOCK) + 1,):
+            problems.append(f"rank_block has shape {trie.rank_block.shape} for {n} nodes")
+        if trie.level_start.ndim != 1 or trie.level_start.shape[0] < 2 or int(trie.level_start[-1]) != n:
+            problems.append(f"level_start does not end at n_nodes {n}")
+        if trie.child_start.ndim != 1 or trie.child_start.shape[0] < 1 or int(trie.child_start[-1]) != n - 1:
+            problems.append(f"child_start does not end at the edge count {n - 1}")
+        if "n_nodes" in meta and int(meta["n_nodes"]) != n:
+            problems.append(f"metadata says {meta['n_nodes']} nodes, the arrays hold {n}")
+        if problems:
+            raise TrieError(f"{path}: damaged trie: " + "; ".join(problems))
+        return trie
 
 
 _ST_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I32": np.int32, "I64": np.int64, "U32": np.uint32, "F32": np.float32,
               "BOOL": np.bool_, "I16": np.int16, "U64": np.uint64, "F64": np.float64, "I8": np.int8}
+_MAX_HEADER = 100 * 2**20  # safetensors itself refuses headers above 100 MB
+
+
+def array_digest(a: np.ndarray, algo: str = "") -> str:
+    """Content digest of one array's bytes, as "algo:hex". xxh3_128 when xxhash is installed (~15 GB/s), else sha256
+    (~0.5 GB/s here)."""
+    algo = algo or DIGEST
+    buf = memoryview(np.ascontiguousarray(a)).cast("B")
+    if algo == "xxh3_128":
+        import xxhash
+
+        return "xxh3_128:" + xxhash.xxh3_128(buf).hexdigest()
+    if algo == "sha256":
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(buf).hexdigest()
+    raise TrieError(f"unknown digest algorithm {algo!r}")
+
+
+def _default_digest() -> str:
+    try:
+        import xxhash  # noqa: F401
+    except ImportError:
+        return "sha256"
+    return "xxh3_128"
+
+
+DIGEST = _default_digest()
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> dict[str, str]:
+    """Write arrays to a safetensors file atomically (temp file, then rename); returns {name: digest}."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    save_file(arrays, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return {k: array_digest(v) for k, v in arrays.items()}
+
+
+def verify_arrays(path: str | Path, arrays: dict[str, np.ndarray], digests: dict[str, str]) -> None:
+    """Compare every array with the digest the manifest recorded; raise TrieError naming the file and array."""
+    if set(arrays) != set(digests):
+        raise TrieError(f"{path}: holds arrays {sorted(arrays)}, the manifest lists {sorted(digests)}")
+    for name, want in digests.items():
+        got = array_digest(arrays[name], str(want).split(":", 1)[0])
+        if got != want:
+            raise TrieError(f"{path}: array {name!r} fails its checksum (damaged, or not the array this manifest "
+                            "describes); rebuild the index or restore the file")
 
 
 def read_safetensors(path: str | Path, *, mmap: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file as numpy arrays, memory-mapped when mmap (the format is an 8-byte little-endian
-    header length, a JSON header with dtype/shape/data_offsets, then the raw little-endian data)."""
+    header length, a JSON header with dtype/shape/data_offsets, then the raw little-endian data).
+
+    Every size is checked against the file before mapping: a damaged or truncated file raises TrieError naming it."""
     path = Path(path)
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise TrieError(f"{path}: truncated: {size} bytes, not even a safetensors header length")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(size - 8, _MAX_HEADER):
+                raise TrieError(f"{path}: header length {n} exceeds the file ({size} bytes): damaged or truncated")
             header = json.loads(f.read(n))
-    except (OSError, struct.error, json.JSONDecodeError) as e:
+    except OSError as e:
         raise TrieError(f"{path}: cannot read safetensors file: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrieError(f"{path}: damaged safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise TrieError(f"{path}: damaged safetensors header (not a JSON object)")
     meta = header.pop("__metadata__", {}) or {}
+    data_size = size - 8 - n
     arrays: dict[str, np.ndarray] = {}
+    end_max = 0
     for name, info in header.items():
-        dtype = np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        count = (end - start) // dtype.itemsize
+        try:
+            dtype = np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(x) for x in info["shape"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrieError(f"{path}: damaged header entry for array {name!r} ({e!r})") from None
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if min(shape, default=0) < 0 or start < 0 or end - start != count * dtype.itemsize:
+            raise TrieError(f"{path}: array {name!r}: shape {shape} x {dtype} does not match its byte range "
+                            f"[{start}, {end})")
+        if end > data_size:
+            raise TrieError(f"{path}: truncated: array {name!r} needs bytes up to {end}, the file holds {data_size} "
+                            "after its header")
+        end_max = max(end_max, end)
         if count == 0:
             arrays[name] = np.zeros(shape, dtype=dtype)
         elif mmap:
@@ -299,6 +438,8 @@ def read_safetensors(path: str | Path, *, mmap: bool = True) -> tuple[dict[str, 
             with open(path, "rb") as f:
                 f.seek(8 + n + start)
                 arrays[name] = np.frombuffer(f.read(end - start), dtype=dtype).reshape(shape)
+    if end_max != data_size:
+        raise TrieError(f"{path}: {data_size} data bytes after the header, the arrays cover {end_max}: damaged")
     return arrays, meta
 
 

@@ -14,6 +14,7 @@ from typing import Any
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('Catalog', 'CatalogError', 'Item', 'load_catalog_jsonl', 'normalize_title'), "dlsearch.data.catalog"),
+    **dict.fromkeys(('Titles', 'build_titles', 'titles_of'), "dlsearch.data.titles"),
     **dict.fromkeys(('Conversation', 'Message', 'Prediction', 'ScoredItem', 'load_conversations', 'load_predictions'), "dlsearch.data.formats"),
     **dict.fromkeys(('IdMap', 'IdMapError', 'build_idmap'), "dlsearch.data.ids"),
     **dict.fromkeys(('ConfigError', 'RecipeConfig', 'load_recipe'), "dlsearch.finetune.config"),

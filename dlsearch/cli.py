@@ -15,13 +15,14 @@ from dlsearch.commands import generate as generate_cmd
 from dlsearch.commands import index as index_cmd
 from dlsearch.commands import model as model_cmd
 from dlsearch.commands import recommend as recommend_cmd
+from dlsearch.commands import serve as serve_cmd
 from dlsearch.commands import serve_search as serve_search_cmd
 from dlsearch.commands import quickstart as quickstart_cmd
 from dlsearch.commands import sweep as sweep_cmd
 
 # Each command module adds its verbs; the order here is the order `--help` lists them (the order of the loop:
 # data -> model -> finetune -> index -> generate -> recommend / serve-search -> evaluate / sweep).
-COMMAND_MODULES = [data_cmd, model_cmd, finetune_cmd, index_cmd, generate_cmd, recommend_cmd, serve_search_cmd, evaluate_cmd, sweep_cmd, quickstart_cmd]
+COMMAND_MODULES = [data_cmd, model_cmd, finetune_cmd, index_cmd, generate_cmd, recommend_cmd, serve_cmd, serve_search_cmd, evaluate_cmd, sweep_cmd, quickstart_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, Message, Prediction, load_conversations, load_predictions
+from dlsearch.data.titles import titles_of
 from dlsearch.evaluation.baselines import BM25Search, PopularitySearch, training_counts
 from dlsearch.evaluation.metrics import duplicate_rate, per_query_scores, valid_item_rate
 from dlsearch.evaluation.stats import bootstrap_ci, paired_test
@@ -241,15 +242,16 @@ def mode_view(task: EvalTask, rankings: Sequence[Ranked], mode: str, depth: int)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     kept, ranked, gold = [], [], []
+    titles = titles_of(task.catalog)
     for n, (q, (items, scores)) in enumerate(zip(task.queries, rankings)):
         targets = list(dict.fromkeys(q.targets))
         if mode == "excluded":
-            excl = set(q.exclude)
+            excl = titles.excluded_ids(q.exclude)  # the excluded items' duplicate groups too (data/titles.py)
             targets = [t for t in targets if t not in excl]
             if not targets:
                 continue
-            pairs = [(i, s) for i, s in zip(items, scores) if i not in excl]
-            items, scores = [i for i, _ in pairs], [s for _, s in pairs]
+            keep = titles.keep_ids(items, q.exclude)  # no excluded group, one member per group
+            items, scores = [items[j] for j in keep], [scores[j] for j in keep]
         kept.append(n)
         ranked.append((items[:depth], scores[:depth]))
         gold.append(targets)

@@ -9,11 +9,13 @@ Policy (see configs/recommend.yaml, every field commented there):
     catalog content hash) reaches `min_exact_match`; with no measurement, `unmeasured` decides ("fallback": run it
     fused with the fallbacks; "skip": do not run it);
   * at or above `direct_alone_at`, direct answers alone and fallbacks run only if it fails or returns nothing;
-  * a strategy that raises (search API down, timeout, HTTP 500, malformed JSON) is dropped for that batch and the
-    reason is logged and kept in `router.decisions`; the others still answer;
+  * a strategy that fails (search API down, timeout, HTTP 500, malformed JSON) is dropped for the conversations it
+    failed for, and only those: each such Prediction names it in `degraded` (strategy -> reason), the failure counts
+    go to `router.decisions`, the other strategies still answer; no failure raises (retrieval.strategy);
   * the remaining lists are fused with reciprocal rank fusion (per-strategy weights); a fused item's strategy is
     "a+b" listing contributors by contribution, its score the RRF score; a single list keeps its own scores.
-Items in `conversation.exclude` are removed (strategies are asked for k + len(exclude) + overfetch candidates, except
+Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
+members of one group (strategies are asked for k + len(exclude) + overfetch candidates, except
 those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
 """
 
@@ -29,9 +31,11 @@ import numpy as np
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation, Prediction, ScoredItem
+from dlsearch.data.titles import titles_of
 from dlsearch.retrieval.embedding import conversation_text
 from dlsearch.retrieval.fusion import RRF_K, rrf
-from dlsearch.retrieval.shape import check_k, topk_from_lists
+from dlsearch.retrieval.shape import check_k, empty_result, topk_from_lists
+from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, as_strategy, describe
 
 log = logging.getLogger(__name__)
 
@@ -66,37 +70,6 @@ class Policy:
         return from_dict(cls, d, where)
 
 
-@dataclass
-class ConversationSearch:
-    """Any text/concept searcher seen from conversations: search(convs, k) = searcher.search(map(to_query, convs), k).
-    Conversations whose query is None get padding. Used to evaluate single strategies with the router's inputs."""
-
-    searcher: Any
-    to_query: Callable[[Conversation], Any]
-
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = [self.to_query(c) for c in convs]
-        live = [i for i, q in enumerate(queries) if q is not None]
-        scores = np.full((len(convs), k), -np.inf, dtype=np.float32)
-        rows = np.full((len(convs), k), -1, dtype=np.int64)
-        if live:
-            s, r = self.searcher.search([queries[i] for i in live], k)
-            scores[live], rows[live] = s, r
-        return scores, rows
-
-
-@dataclass
-class Strategy:
-    """A searcher with the search shape plus how a conversation becomes its query.
-
-    `to_query` (default: the rendered conversation text) may return None for a conversation it cannot handle
-    (e.g. no concepts available): that conversation then gets no results from this strategy."""
-
-    name: str
-    searcher: Any
-    to_query: Callable[[Conversation], Any] | None = None
-
-
 def load_memorization(model_dir: str | Path, catalog_hash: str) -> dict[str, Any] | None:
     """The memorization record for this catalog version from `<model_dir>/memorization.json`, or None."""
     path = Path(model_dir) / "memorization.json"
@@ -113,7 +86,13 @@ def load_memorization(model_dir: str | Path, catalog_hash: str) -> dict[str, Any
 
 
 class Router:
-    """Picks and fuses strategies per the policy; `recommend_many` batches each strategy over conversations."""
+    """Picks and fuses strategies per the policy; `recommend_many` batches each strategy over conversations.
+
+    The router is itself a strategy (retrieval.strategy): `search(convs, k)` returns the fused ranking with one error
+    field per conversation, set only when every strategy failed for that conversation."""
+
+    name = "router"
+    masks_exclusions = True  # it removes each conversation's `exclude` itself
 
     def __init__(
         self,
@@ -124,13 +103,14 @@ class Router:
         memorization: dict[str, Any] | None = None,
     ):
         self.catalog, self.policy, self.memorization = catalog, policy or Policy(), memorization
+        # a plain searcher reads the rendered conversation text; direct search reads the conversation itself
+        text = lambda conv: conversation_text(conv, self.catalog)  # noqa: E731
         self.strategies: dict[str, Strategy] = {
-            n: s if isinstance(s, Strategy) else Strategy(n, s) for n, s in strategies.items()
+            n: as_strategy(n, s, to_query=None if n == "direct" else text) for n, s in strategies.items()
         }
         if not self.strategies:
             raise ValueError("the router needs at least one strategy")
         self.decisions: list[dict[str, Any]] = []
-
     # -- policy -----------------------------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
         """Which strategies run and why, from corpus size and memorization (availability is checked at run time)."""
@@ -162,68 +142,54 @@ class Router:
         return {"run": run, "direct_alone": alone, "fallbacks": fallbacks, "reasons": reasons}
 
     # -- running ----------------------------------------------------------------------------------------------
-    def _query(self, strategy: Strategy, conv: Conversation) -> Any:
-        if strategy.to_query is not None:
-            return strategy.to_query(conv)
-        if strategy.name == "direct":
-            return conv
-        return conversation_text(conv, self.catalog)
-
-    def _run(self, name: str, convs: Sequence[Conversation], kk: int, failures: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+    def _run(self, name: str, convs: Sequence[Conversation], k: int) -> StrategyResult:
         strategy = self.strategies[name]
-        if getattr(strategy.searcher, "masks_exclusions", False):
-            kk = kk - self._extra  # it never returns excluded items (direct masks them inside beam search)
+        kk = k if strategy.masks_exclusions else k + max(len(c.exclude) for c in convs) + self.policy.overfetch
         try:
-            queries = [self._query(strategy, c) for c in convs]
-            live = [i for i, q in enumerate(queries) if q is not None]
-            scores = np.full((len(convs), kk), -np.inf, dtype=np.float32)
-            rows = np.full((len(convs), kk), -1, dtype=np.int64)
-            if live:
-                s, r = strategy.searcher.search([queries[i] for i in live], kk)
-                if s.shape != (len(live), kk) or r.shape != (len(live), kk):
-                    raise RuntimeError(f"returned shapes {s.shape}/{r.shape}, expected {(len(live), kk)}")
-                scores[live], rows[live] = s, r
-            return scores, rows
-        except Exception as e:  # availability: any failing strategy degrades to the others
-            failures[name] = f"{type(e).__name__}: {e}"
-            log.warning("strategy %s unavailable, degrading to the others: %s", name, failures[name])
-            return None
+            res = strategy.search(convs, kk)
+        except Exception as e:  # a strategy that fails as a whole (e.g. cannot be reached): every conversation degrades
+            scores, rows = empty_result(len(convs), kk)
+            res = StrategyResult(scores, rows, [describe(e)] * len(convs))
+        for i in res.failed:
+            log.warning("strategy %s failed for conversation %s, degrading to the others: %s", name, convs[i].id, res.errors[i])
+        return res
 
     def recommend_many(self, convs: Sequence[Conversation], k: int) -> list[Prediction]:
-        """One Prediction per conversation (same order); decisions (plan, failures) appended to self.decisions."""
+        """One Prediction per conversation (same order), never an exception for a strategy's failure: a strategy
+        that fails for a conversation is dropped for that conversation only and named in its `degraded` field
+        (empty items when every strategy failed). The plan and per-strategy failure counts go to self.decisions."""
         k = check_k(k)
         if not convs:
             return []
         plan = self.plan()
-        max_excl = max(len(c.exclude) for c in convs)
-        self._extra = max_excl + self.policy.overfetch
-        kk = k + self._extra
-        failures: dict[str, str] = {}
-        results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name in plan["run"]:
-            res = self._run(name, convs, kk, failures)
-            if res is not None:
-                results[name] = res
-        if plan["direct_alone"] and ("direct" not in results or (results["direct"][1] < 0).all()):
-            why = failures.get("direct", "returned nothing")
-            plan["reasons"].append(f"direct alone failed ({why}): running fallbacks")
-            for name in plan["fallbacks"]:
-                res = self._run(name, convs, kk, failures)
-                if res is not None:
-                    results[name] = res
-        decision = {**plan, "used": list(results), "failures": failures}
-        self.decisions.append(decision)
-        if not results:
-            raise RuntimeError(f"every strategy failed: {failures or plan['reasons']}")
-        return [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+        results = {name: self._run(name, convs, k) for name in plan["run"]}
+        if plan["direct_alone"]:  # fallbacks only for the conversations direct search failed or returned nothing for
+            direct = results["direct"]
+            need = [i for i in range(len(convs)) if direct.errors[i] is not None or (direct.rows[i] < 0).all()]
+            if need:
+                plan["reasons"].append(f"direct alone failed or returned nothing for {len(need)} conversation(s): running fallbacks for them")
+                for name in plan["fallbacks"]:
+                    sub = self._run(name, [convs[i] for i in need], k)
+                    full = StrategyResult(*empty_result(len(convs), sub.rows.shape[1]), [None] * len(convs))
+                    full.scores[need], full.rows[need] = sub.scores, sub.rows
+                    for j, i in enumerate(need):
+                        full.errors[i] = sub.errors[j]
+                    results[name] = full
+        failures = {n: len(r.failed) for n, r in results.items() if r.failed}
+        preds = [self._finish(conv, i, results, k) for i, conv in enumerate(convs)]
+        self.decisions.append({**plan, "used": list(results), "failures": failures, "conversations": len(convs),
+                               "ids": [c.id for c in convs], "degraded": {p.id: p.degraded for p in preds if p.degraded}})
+        return preds
 
-    def _finish(self, conv: Conversation, i: int, results: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> Prediction:
-        excluded = {self.catalog.index(x) for x in conv.exclude if x in self.catalog}
-        names = list(results)
+    def _finish(self, conv: Conversation, i: int, results: dict[str, StrategyResult], k: int) -> Prediction:
+        titles = titles_of(self.catalog)
+        excluded = titles.excluded_rows(conv.exclude)  # excluding one member of a duplicate group excludes the group
+        degraded = {n: res.errors[i] for n, res in results.items() if res.errors[i] is not None}
+        names = [n for n in results if n not in degraded]
         lists = []
         for name in names:
-            s, r = results[name]
-            keep = [j for j in range(r.shape[1]) if r[i, j] >= 0 and r[i, j] not in excluded]
+            s, r = results[name].scores, results[name].rows
+            keep = titles.keep(r[i], excluded)  # also one member per duplicate group
             lists.append((s[i : i + 1, keep], r[i : i + 1, keep]))
         items: list[ScoredItem] = []
         nonempty = [j for j, (_, r) in enumerate(lists) if r.shape[1] > 0]
@@ -235,17 +201,21 @@ class Router:
         elif nonempty:
             weights = [self.policy.weights.get(n, 1.0) for n in names]
             padded = [(s, r) if r.shape[1] else (np.full((1, 1), -np.inf, np.float32), np.full((1, 1), -1, np.int64)) for s, r in lists]
-            s, r, sources = rrf(padded, k, rrf_k=self.policy.rrf_k, weights=weights)
-            for rank, (sc, row, src) in enumerate(zip(s[0], r[0], sources[0]), start=1):
-                if row < 0:
-                    break
+            depth = sum(r.shape[1] for _, r in padded)  # fuse everything, then keep one member per group
+            s, r, sources = rrf(padded, depth, rrf_k=self.policy.rrf_k, weights=weights)
+            for rank, j in enumerate(titles.keep(r[0])[:k], start=1):
+                sc, row, src = s[0][j], r[0][j], sources[0][j]
                 items.append(ScoredItem(self.catalog.items[int(row)].id, float(sc), rank, "+".join(names[x] for x in src)))
-        return Prediction(conv.id, items)
+        return Prediction(conv.id, items, degraded=degraded)
 
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The router in the search shape (fused scores, catalog rows), so it can be evaluated like any strategy."""
+    def search(self, convs: Sequence[Conversation], k: int) -> StrategyResult:
+        """The router as a strategy (fused scores, catalog rows); a conversation's error is set only when every
+        strategy failed for it."""
         preds = self.recommend_many(convs, k)
-        return topk_from_lists([[(self.catalog.index(s.item_id), s.score) for s in p.items] for p in preds], k)
+        scores, rows = topk_from_lists([[(self.catalog.index(s.item_id), s.score) for s in p.items] for p in preds], k)
+        errors = [None if p.items or not p.degraded else "every strategy failed: " + "; ".join(f"{n}: {e}" for n, e in p.degraded.items())
+                  for p in preds]
+        return StrategyResult(scores, rows, errors)
 
     def recommend(self, conversation: Conversation, k: int = 10) -> Prediction:
         """Top-k items for one conversation; each ScoredItem carries its strategy and score."""

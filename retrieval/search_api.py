@@ -7,10 +7,16 @@
 
 The HTTP adapter maps the query into a request body (a JSON template whose string values "{query}" and "{k}" are
 replaced), reads hits from a dotted path in the response, and maps each hit's id to a catalog row (hits for ids
-the catalog does not have are dropped: the remote index may be newer than the catalog). Failures raise a
-`SearchAPIError` subclass that says what failed — `SearchTimeout`, `SearchUnavailable` (connection refused),
-`SearchHTTPError` (status >= 400, with the status and the start of the body), `SearchResponseError` (not JSON,
-or hits/ids/scores missing) — after bounded retries for the transient kinds (timeout, connection, 5xx).
+the catalog does not have are dropped: the remote index may be newer than the catalog; so are hits with a NaN or
+infinite score; both are counted in `api.dropped` and logged, and a response whose every hit was dropped is a
+`SearchResponseError`). Failures raise a `SearchAPIError` subclass that says what failed — `SearchTimeout`,
+`SearchUnavailable` (connection refused), `SearchHTTPError` (status >= 400, with the status and the start of the
+body), `SearchResponseError` (not JSON, hits/ids/scores missing, or larger than `max_response_bytes`) — after
+bounded retries for the transient kinds (timeout, connection, 5xx).
+
+`timeout` is ONE deadline for the whole exchange of one query — connect, send, every read of the body, and the
+retries: a server that drips a byte a second cannot hold a conversation past it (httpx's own timeouts are per
+read, so each read is given only the time left; see `_read_capped`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -133,8 +140,9 @@ class HTTPSearchAPI:
         endpoint: base URL, e.g. "http://127.0.0.1:8000" or "http://es:9200/movies".
         preset: a name in PRESETS, or None to use `mapping`.
         mapping: explicit request/response mapping (overrides preset).
-        timeout: seconds per attempt (connect + read).
-        retries: extra attempts after a timeout, connection error or 5xx (0 = one attempt).
+        timeout: seconds for the whole exchange of one query: connect, send, the full body, and all retries.
+        retries: extra attempts after a connection error or 5xx while time is left (0 = one attempt).
+        max_response_bytes: a larger response body is refused (SearchResponseError) without reading the rest.
         backoff: seconds before retry i is backoff * 2**i.
         name: strategy name carried by results.
     """
@@ -151,6 +159,7 @@ class HTTPSearchAPI:
         backoff: float = 0.1,
         name: str = "search_api",
         client: httpx.Client | None = None,
+        max_response_bytes: int = 8 << 20,
     ):
         if mapping is None:
             if preset not in PRESETS:
@@ -158,48 +167,79 @@ class HTTPSearchAPI:
             mapping = PRESETS[preset]
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"search API endpoint must start with http:// or https://, got {endpoint!r}")
-        if timeout <= 0 or retries < 0:
-            raise ValueError(f"need timeout > 0 and retries >= 0, got timeout={timeout}, retries={retries}")
+        if timeout <= 0 or retries < 0 or max_response_bytes <= 0:
+            raise ValueError(f"need timeout > 0, retries >= 0 and max_response_bytes > 0, got timeout={timeout}, "
+                             f"retries={retries}, max_response_bytes={max_response_bytes}")
         self.catalog, self.mapping, self.name = catalog, mapping, name
         self.url = endpoint.rstrip("/") + mapping.path
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.max_response_bytes = max_response_bytes
         self.client = client or httpx.Client(timeout=httpx.Timeout(timeout))
+        self.dropped = {"unknown_ids": 0, "nonfinite_scores": 0}  # hits dropped since construction (reported, never fatal)
 
     def close(self) -> None:
         self.client.close()
 
+    def _read_capped(self, resp: httpx.Response, deadline: float) -> bytes:
+        """The body, read chunk by chunk: each read may wait only the time left before `deadline` (httpcore reads
+        the read timeout from the request's extensions at every read), and reading stops past the size cap."""
+        declared = resp.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise SearchResponseError(f"search API {self.url}: response of {int(declared)} bytes exceeds max_response_bytes "
+                                      f"{self.max_response_bytes}")
+        buf = bytearray()
+        timeouts = resp.request.extensions.setdefault("timeout", {})
+        timeouts["read"] = max(1e-3, deadline - time.monotonic())
+        for chunk in resp.iter_bytes():  # decoded bytes: a compressed body cannot blow past the cap
+            buf += chunk
+            if len(buf) > self.max_response_bytes:
+                raise SearchResponseError(f"search API {self.url}: response exceeds max_response_bytes {self.max_response_bytes}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise httpx.ReadTimeout("deadline passed while reading the body")
+            timeouts["read"] = left
+        return bytes(buf)
+
     def _request(self, query: str, k: int) -> Any:
         body = _fill(self.mapping.body, query, k)
-        attempts = self.retries + 1
-        last = ""
-        for attempt in range(attempts):
+        deadline = time.monotonic() + self.timeout
+        attempts, attempt, last = self.retries + 1, 0, ""
+        while attempt < attempts:
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), max(0.0, deadline - time.monotonic())))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                last = last or "timeout"
+                break
+            attempt += 1
             try:
-                resp = self.client.request(self.mapping.method, self.url, json=body, timeout=self.timeout)
+                with self.client.stream(self.mapping.method, self.url, json=body, timeout=httpx.Timeout(left)) as resp:
+                    status = resp.status_code
+                    raw = self._read_capped(resp, deadline)
             except httpx.TimeoutException as e:
                 last = "timeout"
-                log.warning("search API %s: timeout after %.2f s (attempt %d/%d): %s", self.url, self.timeout, attempt + 1, attempts, type(e).__name__)
+                log.warning("search API %s: deadline %.2f s passed (attempt %d): %s", self.url, self.timeout, attempt, type(e).__name__)
                 continue
             except httpx.TransportError as e:
                 last = f"connection failed ({type(e).__name__}: {e})"
-                log.warning("search API %s: %s (attempt %d/%d)", self.url, last, attempt + 1, attempts)
+                log.warning("search API %s: %s (attempt %d/%d)", self.url, last, attempt, attempts)
                 continue
-            if resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-                log.warning("search API %s: %s (attempt %d/%d)", self.url, last, attempt + 1, attempts)
+            text = raw[:200].decode("utf-8", "replace")
+            if status >= 500:
+                last = f"HTTP {status}: {text!r}"
+                log.warning("search API %s: %s (attempt %d/%d)", self.url, last, attempt, attempts)
                 continue
-            if resp.status_code >= 400:  # a client error does not go away by retrying
-                raise SearchHTTPError(f"search API {self.url}: HTTP {resp.status_code}: {resp.text[:200]!r}", resp.status_code)
+            if status >= 400:  # a client error does not go away by retrying
+                raise SearchHTTPError(f"search API {self.url}: HTTP {status}: {text!r}", status)
             try:
-                return resp.json()
+                return json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise SearchResponseError(
-                    f"search API {self.url}: response is not valid JSON ({e}); body starts {resp.text[:120]!r}"
+                    f"search API {self.url}: response is not valid JSON ({e}); body starts {text[:120]!r}"
                 ) from None
-        msg = f"search API {self.url}: {last} on all {attempts} attempt(s)"
+        msg = f"search API {self.url}: {last} on all {attempt} attempt(s)"
         if last == "timeout":
-            raise SearchTimeout(msg + f" (timeout {self.timeout} s each)")
+            raise SearchTimeout(msg + f" (one deadline of {self.timeout} s for the exchange)")
         if last.startswith("HTTP"):
             raise SearchHTTPError(msg, int(last.split()[1].rstrip(":")))
         raise SearchUnavailable(msg)
@@ -210,12 +250,15 @@ class HTTPSearchAPI:
             hits = _get(payload, m.hits_path, "hits")
             if not isinstance(hits, list):
                 raise KeyError(f"hits path '{m.hits_path}' is a {type(hits).__name__}, expected a list")
-            out, seen, unknown = [], set(), 0
+            out, seen, unknown, nonfinite = [], set(), 0, 0
             for h in hits:
                 item_id = str(_get(h, m.id_field, "id"))
                 score = float(_get(h, m.score_field, "score"))
                 if item_id not in self.catalog:
                     unknown += 1
+                    continue
+                if not math.isfinite(score):
+                    nonfinite += 1
                     continue
                 row = self.catalog.index(item_id)
                 if row not in seen:
@@ -223,8 +266,13 @@ class HTTPSearchAPI:
                     out.append((row, score))
         except (KeyError, TypeError, ValueError) as e:
             raise SearchResponseError(f"search API {self.url}: malformed response: {e}") from None
-        if unknown:
-            log.info("search API %s: dropped %d hit(s) whose ids are not in the catalog", self.url, unknown)
+        self.dropped["unknown_ids"] += unknown
+        self.dropped["nonfinite_scores"] += nonfinite
+        if unknown or nonfinite:
+            what = f"{unknown} hit(s) whose ids are not in the catalog, {nonfinite} with a NaN or infinite score"
+            log.warning("search API %s: dropped %s", self.url, what)
+            if not out:  # nothing usable: this is a failure of the service, reported on the conversation's line
+                raise SearchResponseError(f"search API {self.url}: every hit dropped ({what})")
         return out
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:

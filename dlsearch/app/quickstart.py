@@ -112,7 +112,6 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     from dlsearch.data.prepare import prepare
     from dlsearch.evaluation.protocol import baseline_systems, conversation_turns_task, evaluate_systems, print_report, write_report
-    from dlsearch.app.strategies import ConversationTextSearch, RouterSystem
     from dlsearch.app.recommend import build_router
 
     console = console or Console(width=max(Console().width, 150))
@@ -166,9 +165,8 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
         task.note += f" Evaluated on the first {cfg.eval_turns} test turns (time budget)."
     task.note += f" Catalog: {source_info['catalog_items']:,} {source_info['subset']}."
     systems: dict[str, Any] = dict(baseline_systems(task))
-    systems["direct"] = router.strategies["direct"].searcher
-    systems["dual"] = ConversationTextSearch(router.strategies["dual"].searcher, catalog)
-    systems["router"] = RouterSystem(router)
+    # the router's own strategies, each as the router runs it (same query, same exclusion handling)
+    systems.update({"direct": router.strategies["direct"], "dual": router.strategies["dual"], "router": router})
     report = evaluate_systems(task, systems, metrics=("recall@1", "recall@10", "ndcg@10", "mrr"), depth=10,
                               modes=("excluded",), seed=cfg.seed, n_resamples=cfg.n_resamples, config=vars(cfg))
     write_report(report, task, out / "eval")

@@ -18,7 +18,8 @@ import yaml
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, load_conversations, save_predictions
-from dlsearch.retrieval.router import Policy, Router, Strategy, load_memorization
+from dlsearch.retrieval.router import Policy, Router, load_memorization
+from dlsearch.retrieval.strategy import SearcherStrategy
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ STRATEGY_KEYS: dict[str, set[str]] = {
     "dual": {"enabled", "index"},
     "concept": {"enabled", "index", "aggregate", "concepts_from", "snap"},
     "bm25": {"enabled", "index", "query_from"},
-    "search_api": {"enabled", "endpoint", "preset", "mapping", "timeout", "retries", "query_from"},
+    "search_api": {"enabled", "endpoint", "preset", "mapping", "timeout", "retries", "max_response_bytes", "query_from"},
 }
 QUERY_FROM = ("conversation", "meta", "model")
 
@@ -50,8 +51,13 @@ def read_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     p = resolve_config_path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such config file")
-    cfg = _check(yaml.safe_load(p.read_text()) or {}, TOP_KEYS, str(p))
-    cfg.update(overrides or {})
+    return check_config({**(yaml.safe_load(p.read_text()) or {}), **(overrides or {})}, str(p))
+
+
+def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a recommend config mapping (also the body of configs/serve.yaml); errors name `where` and the key."""
+    p = where
+    cfg = dict(_check(cfg, TOP_KEYS, str(p)))
     if not cfg.get("catalog"):
         raise ValueError(f"{p}: field 'catalog' (path to catalog.jsonl) is required")
     strategies = _check(cfg.get("strategies"), set(STRATEGY_KEYS), f"{p}: strategies")
@@ -92,7 +98,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
             generator = TaskGenerator(*load_model(model_dir, catalog), catalog)
         return generator
 
-    strategies: dict[str, Strategy] = {}
+    strategies: dict[str, Any] = {}
     for name, sc in (cfg.get("strategies") or {}).items():
         sc = sc or {}
         if not sc.get("enabled", True):
@@ -101,9 +107,9 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
             if not sc.get("factory"):
                 raise ValueError("strategies.direct.factory ('module:callable' returning a search-shape object) is required")
             searcher = _import(sc["factory"])(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
-            strategies[name] = Strategy(name, searcher)
+            strategies[name] = searcher  # reads conversations (the router passes them to "direct" as they are)
         elif name == "dual":
-            strategies[name] = Strategy(name, load_dual_search(sc["index"], catalog, cache_dir=cache_dir))
+            strategies[name] = load_dual_search(sc["index"], catalog, cache_dir=cache_dir)  # the router feeds it conversation text
         elif name == "concept":
             search = load_concept_search(sc["index"], catalog, aggregate=sc.get("aggregate", "mean"), cache_dir=cache_dir)
             source, snap = sc.get("concepts_from", "meta"), sc.get("snap", False)
@@ -115,7 +121,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
                     return None
                 return snap_to_vocabulary(concepts, vocab, cache_dir=cache_dir) if snap else list(concepts)
 
-            strategies[name] = Strategy(name, search, to_concepts)
+            strategies[name] = SearcherStrategy(name, search, to_concepts)
         else:
             if name == "bm25":
                 searcher = load_bm25(sc.get("index"), catalog)
@@ -127,14 +133,15 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
                     m = _check(sc["mapping"], set(HTTPMapping.__dataclass_fields__), "strategies.search_api.mapping")
                     mapping = HTTPMapping(**m)
                 searcher = HTTPSearchAPI(catalog, sc["endpoint"], preset=sc.get("preset", "dlsearch"), mapping=mapping,
-                                         timeout=sc.get("timeout", 2.0), retries=sc.get("retries", 2))
+                                         timeout=sc.get("timeout", 2.0), retries=sc.get("retries", 2),
+                                         max_response_bytes=int(sc.get("max_response_bytes", 8 << 20)))
             source = sc.get("query_from", "conversation")
-            to_query = None
             if source == "meta":
-                to_query = lambda conv: conv.meta.get("query")  # noqa: E731
+                strategies[name] = SearcherStrategy(name, searcher, lambda conv: conv.meta.get("query"))
             elif source == "model":
-                to_query = lambda conv: gen().query(conv)  # noqa: E731
-            strategies[name] = Strategy(name, searcher, to_query)
+                strategies[name] = SearcherStrategy(name, searcher, lambda conv: gen().query(conv))
+            else:
+                strategies[name] = searcher  # the router feeds it the rendered conversation text
     memorization = load_memorization(model_dir, catalog.content_hash()) if model_dir else None
     policy = Policy.from_dict(_check(cfg.get("policy"), set(Policy.__dataclass_fields__), "policy"))
     return Router(catalog, strategies, policy, memorization=memorization)
@@ -146,17 +153,34 @@ def load_router(path: str | Path, overrides: dict[str, Any] | None = None) -> tu
 
 
 def recommend_file(config: str | Path, input_path: str | Path, out_path: str | Path, *, overrides: dict[str, Any] | None = None,
-                   batch_size: int = 64) -> dict[str, Any]:
-    """Predictions for every conversation of `input_path`, written to `out_path`; decisions next to it."""
+                   batch_size: int = 64, resume: bool = False) -> dict[str, Any]:
+    """Predictions for every conversation of `input_path`, appended to `out_path` batch by batch (a killed run keeps
+    its finished batches; `resume` skips the conversations already written). Every conversation gets its line, with
+    `degraded` naming the strategies that failed for it; each batch's plan, ids and failures are appended to
+    `OUT.decisions.jsonl`."""
     from tqdm import tqdm
+
+    from dlsearch.data.formats import PredictionLog
 
     router, k = load_router(config, overrides)
     convs = load_conversations(input_path)
-    preds = []
-    for s in tqdm(range(0, len(convs), batch_size), desc="recommend", disable=len(convs) <= batch_size):
-        preds += router.recommend_many(convs[s : s + batch_size], k)
-    save_predictions(out_path, preds)
-    summary = {"input": str(input_path), "out": str(out_path), "conversations": len(convs), "k": k, "decisions": router.decisions[:1],
-               "failures": sorted({n for d in router.decisions for n in d["failures"]})}
-    Path(str(out_path) + ".decisions.json").write_text(json.dumps(router.decisions, indent=1))
-    return summary
+    decisions_path = Path(str(out_path) + ".decisions.jsonl")
+    degraded: dict[str, int] = {}
+    first: dict[str, Any] | None = None
+    with PredictionLog(out_path, resume=resume) as out, open(decisions_path, "a" if resume else "w", encoding="utf-8") as dec:
+        todo = [c for c in convs if c.id not in out.done]
+        skipped = len(convs) - len(todo)
+        for s in tqdm(range(0, len(todo), batch_size), desc="recommend", disable=len(todo) <= batch_size):
+            preds = router.recommend_many(todo[s : s + batch_size], k)
+            out.write(preds)
+            for d in router.decisions:
+                dec.write(json.dumps(d) + "\n")
+                first = first or d
+            dec.flush()
+            router.decisions.clear()  # written: a long run must not grow in memory
+            for p in preds:
+                for name in p.degraded:
+                    degraded[name] = degraded.get(name, 0) + 1
+    return {"input": str(input_path), "out": str(out_path), "conversations": len(convs), "written": len(todo),
+            "skipped_already_written": skipped, "k": k, "plan": first, "degraded_conversations": degraded,
+            "decisions": str(decisions_path)}

@@ -1,49 +1,30 @@
 """Strategy names -> systems in the shared search shape, for `dlsearch evaluate --strategies` and the sweep.
 
-Each builder takes the task (catalog, training counts) and a dict of options from the config, and returns an
-object with `search(queries: list[Conversation], k) -> (scores, rows)`. The baselines live in
+Each builder takes the task (catalog, training counts) and a dict of options from the config, and returns a
+strategy (retrieval.strategy: `search(conversations, k)` -> scores, rows and a per-conversation error). The baselines live in
 evaluation/baselines.py; model- and index-based strategies come from the decoding and retrieval areas and are
 adapted here, at the edge, so the protocol never depends on their internals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from dlsearch.data.formats import Conversation
 from dlsearch.evaluation.baselines import BM25Search, PopularitySearch
 from dlsearch.evaluation.protocol import EvalTask, System
+from dlsearch.retrieval.strategy import SearcherStrategy
 
 Builder = Callable[[EvalTask, dict[str, Any]], System]
 _BUILDERS: dict[str, Builder] = {}
 
 
-class ConversationTextSearch:
-    """A text-query searcher (dual encoder, BM25 index, search API) seen from conversations: the rendered
-    conversation (retrieval.embedding.conversation_text, mentions as titles) is the query."""
+def text_strategy(name: str, searcher: Any, catalog: Any) -> SearcherStrategy:
+    """A text-query searcher (dual encoder, BM25 index, search API) as a strategy: the rendered conversation
+    (retrieval.embedding.conversation_text, mentions as titles) is the query."""
+    from dlsearch.retrieval.embedding import conversation_text
 
-    def __init__(self, searcher: Any, catalog: Any):
-        self.searcher, self.catalog = searcher, catalog
-
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        from dlsearch.retrieval.embedding import conversation_text
-
-        return self.searcher.search([conversation_text(c, self.catalog) for c in convs], k)
-
-
-class RouterSystem:
-    """The router (retrieval.router.Router) as an evaluation system; it always removes `conversation.exclude`."""
-
-    removes_exclusions = True
-
-    def __init__(self, router: Any):
-        self.router = router
-
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.router.search(convs, k)
+    return SearcherStrategy(name, searcher, lambda conv: conversation_text(conv, catalog))
 
 
 def register_strategy(name: str, builder: Builder) -> None:
@@ -74,21 +55,22 @@ def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
 
     return direct_from_config(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
                               index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
-                              beams=int(opts.get("beams", 20)))
+                              beams=int(opts.get("beams", 20)), length_penalty=float(opts.get("length_penalty", 0.0)),
+                              dtype=str(opts.get("dtype", "float32")))
 
 
 def _dual(task: EvalTask, opts: dict[str, Any]) -> System:
     from dlsearch.retrieval.build import load_dual_search
 
     index = _need(opts, "dual_index", "dual", "a dir from `dlsearch index build --kind dual`")
-    return ConversationTextSearch(load_dual_search(index, task.catalog, cache_dir=opts.get("cache_dir")), task.catalog)
+    return text_strategy("dual", load_dual_search(index, task.catalog, cache_dir=opts.get("cache_dir")), task.catalog)
 
 
 def _router(task: EvalTask, opts: dict[str, Any]) -> System:
     from dlsearch.app.recommend import build_router, read_config
 
     cfg = read_config(_need(opts, "recommend_config", "router", "a recommend config such as configs/recommend.yaml"))
-    return RouterSystem(build_router(cfg, task.catalog))
+    return build_router(cfg, task.catalog)  # the router is a strategy itself (it removes exclusions)
 
 
 register_strategy("popularity", lambda task, opts: PopularitySearch(task.catalog, {i: c for i, c in task.train_counts.items() if i in task.catalog}))

@@ -143,29 +143,22 @@ def _direct_search(model_dir: Path, catalog: Catalog, idmap: IdMap, texts: Seque
     return _direct_text_search(model_dir, catalog, idmap, cfg, k).search(list(texts), k)
 
 
-class _FunctionSearch:
-    def __init__(self, fn: SearchFn):
-        self.fn = fn
-
-    def search(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.fn(texts, k)
-
-
 def _router(model_dir: Path, catalog: Catalog, idmap: IdMap, fallbacks: dict[str, SearchFn], memorization: dict[str, Any],
             work_dir: Path, cfg: SweepConfig) -> SearchFn:
     """retrieval.router.Router over direct search and the fallbacks, its policy fed this point's measured
     memorization; each request becomes a one-message conversation and every strategy reads the bare request text."""
     from dlsearch.data.formats import Conversation, Message
-    from dlsearch.retrieval.router import Policy, Router, Strategy
+    from dlsearch.retrieval.router import Policy, Router
+    from dlsearch.retrieval.strategy import SearcherStrategy
 
     text_of = lambda conv: conv.messages[-1].content  # noqa: E731
-    strategies = {"direct": Strategy("direct", _direct_text_search(model_dir, catalog, idmap, cfg, cfg.k), text_of)}
-    strategies.update({n: Strategy(n, _FunctionSearch(fn), text_of) for n, fn in fallbacks.items()})
+    strategies = {"direct": SearcherStrategy("direct", _direct_text_search(model_dir, catalog, idmap, cfg, cfg.k), text_of)}
+    strategies.update({n: SearcherStrategy(n, fn, text_of) for n, fn in fallbacks.items()})
     policy = Policy.from_dict(dict(cfg.step_options.get("router_policy", {})), where="step_options.router_policy")
     router = Router(catalog, strategies, policy, memorization=memorization)
 
     def search(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         convs = [Conversation(f"r{i}", [Message("user", t)]) for i, t in enumerate(texts)]
-        return router.search(convs, k)
+        return tuple(router.search(convs, k))
 
     return search

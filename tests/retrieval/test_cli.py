@@ -43,8 +43,9 @@ def test_index_build_and_recommend(redial_sample, embed_cache, tmp_path, capsys)
         assert not set(c.exclude) & {s.item_id for s in p.items}
     used = {name for p in preds for s in p.items for name in s.strategy.split("+")}
     assert {"dual", "bm25", "concept"} <= used and "search_api" not in used
-    decisions = json.loads((tmp_path / "preds.jsonl.decisions.json").read_text())
-    assert "search_api" in decisions[0]["failures"]
+    decisions = [json.loads(line) for line in (tmp_path / "preds.jsonl.decisions.jsonl").read_text().splitlines()]
+    assert "search_api" in decisions[0]["failures"] and decisions[0]["ids"] == [c.id for c in convs]
+    assert all("search_api" in p.degraded for p in preds)  # the degradation is on every line it affected
 
 
 def test_bad_config_names_the_key(tmp_path, capsys):

@@ -59,7 +59,7 @@ def test_recommend_cli_with_direct_search(setup, em, expect):
     pred = load_predictions(out)[0]
     used = {n for s in pred.items for n in s.strategy.split("+")}
     assert used <= expect and (used & expect)
-    assert json.loads(Path(str(out) + ".decisions.json").read_text())[0]["used"] == sorted(expect, key=["direct", "bm25"].index)
+    assert json.loads(Path(str(out) + ".decisions.jsonl").read_text().splitlines()[0])["used"] == sorted(expect, key=["direct", "bm25"].index)
     assert "100" not in {s.item_id for s in pred.items}  # excluded (masked inside beam search for direct)
     if expect == {"direct"}:
         assert len(pred.items) == 5 and all(s.strategy == "direct" for s in pred.items)

@@ -10,7 +10,7 @@ import pytest
 
 from dlsearch.data.formats import Conversation, Message
 from dlsearch.retrieval.bm25 import build_bm25
-from dlsearch.retrieval.router import Policy, Router, Strategy, load_memorization
+from dlsearch.retrieval.router import Policy, Router, load_memorization
 from dlsearch.retrieval.search_api import HTTPSearchAPI
 from dlsearch.app.search_server import ServerThread, create_app, free_port
 from dlsearch.retrieval.shape import topk_from_lists
@@ -49,8 +49,9 @@ def test_search_api_down_degrades_to_other_strategies(ml_catalog, caplog):
         pred = router.recommend(_conv("I want something like Jumanji"), k=5)
     assert pred.items and all(s.strategy == "bm25" for s in pred.items)
     assert ml_catalog[pred.items[0].item_id].title.startswith("Jumanji")
-    assert "SearchUnavailable" in router.decisions[-1]["failures"]["search_api"]
-    assert "search_api unavailable" in caplog.text
+    assert "SearchUnavailable" in pred.degraded["search_api"] and list(pred.degraded) == ["search_api"]
+    assert router.decisions[-1]["failures"] == {"search_api": 1}
+    assert "strategy search_api failed for conversation c1" in caplog.text
 
 
 def test_search_api_up_is_used_and_fused(ml_catalog):
@@ -92,7 +93,7 @@ def test_router_uses_saved_memorization(ml_catalog, tmp_path, em, expect_used):
 
 
 def test_memorization_for_other_catalog_version_counts_as_unmeasured(ml_catalog, tmp_path):
-    assert _write_mem(tmp_path, "0" * 64, 0.99) is None or True
+    assert _write_mem(tmp_path, "0" * 64, 0.99)["exact_match"] == 0.99  # measured for another catalog version
     mem = load_memorization(tmp_path, ml_catalog.content_hash())
     assert mem is None
     router = Router(ml_catalog, {"direct": FixedDirect(ml_catalog, ml_catalog.ids[:3]), "bm25": build_bm25(ml_catalog)},
@@ -110,13 +111,48 @@ def test_direct_alone_failing_runs_fallbacks(ml_catalog):
                     memorization={"exact_match": 0.99})
     pred = router.recommend(_conv("Jumanji"), 3)
     assert pred.items[0].strategy == "bm25"
-    assert "model server crashed" in router.decisions[-1]["failures"]["direct"]
+    assert "model server crashed" in pred.degraded["direct"] and router.decisions[-1]["failures"] == {"direct": 1}
 
 
-def test_everything_down_raises_with_reasons(ml_catalog):
+def test_everything_down_answers_each_conversation_with_its_reasons(ml_catalog):
+    # was: RuntimeError("every strategy failed") for the whole batch, so `recommend` lost every answer
     dead = HTTPSearchAPI(ml_catalog, f"http://127.0.0.1:{free_port()}", retries=0)
-    with pytest.raises(RuntimeError, match="every strategy failed.*SearchUnavailable"):
-        Router(ml_catalog, {"search_api": dead}).recommend(_conv("x"), 3)
+    router = Router(ml_catalog, {"search_api": dead})
+    preds = router.recommend_many([_conv("x"), Conversation("c2", [Message("user", "y")])], 3)
+    assert [p.id for p in preds] == ["c1", "c2"]
+    assert all(p.items == [] and "SearchUnavailable" in p.degraded["search_api"] for p in preds)
+    res = router.search([_conv("x")], 3)
+    assert (res.rows == -1).all() and res.errors[0].startswith("every strategy failed: search_api: SearchUnavailable")
+
+
+class FlakyOnOneQuery:
+    """A searcher that fails whenever its batch holds the query "poison" (a service choking on one request)."""
+
+    def __init__(self, bm25):
+        self.bm25, self.calls = bm25, 0
+
+    def search(self, queries, k):
+        self.calls += 1
+        if any("poison" in q for q in queries):
+            raise RuntimeError("HTTP 500 on 'poison'")
+        return self.bm25.search(queries, k)
+
+
+def test_one_failed_query_degrades_only_its_own_conversation(ml_catalog):
+    flaky = FlakyOnOneQuery(build_bm25(ml_catalog))
+    router = Router(ml_catalog, {"flaky": flaky, "direct": FixedDirect(ml_catalog, ml_catalog.ids[:2])},
+                    Policy(unmeasured="fallback"))
+    convs = [Conversation(f"c{i}", [Message("user", t)]) for i, t in enumerate(["Jumanji", "poison pill", "Heat"])]
+    preds = router.recommend_many(convs, 5)
+    assert [bool(p.degraded) for p in preds] == [False, True, False]
+    assert preds[1].degraded == {"flaky": "RuntimeError: HTTP 500 on 'poison'"}
+    assert {s.strategy for s in preds[1].items} == {"direct"}  # the other strategy still answers it
+    assert any("flaky" in s.strategy for s in preds[0].items) and any("flaky" in s.strategy for s in preds[2].items)
+    assert flaky.calls == 1 + 3  # the batch, then each conversation alone
+    assert router.decisions[-1]["failures"] == {"flaky": 1}
+
+
+def test_policy_fields_are_checked(ml_catalog):
     with pytest.raises(ValueError, match="unknown field 'policy.min_exactmatch'; did you mean 'min_exact_match'"):
         Policy.from_dict({"min_exactmatch": 0.3})
     with pytest.raises(ValueError, match="policy.direct_max_items: expected an integer"):
@@ -124,14 +160,29 @@ def test_everything_down_raises_with_reasons(ml_catalog):
 
 
 def test_router_and_single_strategies_in_search_shape(ml_catalog):
-    from dlsearch.retrieval.router import ConversationSearch
     from dlsearch.retrieval.shape import check_result
+    from dlsearch.retrieval.strategy import SearcherStrategy
 
     bm25 = build_bm25(ml_catalog)
     convs = [_conv("Jumanji"), _conv("zzqxv")]
     router = Router(ml_catalog, {"bm25": bm25, "direct": FixedDirect(ml_catalog, ml_catalog.ids[:2])})
     scores, rows = router.search(convs, 4)
     check_result(scores, rows, 2, 4)
-    single = ConversationSearch(bm25, lambda c: c.messages[-1].content if c.messages[-1].content != "zzqxv" else None)
+    single = SearcherStrategy("bm25", bm25, lambda c: c.messages[-1].content if c.messages[-1].content != "zzqxv" else None)
     s, r = single.search(convs, 3)
     assert ml_catalog.items[r[0, 0]].title.startswith("Jumanji") and (r[1] == -1).all()
+
+
+def test_excluding_one_member_excludes_its_duplicate_group():
+    """Regression: "The Matrix " (140395) came back #1 when "The Matrix (1999)" (85036) was excluded, and a fused
+    list could hold both."""
+    from dlsearch.data.redial import load_redial_movies
+
+    cat = load_redial_movies()
+    router = Router(cat, {"direct": FixedDirect(cat, ["140395", "85036", "111776"])}, Policy(unmeasured="trust"))
+    pred = router.recommend(_conv("like @85036", exclude=["85036"]), k=3)
+    assert [s.item_id for s in pred.items] == ["111776"]
+    fused = Router(cat, {"direct": FixedDirect(cat, ["140395", "111776"]), "bm25": FixedDirect(cat, ["85036", "151656"])},
+                   Policy(unmeasured="fallback"))
+    ids = [s.item_id for s in fused.recommend(_conv("anything"), k=4).items]
+    assert len(ids) == 3 and len({"140395", "85036"} & set(ids)) == 1

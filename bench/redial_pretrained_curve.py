@@ -1,0 +1,162 @@
+"""Learning curve and final test of a pretrained-base ReDial recipe, through the production evaluation.
+
+    # while (or after) `dlsearch finetune --config configs/finetune-redial-pretrained.yaml` runs:
+    python bench/redial_pretrained_curve.py curve --run runs/redial_pretrained --data runs/redial-title \
+        --n-val 40 --beams 10 --out bench/results/redial_pretrained
+    # the configuration chosen on validation, once on the test turns:
+    python bench/redial_pretrained_curve.py test --run runs/redial_pretrained --step 480 --data runs/redial-title \
+        --beams 10 --length-penalty 0 --out bench/results/redial_pretrained
+
+Each trainer checkpoint (<run>/checkpoints/checkpoint-N, the LoRA adapter) becomes a model dir with the manifest the
+recipe itself writes (`<run>/curve/step-N`), and `dlsearch.app.runner.run_evaluation` scores direct search
+(strategy `direct`, the model's own beam scores, no popularity prior) beside popularity and BM25, paired.
+Validation turns: a fixed, seeded sample of the prepared validation split, evaluated through a view dir whose
+`conversations/test.jsonl` is that sample (the task reads the test file; training counts and catalog are the same
+files). Results are appended to <out>/curve.jsonl as each point finishes, with the load and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from dlsearch.app.runner import EvaluateConfig, run_evaluation
+from dlsearch.data.catalog import load_catalog_jsonl
+from dlsearch.data.ids import IdMap
+from dlsearch.finetune.config import load_recipe, to_dict
+from dlsearch.finetune.manifest import write_manifest
+from dlsearch.finetune.model_factory import model_fingerprint
+
+METRICS = ["recall@1", "recall@10", "ndcg@10", "mrr"]  # at depth 10: mrr is MRR@10
+
+
+def validation_view(data: Path, n: int, seed: int, out: Path) -> Path:
+    """A prepared-dir view whose test file is a fixed sample of n validation turns (with targets)."""
+    view = out / f"redial-val{n}-seed{seed}"
+    conv_dir = view / "conversations"
+    if (conv_dir / "test.jsonl").exists():
+        return view
+    conv_dir.mkdir(parents=True, exist_ok=True)
+    lines = [ln for ln in (data / "conversations" / "validation.jsonl").read_text().splitlines() if json.loads(ln).get("targets")]
+    keep = sorted(random.Random(seed).sample(range(len(lines)), min(n, len(lines))))
+    (conv_dir / "test.jsonl").write_text("".join(lines[i] + "\n" for i in keep))
+    for src, dst in ((data / "catalog.jsonl", view / "catalog.jsonl"), (data / "conversations" / "train.jsonl", conv_dir / "train.jsonl")):
+        if not dst.exists():
+            dst.symlink_to(src.resolve())
+    return view
+
+
+def ensure_trie(run: Path, data: Path) -> Path:
+    trie = run / "trie"
+    if not (trie / "manifest.json").exists() and not any(trie.glob("*")):
+        subprocess.run(["dlsearch", "index", "build", "--kind", "trie", "--data", str(data), "--idmap", str(run / "init" / "idmap.json"),
+                        "--model", str(run / "init"), "--mode", "whole", "--source", "id", "--out", str(trie)], check=True)
+    return trie
+
+
+def snapshot(run: Path, step: int, config: Path) -> Path:
+    """checkpoint-N's adapter as a model dir (manifest, tokenizer, idmap, catalog) that load_finetuned accepts."""
+    out = run / "curve" / f"step-{step}"
+    if (out / "manifest.json").exists():
+        return out
+    ckpt = run / "checkpoints" / f"checkpoint-{step}"
+    init = run / "init"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(init)
+    (out / "adapter").mkdir(parents=True, exist_ok=True)
+    for f in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy(ckpt / f, out / "adapter" / f)
+    tok.save_pretrained(out)
+    recipe = to_dict(load_recipe(config))
+    write_manifest(out, catalog=load_catalog_jsonl(init / "catalog.jsonl"), idmap=IdMap.load(init / "idmap.json"), tokenizer=tok,
+                   base_model=str(init.resolve()), extra={"kind": "adapter", "method": "lora", "base_model_fingerprint": model_fingerprint(init),
+                                                         "recipe": recipe, "checkpoint": str(ckpt), "complete": True})
+    return out
+
+
+def evaluate(model_dir: Path, trie: Path, data: Path, out: Path, *, beams: int, length_penalty: float, dtype: str, n_resamples: int) -> dict:
+    cfg = EvaluateConfig(task="redial-turns", data=str(data), strategies=["direct"], metrics=METRICS, modes=["excluded"],
+                         depth=10,  # the ranking depth is the beam width of direct search: 10 beams, not 100
+                         strategy_options={"model_dir": str(model_dir), "trie": str(trie), "beams": beams,
+                                           "length_penalty": length_penalty, "dtype": dtype},
+                         n_resamples=n_resamples, out=str(out))
+    load0, t0 = os.getloadavg()[0], time.perf_counter()
+    report, _ = run_evaluation(cfg, print_table=False)
+    mode = report["modes"]["excluded"]
+    return {"wall_seconds": round(time.perf_counter() - t0, 1), "load_start": round(load0, 2), "load_end": round(os.getloadavg()[0], 2),
+            "results_json": str(Path(cfg.out) / "results.json"), "n_queries": mode["n_queries"], "best_baseline": mode["best_baseline"],
+            "systems": {name: {k: v for k, v in e.items() if k in ("metrics", "vs_best_baseline", "valid_item_rate")}
+                        for name, e in mode["systems"].items()}}
+
+
+def steps_available(run: Path) -> list[int]:
+    d = run / "checkpoints"
+    return sorted(int(p.name.split("-")[1]) for p in d.glob("checkpoint-*") if (p / "adapter_model.safetensors").exists()
+                  and (p / "trainer_state.json").exists()) if d.exists() else []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["curve", "test"])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--config", type=Path, default=Path("configs/finetune-redial-pretrained.yaml"), help="the recipe the run used")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--n-val", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--beams", type=int, default=10)
+    ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--dtype", default="float32", help="bfloat16 only on CPUs with AMX/AVX512-BF16")
+    ap.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: all, as they appear)")
+    ap.add_argument("--n-resamples", type=int, default=1000)
+    ap.add_argument("--poll", type=float, default=60.0)
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    a.out.mkdir(parents=True, exist_ok=True)
+    trie = ensure_trie(a.run, a.data)
+    if a.mode == "test":
+        for step in a.step or steps_available(a.run)[-1:]:
+            for lp in a.length_penalty:
+                model_dir = snapshot(a.run, step, a.config)
+                rep = evaluate(model_dir, trie, a.data, a.run / "eval" / f"test-step{step}-lp{lp}", beams=a.beams,
+                               length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
+                rec = {"split": "test", "step": step, "beams": a.beams, "length_penalty": lp, "dtype": a.dtype,
+                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
+                with open(a.out / "test.jsonl", "a") as f:
+                    f.write(json.dumps(rec, default=str) + "\n")
+                print(json.dumps(rec, default=str), flush=True)
+        return
+    view = validation_view(a.data, a.n_val, a.seed, a.run / "views")
+    done = set()
+    path = a.out / "curve.jsonl"
+    if path.exists():
+        done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines())}
+    while True:
+        pending = [(s, lp) for s in (a.step or steps_available(a.run)) for lp in a.length_penalty if (s, lp) not in done]
+        for step, lp in pending:
+            model_dir = snapshot(a.run, step, a.config)
+            rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}", beams=a.beams,
+                           length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
+            rec = {"split": f"validation sample {a.n_val} turns (seed {a.seed})", "step": step, "beams": a.beams,
+                   "length_penalty": lp, "dtype": a.dtype, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
+            with open(path, "a") as f:
+                f.write(json.dumps(rec, default=str) + "\n")
+            done.add((step, lp))
+            print(json.dumps(rec, default=str), flush=True)
+        finished = (a.run / "run_summary.json").exists()
+        if a.step or (finished and not pending):
+            return
+        time.sleep(a.poll)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""`dlsearch serve`: the recommender as an HTTP service with a chat page (FastAPI + uvicorn).
+
+    dlsearch serve --config configs/serve.yaml                 # the router of recommend.yaml, held once
+    dlsearch serve --catalog runs/redial/catalog.jsonl         # no model: BM25 + mention linking (first look, tests)
+
+Routes:
+    GET  /                       the chat page (chat.html, package data; plain HTML + JS)
+    POST /v1/recommend           {messages, k, allow, deny} -> {items: [{id, title, year, concepts, score, strategy}],
+                                 degraded: {strategy: reason} for THIS request, linked: [ids found in the text]}
+    POST /v1/chat                same body -> {reply, items, degraded, linked}: the reply names the items (template)
+    POST /v1/chat/completions    OpenAI-compatible (stream: true -> SSE chunks, then `data: [DONE]`); items ride
+                                 along in an extra `items` field
+    GET  /v1/items?q=            title lookup (exact normalized title, year optional, then edit distance)
+    GET  /health, GET /metrics   liveness; Prometheus text (requests, latency, strategy use, degradations)
+
+Concurrent requests are micro-batched: `Batcher` collects requests for `batch_wait_ms` (up to `max_batch`) and
+runs ONE `router.recommend_many` in a worker thread, so a model answers them in one generate call. A request's
+`degraded` comes from its own Prediction: a strategy failing for another request in the batch does not show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dlsearch.app.search_server import BodyLimit
+from dlsearch.data.catalog import Catalog, split_title_year
+from dlsearch.data.formats import Conversation, Message, Prediction
+from dlsearch.data.titles import titles_of
+
+SERVER_KEYS = {"host", "port", "max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch", "batch_wait_ms"}
+
+
+@dataclass
+class ServerSettings:
+    """The `server:` section of configs/serve.yaml (every field commented there)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 256 << 10
+    max_k: int = 50
+    max_messages: int = 64
+    max_message_chars: int = 4_000
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"server.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"server.batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+
+
+def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], ServerSettings]:
+    """configs/serve.yaml = recommend.yaml's schema (validated by the same reader) plus a `server:` section."""
+    import yaml
+
+    from dlsearch.app.recommend import _check, check_config
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such config file")
+    raw = _check(yaml.safe_load(p.read_text()) or {}, {"server"} | _recommend_keys(), str(p))
+    server = dict(_check(raw.pop("server", None), SERVER_KEYS, f"{p}: server"))
+    overrides = dict(overrides or {})
+    server.update(overrides.pop("server", None) or {})
+    return check_config({**raw, **overrides}, str(p)), ServerSettings(**server)
+
+
+def _recommend_keys() -> set[str]:
+    from dlsearch.app.recommend import TOP_KEYS
+
+    return set(TOP_KEYS)
+
+
+def catalog_only_router(catalog: Catalog) -> Any:
+    """No model: BM25 over the catalog (mention linking is done per request by the service)."""
+    from dlsearch.retrieval.bm25 import build_bm25
+    from dlsearch.retrieval.router import Router
+
+    return Router(catalog, {"bm25": build_bm25(catalog)})
+
+
+# -- mention linking -----------------------------------------------------------------------------------------------
+def link_mentions(text: str, catalog: Catalog) -> list[str]:
+    """Catalog items named in free text, one id per work. Interim exact matcher (word n-grams equal to a title's
+    normalized words, at least two words or a year, so "It"/"Up" never link) until the mention linker of issue 12
+    item 1 lands; the service calls only this function."""
+    from dlsearch.data.titles import title_words
+
+    titles = titles_of(catalog)
+    words = title_words(text).split()
+    found: list[str] = []
+    i = 0
+    while i < len(words):
+        for n in range(min(8, len(words) - i), 0, -1):
+            key = " ".join(words[i : i + n])
+            year = words[i + n] if i + n < len(words) and words[i + n].isdigit() and len(words[i + n]) == 4 else None
+            if (n >= 2 or year) and key in titles.by_words:
+                rows = titles.by_year.get((key, int(year)), []) if year else []
+                row = rows[0] if rows else titles.members[titles.group_of[titles.by_words[key][0]]][0]
+                found.append(catalog.items[row].id)
+                i += n - 1
+                break
+        i += 1
+    return list(dict.fromkeys(found))
+
+
+# -- request and response bodies -----------------------------------------------------------------------------------
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(max_length=4_000)
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    k: int = Field(10, ge=1, le=50)
+    allow: list[str] | None = Field(None, max_length=10_000, description="recommend only among these ids")
+    deny: list[str] = Field(default_factory=list, max_length=10_000, description="never recommend these (nor their duplicates)")
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send temperature, top_p, ...: accepted, not used
+    model: str = "dlsearch"
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    stream: bool = False
+    k: int = Field(5, ge=1, le=50)
+    deny: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+# -- micro-batching ------------------------------------------------------------------------------------------------
+class Batcher:
+    """Collects concurrent requests for `wait_s` (up to `max_batch`) and answers them with one `recommend_many` in a
+    worker thread. One batch runs at a time: the model is not shared between threads."""
+
+    def __init__(self, router: Any, max_batch: int, wait_s: float, on_batch: Any = None):
+        self.router, self.max_batch, self.wait_s, self.on_batch = router, max_batch, wait_s, on_batch
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, conv: Conversation, k: int) -> Prediction:
+        if self.queue is None:  # created on the serving loop, on first use
+            self.queue = asyncio.Queue()
+            self.task = asyncio.create_task(self._loop())
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((conv, k, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        assert self.queue is not None
+        while True:
+            batch = [await self.queue.get()]
+            deadline = time.monotonic() + self.wait_s
+            while len(batch) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    batch.append(self.queue.get_nowait() if left <= 0 else await asyncio.wait_for(self.queue.get(), left))
+                except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                    break
+            convs, kmax = [b[0] for b in batch], max(b[1] for b in batch)
+            try:
+                preds = await asyncio.to_thread(self._run, convs, kmax)
+            except Exception as e:  # the router never raises for a strategy; anything else fails these requests only
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            if self.on_batch:
+                self.on_batch(len(batch))
+            for (_, k, fut), p in zip(batch, preds):
+                if not fut.done():
+                    fut.set_result(Prediction(p.id, p.items[:k], p.degraded))
+
+    def _run(self, convs: list[Conversation], k: int) -> list[Prediction]:
+        preds = self.router.recommend_many(convs, k)
+        self.router.decisions.clear()  # a service runs forever: the per-batch log must not grow
+        return preds
+
+
+# -- the app -------------------------------------------------------------------------------------------------------
+def _metrics() -> tuple[Any, dict[str, Any]]:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    reg = CollectorRegistry()  # one per app: two apps in one process (tests) do not share counters
+    return reg, {
+        "requests": Counter("dlsearch_requests", "HTTP requests", ["route", "status"], registry=reg),
+        "latency": Histogram("dlsearch_request_seconds", "request latency", ["route"], registry=reg,
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)),
+        "strategy": Counter("dlsearch_items", "recommended items by the strategy that produced them", ["strategy"], registry=reg),
+        "degraded": Counter("dlsearch_degradations", "requests a strategy failed for", ["strategy"], registry=reg),
+        "batch": Histogram("dlsearch_batch_size", "requests per recommend_many call", registry=reg,
+                           buckets=(1, 2, 4, 8, 16, 32, 64)),
+    }
+
+
+def item_card(catalog: Catalog, item_id: str, score: float | None = None, strategy: str | None = None) -> dict[str, Any]:
+    it = catalog[item_id]
+    _, year = split_title_year(it.title)
+    out: dict[str, Any] = {"id": it.id, "title": it.title, "year": year, "concepts": list(it.concepts[:6])}
+    if score is not None:
+        out.update(score=score, strategy=strategy)
+    return out
+
+
+def reply_text(cards: Sequence[dict[str, Any]], linked: Sequence[dict[str, Any]]) -> str:
+    """The template reply (span mode needs a model trained with <item> spans; the catalog-only service has none)."""
+    if not cards:
+        return "I could not find anything for that yet. Tell me a film you liked, or what you are in the mood for."
+    names = [c["title"] for c in cards]
+    lead = f"Since you mentioned {', '.join(c['title'] for c in linked[:3])}, you" if linked else "You"
+    return f"{lead} might like {', '.join(names[:-1]) + ' and ' if len(names) > 1 else ''}{names[-1]}."
+
+
+def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    app = FastAPI(title="dlsearch recommender")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    registry, m = _metrics()
+    batcher = Batcher(router, settings.max_batch, settings.batch_wait_ms / 1000, on_batch=m["batch"].observe)
+    page = resources.files("dlsearch.app").joinpath("chat.html").read_text(encoding="utf-8")
+    app.state.batcher = batcher
+    lock = threading.Lock()
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        route, t0 = request.url.path, time.perf_counter()
+        response = await call_next(request)
+        if route in {"/", "/health", "/metrics", "/v1/recommend", "/v1/chat", "/v1/chat/completions", "/v1/items"}:
+            m["requests"].labels(route, str(response.status_code)).inc()
+            m["latency"].labels(route).observe(time.perf_counter() - t0)
+        return response
+
+    def check_limits(messages: list[ChatMessage], k: int) -> None:
+        from fastapi import HTTPException
+
+        if k > settings.max_k:
+            raise HTTPException(422, f"body.k: {k} exceeds server.max_k {settings.max_k}")
+        if len(messages) > settings.max_messages:
+            raise HTTPException(422, f"body.messages: {len(messages)} messages exceed server.max_messages {settings.max_messages}")
+        for i, msg in enumerate(messages):
+            if len(msg.content) > settings.max_message_chars:
+                raise HTTPException(422, f"body.messages[{i}].content: {len(msg.content)} characters exceed server.max_message_chars "
+                                         f"{settings.max_message_chars}")
+
+    async def recommend(messages: list[ChatMessage], k: int, deny: list[str], allow: list[str] | None) -> dict[str, Any]:
+        check_limits(messages, k)
+        msgs = [Message("assistant" if x.role == "assistant" else "user", x.content) for x in messages if x.content.strip()]
+        user_text = "\n".join(x.content for x in msgs if x.role == "user")
+        linked = link_mentions(user_text, catalog)
+        exclude = list(dict.fromkeys(linked + [i for i in deny if i in catalog]))
+        fetch = min(len(catalog), k + 50) if allow is not None else k  # an allow list filters a deeper ranking
+        conv = Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude)
+        pred = await batcher.submit(conv, fetch)
+        items = pred.items if allow is None else [s for s in pred.items if s.item_id in set(allow)]
+        cards = [item_card(catalog, s.item_id, s.score, s.strategy) for s in items[:k]]
+        with lock:
+            for c in cards:
+                for name in c["strategy"].split("+"):
+                    m["strategy"].labels(name).inc()
+            for name in pred.degraded:
+                m["degraded"].labels(name).inc()
+        return {"items": cards, "degraded": dict(pred.degraded), "linked": [item_card(catalog, i) for i in linked]}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "n_items": len(catalog), "strategies": list(getattr(router, "strategies", {}))}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/items")
+    def items(q: str = Query(..., min_length=1, max_length=300), k: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
+        hits = titles_of(catalog).lookup(q)[:k]
+        return {"items": [dict(item_card(catalog, i), distance=d) for i, d in hits]}
+
+    @app.post("/v1/recommend")
+    async def v1_recommend(req: RecommendRequest) -> dict[str, Any]:
+        return await recommend(req.messages, req.k, req.deny, req.allow)
+
+    @app.post("/v1/chat")
+    async def v1_chat(req: RecommendRequest) -> dict[str, Any]:
+        out = await recommend(req.messages, req.k, req.deny, req.allow)
+        return {"reply": reply_text(out["items"], out["linked"]), **out}
+
+    @app.post("/v1/chat/completions")
+    async def v1_completions(req: CompletionRequest) -> Any:
+        out = await recommend(req.messages, req.k, req.deny, None)
+        text, rid, created = reply_text(out["items"], out["linked"]), f"chatcmpl-{uuid.uuid4().hex[:16]}", int(time.time())
+        if not req.stream:
+            return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    "items": out["items"], "degraded": out["degraded"]}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            return f"data: {json.dumps(body)}\n\n"
+
+        def events() -> Any:
+            yield chunk({"role": "assistant", "content": ""})
+            words = text.split(" ")
+            for i, w in enumerate(words):
+                yield chunk({"content": w + (" " if i < len(words) - 1 else "")})
+            yield chunk({}, "stop", items=out["items"], degraded=out["degraded"])
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def serve(router: Any, catalog: Catalog, settings: ServerSettings) -> None:
+    """Blocking: serve until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(router, catalog, settings), host=settings.host, port=settings.port, log_level="info")
+
+
+__all__ = ["create_app", "serve", "Batcher", "ServerSettings", "read_serve_config", "catalog_only_router", "link_mentions"]

@@ -1,0 +1,40 @@
+"""`dlsearch serve`: the recommender over HTTP with a chat page at /.
+
+    dlsearch serve --config configs/serve.yaml            # model, indexes and router held once
+    dlsearch serve --catalog runs/redial/catalog.jsonl    # no model: BM25 + mention linking (a first look)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve recommendations over HTTP (FastAPI + uvicorn) with a chat page at /")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="configs/serve.yaml (recommend.yaml's schema plus a server: section)")
+    src.add_argument("--catalog", help="catalog JSONL: serve BM25 + mention linking only, no model")
+    p.add_argument("--host", default=None, help="bind address (default server.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default server.port, 8000)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from dlsearch.app.serve import ServerSettings, catalog_only_router, read_serve_config, serve
+    from dlsearch.data.catalog import load_catalog_jsonl
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.config:
+        from dlsearch.app.recommend import build_router
+
+        cfg, settings = read_serve_config(args.config, {"server": server})
+        catalog = load_catalog_jsonl(cfg["catalog"])
+        router = build_router(cfg, catalog)
+    else:
+        catalog = load_catalog_jsonl(args.catalog)
+        router, settings = catalog_only_router(catalog), ServerSettings(**server)
+    serve(router, catalog, settings)
+    return 0

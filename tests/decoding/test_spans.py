@@ -1,0 +1,72 @@
+"""Items inside free text (span mode): the constraint's start state, parse_spans, refusals at build time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LogitsProcessor
+
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.ids import build_idmap
+from dlsearch.decoding.constraint import TrieConstraint
+from dlsearch.decoding.index import build_index
+from dlsearch.decoding.item_tokens import ItemTokenizationError
+from dlsearch.decoding.spans import generate_with_items, marker_ids, parse_spans
+
+from decoding_fixtures import make_model, make_tokenizer
+
+TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "The Matrix (1999)", "Grumpier Old Men (1995)"]
+CATALOG = Catalog([Item(str(100 + i), t) for i, t in enumerate(TITLES)])
+TOK = make_tokenizer()
+MODEL = make_model(len(TOK), seed=5, eos=TOK.eos_token_id, pad=TOK.pad_token_id, bos=TOK.bos_token_id)
+INDEX = build_index(CATALOG, build_idmap(CATALOG, "title"), TOK, mode="span")
+START, END = marker_ids(TOK)
+
+
+class Push(LogitsProcessor):
+    """Pushes the given token at the given generated positions (the random model never writes markers itself)."""
+
+    def __init__(self, width: int, at: dict[int, int]):
+        self.width, self.at = width, at
+
+    def __call__(self, input_ids, scores):
+        tok = self.at.get(input_ids.shape[1] - self.width)
+        if tok is not None:
+            scores[:, tok] += 1000.0
+        return scores
+
+
+def test_prompt_ending_in_item_start_is_constrained():
+    """A prompt that ends with <item> opens a span: the first generated tokens must name an item, then </item>."""
+    proc = TrieConstraint(INDEX, eos_token_id=TOK.eos_token_id, item_start_id=START)
+    ids = torch.tensor([TOK("I suggest <item>")["input_ids"]])
+    s = proc(ids, torch.zeros(1, len(TOK)))
+    allowed = set(torch.isfinite(s[0]).nonzero().flatten().tolist())
+    assert allowed == set((INDEX.base.trie.root_child >= 0).nonzero()[0].tolist())
+    replies = generate_with_items(MODEL, TOK, INDEX, ["I suggest <item>", "User: hello"], max_new_tokens=20,
+                                  do_sample=False)
+    first = replies[0]
+    assert first.items and first.items[0].item_id in CATALOG and first.items[0].token_start == 0
+    assert first.texts[0] == ""
+
+
+def test_parse_spans_reads_past_a_generated_pad():
+    """A <pad> written by the model inside free text is text, not the end of the reply: later items are kept."""
+    prompt = "User: recommend two films\nAssistant:"
+    width = TOK([prompt], return_tensors="pt")["input_ids"].shape[1]
+    push = Push(width, {1: TOK.pad_token_id, 3: START, 14: START})
+    replies = generate_with_items(MODEL, TOK, INDEX, [prompt], max_new_tokens=30, logits_processor=[push],
+                                  do_sample=False)
+    assert len(replies[0].items) == 2 and all(it.item_id in CATALOG for it in replies[0].items)
+    # EOS still ends the reply: nothing after it is parsed
+    t = INDEX.base.trie
+    item = [int(t.child_token[0])]  # any one-token prefix; not needed complete, it follows EOS
+    r = parse_spans([TOK.eos_token_id, START, *item, END], INDEX, TOK, start_id=START, end_id=END,
+                    stop_ids=(TOK.eos_token_id,))
+    assert r.items == [] and not r.incomplete
+
+
+def test_code_containing_item_marker_refused_at_build():
+    cat = Catalog([Item("1", "Heat (1995)"), Item("2", "The <item> Show")])
+    with pytest.raises(ItemTokenizationError, match="<item>"):
+        build_index(cat, build_idmap(cat, "title"), TOK, mode="span")

@@ -1,0 +1,76 @@
+"""direct_from_config options: the conversation window the model was trained on (recipe data.max_messages, read
+from the manifest), length normalisation of beam scores, and bfloat16 inference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Conversation, Message
+from dlsearch.data.ids import build_idmap
+from dlsearch.decoding.generate import conversation_prompt
+from dlsearch.retrieval.direct import direct_from_config
+
+from decoding_fixtures import make_model, make_tokenizer  # noqa: E402
+
+TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "The Matrix (1999)", "Balto (1995)"]
+CATALOG = Catalog([Item(str(100 + i), t) for i, t in enumerate(TITLES)])
+CONV = Conversation("c1", [Message("user", "first message about @100"), Message("assistant", "second"),
+                           Message("user", "third, something like Heat?")], targets=["103"])
+
+
+def _model_dir(tmp_path, recipe):
+    from dlsearch.decoding.index import build_index
+
+    tok = make_tokenizer()
+    model = make_model(len(tok), seed=3, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    man = {"catalog_hash": CATALOG.content_hash(), "id_scheme": "random", **({"recipe": recipe} if recipe else {})}
+    (tmp_path / "model" / "manifest.json").write_text(json.dumps(man))
+    build_index(CATALOG, build_idmap(CATALOG, "random", seed=0), tok, mode="whole").save(tmp_path / "trie")
+    return tmp_path / "model", tmp_path / "trie"
+
+
+def test_conversation_prompt_keeps_last_messages():
+    full = conversation_prompt(CONV, CATALOG)
+    last = conversation_prompt(CONV, CATALOG, max_messages=1)
+    assert "Toy Story" in full and "first message" in full
+    assert "first message" not in last and "second" not in last and "third, something like Heat?" in last
+
+
+@pytest.mark.parametrize("window", [None, 1])
+def test_direct_search_renders_the_trained_window(tmp_path, window):
+    model_dir, trie = _model_dir(tmp_path, {"data": {"max_messages": window}})
+    search = direct_from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(trie), beams=5)
+    assert search.max_messages == window
+    seen = []
+    engine = search.search_engine
+    real = engine.search
+    engine.search = lambda prompts, k, **kw: (seen.extend(prompts), real(prompts, k, **kw))[1]
+    scores, rows = search.search([CONV], 3)
+    assert seen == [conversation_prompt(CONV, CATALOG, engine.tokenizer, max_messages=window)]
+    assert ("first message" in seen[0]) == (window is None)
+    assert CATALOG.index("100") not in rows[0].tolist()  # @100 is mentioned: masked out
+
+
+def test_direct_search_without_recipe_uses_whole_conversation(tmp_path):
+    model_dir, trie = _model_dir(tmp_path, None)
+    assert direct_from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(trie), beams=5).max_messages is None
+
+
+def test_length_penalty_and_bfloat16(tmp_path):
+    model_dir, trie = _model_dir(tmp_path, None)
+    fp32 = direct_from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(trie), beams=5)
+    bf16 = direct_from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(trie), beams=5, length_penalty=1.0,
+                              dtype="bfloat16")
+    assert bf16.search_engine.length_penalty == 1.0 and fp32.search_engine.length_penalty == 0.0
+    assert next(bf16.search_engine.model.parameters()).dtype == torch.bfloat16
+    s32, r32 = fp32.search([CONV], 3)
+    s16, r16 = bf16.search([CONV], 3)
+    assert s16.dtype == s32.dtype and (r16 >= 0).all() and (r32 >= 0).all()
+    with pytest.raises(ValueError, match="dtype"):
+        direct_from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(trie), dtype="float16x")

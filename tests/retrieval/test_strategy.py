@@ -1,0 +1,66 @@
+"""retrieval.strategy: one interface for every strategy; failures stay with the conversation that caused them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlsearch.data.formats import Conversation, Message
+from dlsearch.retrieval.bm25 import build_bm25
+from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, as_strategy, run_strategy
+
+
+def _convs(*texts):
+    return [Conversation(f"c{i}", [Message("user", t)]) for i, t in enumerate(texts)]
+
+
+def _text(conv):
+    return conv.messages[-1].content
+
+
+def test_bm25_as_a_strategy_unpacks_as_the_search_shape(ml_catalog):
+    strat = SearcherStrategy("bm25", build_bm25(ml_catalog), _text)
+    assert isinstance(strat, Strategy) and strat.masks_exclusions is False
+    res = strat.search(_convs("Jumanji", "Heat"), 3)
+    scores, rows = res
+    assert scores.dtype == np.float32 and rows.dtype == np.int64 and rows.shape == (2, 3)
+    assert res.errors == [None, None] and res.failed == []
+    assert ml_catalog.items[rows[0, 0]].title.startswith("Jumanji")
+
+
+def test_bad_answers_become_errors_of_their_conversation_only(ml_catalog):
+    bm25 = build_bm25(ml_catalog)
+
+    def nan_on_heat(queries, k):  # a function is a searcher too
+        s, r = bm25.search(queries, k)
+        s[[i for i, q in enumerate(queries) if q == "Heat"]] = np.nan
+        return s, r
+
+    res = SearcherStrategy("svc", nan_on_heat, _text).search(_convs("Jumanji", "Heat", "Toy Story"), 4)
+    assert res.failed == [1] and "non-finite" in res.errors[1]
+    assert (res.rows[1] == -1).all() and np.isneginf(res.scores[1]).all()
+    assert (res.rows[[0, 2], 0] >= 0).all()
+
+
+def test_query_builder_failure_and_none(ml_catalog):
+    def to_query(conv):
+        if conv.id == "c0":
+            raise KeyError("no concepts for c0")
+        return None if conv.id == "c1" else _text(conv)
+
+    res = SearcherStrategy("concept", build_bm25(ml_catalog), to_query).search(_convs("a", "b", "Heat"), 2)
+    assert res.errors[0] == "KeyError: 'no concepts for c0'"
+    assert res.errors[1] is None and (res.rows[1] == -1).all()  # None: nothing to ask, not a failure
+    assert res.errors[2] is None and res.rows[2, 0] >= 0
+
+
+def test_wrong_shape_is_an_error_not_a_crash(ml_catalog):
+    res = SearcherStrategy("bad", lambda q, k: (np.zeros((len(q), k + 1)), np.zeros((len(q), k + 1))), _text).search(_convs("x"), 2)
+    assert "expected (1, 2)" in res.errors[0]
+
+
+def test_as_strategy_and_run_strategy(ml_catalog):
+    bm25 = build_bm25(ml_catalog)
+    wrapped = as_strategy("bm25", bm25, to_query=_text)
+    assert isinstance(wrapped, SearcherStrategy) and as_strategy("again", wrapped) is wrapped
+    plain = run_strategy(bm25, ["Jumanji"], 2)  # a plain (scores, rows) searcher: no per-conversation errors
+    assert isinstance(plain, StrategyResult) and plain.errors == [None]
