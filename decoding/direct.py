@@ -63,7 +63,8 @@ class DirectSearch:
     """
 
     def __init__(self, model: Any, tokenizer: Any, index: TrieIndex, catalog: Any, *, beams: int = 20,
-                 batch_size: int = 8, length_penalty: float = 0.0, max_new_tokens: int | None = None):
+                 batch_size: int = 8, length_penalty: float = 0.0, max_new_tokens: int | None = None,
+                 max_length: int | None = None):
         if index.mode != "whole":
             raise ValueError("DirectSearch needs a whole-mode index (items end with EOS); this one is span mode")
         if tokenizer.eos_token_id != index.end_token_id:
@@ -81,6 +82,10 @@ class DirectSearch:
                       for s in index.segments]
         self.max_new_tokens = longest_code(index) + 1 if max_new_tokens is None else int(max_new_tokens)
         check_max_new_tokens(index, self.max_new_tokens)
+        from dlsearch.decoding.generate import trained_max_length
+
+        # length policy of training: conversation contexts are cut from the left to leave room for the code
+        self.max_length = trained_max_length(model) if max_length is None else int(max_length)
 
     def search(self, queries: Sequence[Any], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
                allow: Sequence[Sequence[str] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +112,8 @@ class DirectSearch:
             titles = titles_of(self.catalog)
             exclude = [sorted(titles.excluded_ids(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation)
                        else None for q in queries]
-        prompts = [conversation_prompt(q, self.catalog, self.tokenizer) if isinstance(q, Conversation) else q
+        prompts = [conversation_prompt(q, self.catalog, self.tokenizer, max_length=self.max_length, reserve=self.max_new_tokens)
+                   if isinstance(q, Conversation) else q
                    for q in queries]
         return prompts, exclude
 

@@ -40,12 +40,30 @@ def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, cata
 
 
 def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
-                        max_messages: int | None = None) -> str:
+                        max_messages: int | None = None, max_length: int | None = None, reserve: int = 0) -> str:
     """The conversation->item prompt with mentions rendered as titles: data.prompts.conversation_prompt, the
     function training examples are rendered with; max_messages keeps the last N messages, as the recipe's
-    data.max_messages did in training (None: all)."""
+    data.max_messages did in training (None: all). With max_length (and a tokenizer), the context is cut from
+    the left to leave `reserve` tokens for the answer: the length policy training applied (fit_context_prompt)."""
+    if max_length is not None and tokenizer is not None:
+        from dlsearch.data.prompts import conversation_parts, fit_context_prompt, prompt_for_context
+
+        parts = conversation_parts(conv, catalog, max_messages=max_messages)
+        prompt, _ = fit_context_prompt(TASK, parts, tokenizer, max_length - reserve)
+        prompt = prompt if prompt is not None else prompt_for_context(TASK, "")
+        return apply_chat_template(tokenizer, prompt)
     prompt = render_prompt(conv, catalog, TASK, max_messages=max_messages)
     return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
+
+
+def trained_max_length(model: Any) -> int | None:
+    """The max_length the model was fine-tuned with (its manifest's stage.length_policy), else its position limit."""
+    path = Path(str(getattr(model, "name_or_path", "") or "")) / "manifest.json"
+    if path.is_file():
+        policy = (json.loads(path.read_text(encoding="utf-8")).get("stage") or {}).get("length_policy") or {}
+        if policy.get("max_length"):
+            return int(policy["max_length"])
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
 def to_predictions(ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, catalog: Catalog,
@@ -61,7 +79,8 @@ def to_predictions(ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, cat
 def recommend_for_conversation(conv: Conversation, search: DirectSearch, k: int = 10, *, exclude_mentioned: bool = True) -> Prediction:
     """Ranked items for one conversation (items it already mentions or excludes are masked out)."""
     exclude = list(dict.fromkeys(list(conv.exclude) + (conv.mentioned() if exclude_mentioned else [])))
-    scores, rows = search.search([conversation_prompt(conv, search.catalog, search.tokenizer)], k, exclude=[exclude])
+    prompt = conversation_prompt(conv, search.catalog, search.tokenizer, max_length=search.max_length, reserve=search.max_new_tokens)
+    scores, rows = search.search([prompt], k, exclude=[exclude])
     return to_predictions([conv.id], scores, rows, search.catalog)[0]
 
 
@@ -88,7 +107,7 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
     convs = load_conversations(input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
-    prompts = [conversation_prompt(c, catalog, tokenizer) for c in convs]
+    prompts = [conversation_prompt(c, catalog, tokenizer, max_length=search.max_length, reserve=search.max_new_tokens) for c in convs]
     exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if exclude_mentioned else []))) for c in convs]
     with tqdm(total=len(prompts), desc="generate", unit="conv") as bar:
         scores, rows, stats = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)

@@ -61,8 +61,10 @@ class DataConfig:
     id_params: dict[str, Any] = field(default_factory=dict)  # scheme parameters, e.g. semantic {levels, codebook_size, cache_dir}
     max_history: int = 10  # history->next_item: items of context before the target
     max_examples_per_task: int | None = None  # cap for the large conversation/history tasks
+    length_errors: bool = False  # true: refuse a stage where > 1 % of a task's examples are cut or dropped to fit
+    #   train.max_length (false: a warning; the counts are always in the model manifest's stage.length)
     max_messages: int | None = None  # conversation tasks: keep only the last N messages of the context (None: all).
-    #   trl truncates keep_start, so an over-long prompt loses its completion; cap the context instead
+    #   (contexts longer than train.max_length are cut from the left anyway, the same way at inference)
 
 
 @dataclass

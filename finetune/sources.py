@@ -123,8 +123,10 @@ def _cap(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
     return ds.shuffle(seed=seed).select(range(n)) if n is not None and len(ds) > n else ds
 
 
-def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], cfg: DataConfig) -> Dataset:
-    """All training examples of one task (training splits only for conversations and histories)."""
+def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], cfg: DataConfig,
+                  length: Any = None) -> Dataset:
+    """All training examples of one task (training splits only for conversations and histories). `length` (a
+    data.prompts.LengthBudget) cuts conversation and history contexts from the left to fit, counting what it cut."""
     from dlsearch.data.examples import conversation_examples, history_examples, indexing_examples
 
     if task == "catalog_text":
@@ -143,14 +145,14 @@ def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, A
             raise ValueError(f"task {task!r} needs user histories; the prepared dir {_where(extras, cfg)} has none "
                              "(add histories.<ext> to your dataset folder and prepare it again)")
         # prepare's training events (leave-one-out: validation and test targets are not in them)
-        ds = history_examples(extras["histories"], catalog, idmap, split="train", context=cfg.max_history)
+        ds = history_examples(extras["histories"], catalog, idmap, split="train", context=cfg.max_history, length=length)
         return _cap(ds, cfg.max_examples_per_task)
     if task.startswith("conversation->"):
         if "conversations" not in extras:
             raise ValueError(f"task {task!r} needs conversations; the prepared dir {_where(extras, cfg)} has none "
                              "(add conversations to your dataset folder and prepare it again)")
         # prepare's training split, as written: never re-split here
-        ds = conversation_examples(extras["conversations"], catalog, idmap, task=task, max_messages=cfg.max_messages)
+        ds = conversation_examples(extras["conversations"], catalog, idmap, task=task, max_messages=cfg.max_messages, length=length)
         return _cap(ds, cfg.max_examples_per_task)
     raise ValueError(f"no example builder for task {task!r}")
 

@@ -86,6 +86,8 @@ def test_own_data_cli_loop(tmp_path):
     # conversation->item: one row per (training turn, target): 24 turns, 1 target each; history: 2 per user
     assert counts["conversation->item"] == 24 and counts["history->next_item"] == 2 * N_USERS and counts["title->id"] > 0
     assert "memorization" in out or mm["stage"].get("memorization")
+    length = mm["stage"]["length"]["conversation->item"]  # length policy: every cut or dropped example counted
+    assert sum(length.values()) == 24 and length["dropped"] == 0 and mm["stage"]["length_policy"]["max_length"] == 256
 
     t = json.loads(dls("index", "build", "--kind", "trie", "--data", "prep", "--model", "model", "--out", "index/trie", cwd=cwd))
     assert t["items"] == N_ITEMS
