@@ -23,14 +23,16 @@ branch as new leaves (their interactions arrive later; rebuild the map to place 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
 from dlsearch.data.catalog import Catalog
-from dlsearch.data.ids import IdMap, register_scheme
 from dlsearch.data.semantic_ids import single_thread_blas
+
+if TYPE_CHECKING:  # ids.py imports this module to plug the scheme in; IdMap is only a type hint here
+    from dlsearch.data.ids import IdMap
 
 DEFAULT_BRANCHING = 32
 MAX_DEPTH = 12  # guard: a node that cannot be split is chunked by order, so depth stays ~log_b(n)
@@ -161,6 +163,3 @@ def extend_collaborative(idmap: IdMap, catalog: Catalog, new_ids: list[str], see
     start = max(used, default=-1) + 1
     added = {i: f"{cold_prefix}<cf2_{start + n}>" for n, i in enumerate(new_ids)}
     return added, _special(list(idmap.codes.values()) + list(added.values()))
-
-
-register_scheme("collaborative", build_collaborative, extend_collaborative)

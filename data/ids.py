@@ -19,6 +19,8 @@ Schemes:
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +246,7 @@ INPUT_KEYS = ("histories", "embeddings", "cache_dir", "encoder")
 
 
 def register_scheme(name: str, builder: Builder, extender: Builder) -> None:
-    """Used by data.semantic_ids / data.collaborative_ids to plug their builder and extender in.
+    """Plug a scheme's builder and extender in (semantic and collaborative are plugged in by _load_optional_schemes).
 
     builder(catalog, seed, **params) -> (codes, special_tokens);
     extender(idmap, new_catalog, new_ids, seed, **params) -> (codes of new_ids, special_tokens of the new map).
@@ -258,6 +260,7 @@ def build_idmap(catalog: Catalog, scheme: str, *, seed: int = 0, **params: Any) 
     _load_optional_schemes()
     if scheme not in _BUILDERS:
         raise ValueError(f"unknown id scheme {scheme!r}; choose one of {list(SCHEMES)}")
+    _check_params(scheme, params)
     codes, special = _BUILDERS[scheme](catalog, seed, **params)
     saved = {k: v for k, v in params.items() if k not in INPUT_KEYS}
     unsaved = [k for k, v in saved.items() if not _jsonable(v)]
@@ -265,6 +268,20 @@ def build_idmap(catalog: Catalog, scheme: str, *, seed: int = 0, **params: Any) 
         raise ValueError(f"id scheme parameter(s) {unsaved} are not JSON values; pass plain numbers/strings")
     return IdMap(scheme=scheme, codes=codes, catalog_hash=catalog.content_hash(), special_tokens=special,
                  params={"seed": seed, **_defaults(scheme), **saved})
+
+
+def _check_params(scheme: str, params: dict[str, Any]) -> None:
+    """Refuse a parameter the scheme's builder does not name (a misspelling would otherwise be swallowed by its
+    **kwargs and saved into the map's params as if it had been used). Inputs (INPUT_KEYS) pass: a recipe may carry
+    a cache_dir while a --set switches the scheme to one that does not need it."""
+    sig = inspect.signature(_BUILDERS[scheme])
+    known = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in params:
+        if key not in known and key not in INPUT_KEYS:  # inputs (cache_dir, histories...) are not saved params
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"id scheme {scheme!r} has no parameter '{key}'{hint} "
+                             f"(valid: {', '.join(known) or 'none'})")
 
 
 def _jsonable(v: Any) -> bool:
@@ -287,7 +304,11 @@ def _defaults(scheme: str) -> dict[str, Any]:
 
 
 def _load_optional_schemes() -> None:
-    # semantic and collaborative import this module (register_scheme), so they are imported here, at call time,
-    # not at the top: importing them registers their builders.
-    import dlsearch.data.collaborative_ids  # noqa: F401
-    import dlsearch.data.semantic_ids  # noqa: F401
+    # Imported at call time, not at the top: they pull numpy/scipy clustering code most commands never need.
+    # They do not import this module at run time (IdMap is only their type hint), so there is no cycle.
+    from dlsearch.data import collaborative_ids, semantic_ids
+
+    _BUILDERS.setdefault("semantic", semantic_ids.build_semantic)
+    _EXTENDERS.setdefault("semantic", semantic_ids.extend_semantic)
+    _BUILDERS.setdefault("collaborative", collaborative_ids.build_collaborative)
+    _EXTENDERS.setdefault("collaborative", collaborative_ids.extend_collaborative)

@@ -17,12 +17,14 @@ new one; decoders end codes at EOS, which keeps them apart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlsearch.data.catalog import Catalog
-from dlsearch.data.ids import IdMap, register_scheme
+
+if TYPE_CHECKING:  # ids.py imports this module to plug the scheme in; IdMap is only a type hint here
+    from dlsearch.data.ids import IdMap
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DEFAULT_LEVELS = 3
@@ -205,6 +207,3 @@ def semantic_stats(idmap: IdMap) -> dict[str, Any]:
             "collision_rate": round(need / max(1, len(parsed)), 4),
             "disambiguated_items": need, "disambiguated_fraction": need / max(1, len(parsed)),
             "collision_groups": groups, "max_group_size": _max_d([idmap.codes[i] for i in idmap.codes], levels)}
-
-
-register_scheme("semantic", build_semantic, extend_semantic)

@@ -135,13 +135,21 @@ class Titles:
             out.append(pos)
         return out
 
+    def exact(self, text: str) -> list[int]:
+        """Catalog rows titled exactly `text` after normalization (year optional), best-known member of each
+        group first; [] when no title is written so."""
+        words, year = work_key(text)
+        rows = (self.by_year.get((words, year), []) if year is not None else self.by_words.get(words, [])) if words else []
+        order = {r: n for g in {self.group_of[r] for r in rows} for n, r in enumerate(self.members[g])}
+        return sorted(rows, key=lambda r: (order[r], r))
+
     def lookup(self, text: str, *, max_distance: int | None = None) -> list[tuple[str, int]]:
         """Items titled `text` (year optional): exact title words first, else within max_distance edits (default:
         1 per 6 characters, none under 6), as (item id, distance), best first; one item per duplicate group."""
         words, year = work_key(text)
         if not words:
             return []
-        rows = self.by_year.get((words, year), []) if year is not None else self.by_words.get(words, [])
+        rows = self.exact(text)
         if rows:
             return [(self.catalog.items[rows[p]].id, 0) for p in self.keep(rows)]
         limit = len(words) // 6 if max_distance is None else max_distance

@@ -56,8 +56,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('DirectSearch',), "dlsearch.decoding.direct"),
     **dict.fromkeys(('generate_predictions', 'recommend_for_conversation', 'load_model'), "dlsearch.decoding.generate"),
     **dict.fromkeys(('generate_with_items', 'parse_spans', 'SpanReply', 'SpanItem'), "dlsearch.decoding.spans"),
-    **dict.fromkeys(('FuzzyMatcher',), "dlsearch.decoding.fuzzy"),
-    **dict.fromkeys(('tokenizer_fingerprint',), "dlsearch.decoding.fingerprint"),
+    **dict.fromkeys(('Mention', 'MentionLinker', 'link_conversation', 'linker_for'), "dlsearch.retrieval.mentions"),
+    **dict.fromkeys(('tokenizer_fingerprint',), "dlsearch.data.fingerprint"),
 }
 
 __all__ = sorted(_EXPORTS)

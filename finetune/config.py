@@ -246,8 +246,17 @@ def validate(cfg: RecipeConfig) -> None:
         if st.method != "full" and not st.merge and i < len(active) - 1:
             raise ConfigError(f"{where}.merge: a {st.method} stage followed by another stage needs merge: true")
         t = st.train
-        if t.lr <= 0 or t.batch_size < 1 or t.grad_accum < 1:
-            raise ConfigError(f"{where}.train: lr > 0, batch_size >= 1 and grad_accum >= 1 are required")
+        for key, ok, need in (
+            ("lr", t.lr > 0, "> 0"), ("batch_size", t.batch_size >= 1, ">= 1"), ("grad_accum", t.grad_accum >= 1, ">= 1"),
+            ("epochs", t.epochs > 0 or t.max_steps > 0, "> 0 (or max_steps > 0)"),
+            ("max_length", t.max_length >= 2, ">= 2 (a prompt token and a completion token)"),
+            ("warmup_ratio", 0 <= t.warmup_ratio <= 1, "in [0, 1]"), ("weight_decay", t.weight_decay >= 0, ">= 0"),
+            ("max_grad_norm", t.max_grad_norm > 0, "> 0"), ("save_steps", t.save_steps >= 1, ">= 1"),
+            ("save_total_limit", t.save_total_limit >= 1, ">= 1"), ("logging_steps", t.logging_steps >= 1, ">= 1"),
+            ("dataloader_workers", t.dataloader_workers >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"{where}.train.{key}: must be {need}, got {getattr(t, key)!r}")
         if st.train.loss not in ("auto", "fused", "plain"):
             raise ConfigError(f"{where}.train.loss: {st.train.loss!r} is not one of auto, fused, plain")
         if st.train.sampling not in ("random", "group_by_length"):

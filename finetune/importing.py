@@ -163,7 +163,7 @@ def import_model(source: str | Path, out_dir: str | Path) -> Path:
         FileNotFoundError / ValueError: see resolve_source; a quantized HF checkpoint; an out dir that holds
             something else (another import or a fine-tuned model).
     """
-    from dlsearch.decoding.fingerprint import tokenizer_fingerprint
+    from dlsearch.data.fingerprint import tokenizer_fingerprint
 
     src = resolve_source(source)
     out = Path(out_dir)

@@ -1,7 +1,7 @@
 """`manifest.json` of a model output dir: what catalog, id scheme, base model and tokenizer it belongs to.
 
 Fields (TEAM.md contract): catalog_hash, catalog_version, id_scheme, base_model, tokenizer_fingerprint
-(decoding.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
+(data.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
 The dir also holds `idmap.json` and `catalog.jsonl`, so decoding and evaluation need nothing else.
 """
 
@@ -23,7 +23,7 @@ class ManifestError(ValueError):
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    from dlsearch.decoding.fingerprint import tokenizer_fingerprint as fp  # owned by decoding (TEAM.md contract)
+    from dlsearch.data.fingerprint import tokenizer_fingerprint as fp
 
     return fp(tokenizer)
 

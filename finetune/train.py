@@ -279,9 +279,19 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
     return info, trainer
 
 
+def nonfinite_parameters(model: Any) -> list[str]:
+    """Names of the parameters holding an inf or NaN (a diverged run: too high a learning rate, fp16 overflow)."""
+    return [n for n, p in model.named_parameters() if not bool(p.detach().isfinite().all())]
+
+
 def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog,
                idmap: IdMap, cfg: RecipeConfig, info: dict[str, Any]) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
+    bad = nonfinite_parameters(trainer.model)
+    if bad:  # a model with non-finite weights is never written as a finished stage
+        raise ValueError(f"stage {stage.name!r}: {len(bad)} parameter tensor(s) hold inf/NaN after training "
+                         f"(e.g. {bad[0]}); lower stages.{stage.name}.train.lr (now {stage.train.lr}) and rerun; "
+                         f"{stage_dir} is not marked complete")
     base_man = read_manifest(base_dir)
     if stage.method == "full":
         trainer.save_model(str(stage_dir))

@@ -21,6 +21,7 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
 from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.titles import titles_of
 from dlsearch.retrieval.shape import check_k, check_result, empty_result
 from dlsearch.data.encoder import item_text
 
@@ -36,6 +37,12 @@ CHAT_STOPWORDS = frozenset(
 )
 
 
+# A request's genre words outweigh a franchise word: a query word that names a series (in the titles of
+# FRANCHISE_MIN_TITLES items, more often a title word than a concept) is dropped when the query has two genre words
+# (concepts of at least GENRE_MIN_ITEMS items, more often a concept than a title word): "a good horror movie for
+# Halloween, creepy and smart, not just gore" asks for horror, not for the Halloween series.
+GENRE_MIN_ITEMS = 3
+FRANCHISE_MIN_TITLES = 3
 _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's / bm25s's default word pattern
 _STOP = frozenset(STOPWORDS_EN)
 
@@ -72,6 +79,8 @@ class BM25Index:
         self.catalog = catalog
         self.params = params
         self.build_seconds = build_seconds
+        self._genre_words: frozenset[str] | None = None  # concept words of many items, built on first search
+        self._franchise_words: frozenset[str] = frozenset()
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k catalog rows per query text. Items sharing no word with a query are not returned (padding).
@@ -88,23 +97,49 @@ class BM25Index:
         scores, rows = empty_result(len(queries), k)
         if not queries:
             return scores, rows
-        kk = min(k, len(self.catalog))
-        tokens = tokenize(queries, drop=self.query_stopwords)
+        titles = titles_of(self.catalog)
+        # fetch more than k: one member per duplicate group is kept (data/titles.py)
+        kk = min(2 * k + 10, len(self.catalog))
+        tokens = [self._weigh(t) for t in tokenize(queries, drop=self.query_stopwords)]
         live = [i for i, t in enumerate(tokens) if any(w in self.retriever.vocab_dict for w in t)]
         docs = np.zeros((len(queries), kk), dtype=np.int64)
         sc = np.zeros((len(queries), kk), dtype=np.float32)  # queries without a known word: no match (padding)
         if live:
             d, s = self.retriever.retrieve([tokens[i] for i in live], k=kk, show_progress=False, n_threads=0)
             docs[live], sc[live] = np.asarray(d, dtype=np.int64), np.asarray(s, dtype=np.float32)
-        hit = sc > 0  # bm25s returns score 0 for documents without a shared term: those are no match
-        scores[:, :kk] = np.where(hit, sc, -np.inf)
-        rows[:, :kk] = np.where(hit, docs, -1)
-        # bm25s breaks ties arbitrarily; order by (score desc, row asc) so results are reproducible
-        for i in range(len(queries)):
-            order = np.lexsort((rows[i], -scores[i]))
-            scores[i], rows[i] = scores[i][order], rows[i][order]
+        for i, q in enumerate(queries):
+            hit = sc[i] > 0  # bm25s returns score 0 for documents without a shared term: those are no match
+            found = dict(zip(docs[i][hit].tolist(), sc[i][hit].tolist()))
+            # a query that is exactly a title ("the matrix", "Matrix, The (1999)") gets that title first
+            exact = titles.exact(q)
+            top = max(found.values(), default=0.0)
+            for n, r in enumerate(exact):
+                found[r] = top + 1.0 + (len(exact) - n) * 1e-3 + found.get(r, 0.0) * 1e-6
+            # order by (score desc, row asc): bm25s breaks ties arbitrarily, results must be reproducible
+            ranked = sorted(found.items(), key=lambda rs: (-rs[1], rs[0]))
+            keep = titles.keep([r for r, _ in ranked])[:k]
+            scores[i, : len(keep)] = [ranked[j][1] for j in keep]
+            rows[i, : len(keep)] = [ranked[j][0] for j in keep]
         check_result(scores, rows, len(queries), k)
         return scores, rows
+
+    def _weigh(self, tokens: list[str]) -> list[str]:
+        """The query words BM25 reads: franchise words dropped when two genre words are present (see
+        FRANCHISE_MIN_TITLES)."""
+        if self._genre_words is None:
+            genre: dict[str, int] = {}
+            title: dict[str, int] = {}
+            for it in self.catalog:
+                for w in set(tokenize([" ".join(it.concepts)])[0]):
+                    genre[w] = genre.get(w, 0) + 1
+                for w in set(tokenize([it.title])[0]):
+                    title[w] = title.get(w, 0) + 1
+            # a genre word is more often a concept than a title word ("horror": 469 concepts, 20 titles); a
+            # franchise word the other way round ("halloween": 2 concepts, 12 titles)
+            self._genre_words = frozenset(w for w, c in genre.items() if c >= max(GENRE_MIN_ITEMS, title.get(w, 0)))
+            self._franchise_words = frozenset(w for w, c in title.items() if c >= FRANCHISE_MIN_TITLES) - self._genre_words
+        n_genre = len({w for w in tokens if w in self._genre_words})
+        return [w for w in tokens if n_genre < 2 or w not in self._franchise_words]
 
     def save(self, out_dir: str | Path) -> Path:
         """Write the bm25s arrays (npy, no pickle) and a manifest naming the catalog they index."""

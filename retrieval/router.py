@@ -14,7 +14,8 @@ Policy (see configs/recommend.yaml, every field commented there):
     go to `router.decisions`, the other strategies still answer; no failure raises (retrieval.strategy);
   * the remaining lists are fused with reciprocal rank fusion (per-strategy weights); a fused item's strategy is
     "a+b" listing contributors by contribution, its score the RRF score; a single list keeps its own scores.
-Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
+Titles written as plain text in the conversation are linked to items first (`policy.link_mentions`,
+retrieval/mentions.py) and join `exclude`. Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
 members of one group (strategies are asked for k + len(exclude) + overfetch candidates, except
 those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
 """
@@ -34,6 +35,7 @@ from dlsearch.data.formats import Conversation, Prediction, ScoredItem
 from dlsearch.data.titles import titles_of
 from dlsearch.retrieval.embedding import conversation_text
 from dlsearch.retrieval.fusion import RRF_K, rrf
+from dlsearch.retrieval.mentions import link_conversation, linker_for
 from dlsearch.retrieval.shape import check_k, empty_result, topk_from_lists
 from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, as_strategy, describe
 
@@ -51,6 +53,7 @@ class Policy:
     rrf_k: float = RRF_K
     overfetch: int = 20
     weights: dict[str, float] = field(default_factory=dict)
+    link_mentions: bool = True  # titles written as plain text are linked (retrieval/mentions.py) and excluded
 
     def __post_init__(self) -> None:
         if self.unmeasured not in UNMEASURED:
@@ -161,6 +164,9 @@ class Router:
         k = check_k(k)
         if not convs:
             return []
+        if self.policy.link_mentions:  # before any strategy runs: every one gets the linked items as mentioned
+            linker = linker_for(self.catalog)
+            convs = [link_conversation(c, linker) for c in convs]
         plan = self.plan()
         results = {name: self._run(name, convs, k) for name in plan["run"]}
         if plan["direct_alone"]:  # fallbacks only for the conversations direct search failed or returned nothing for

@@ -86,36 +86,28 @@ def _recommend_keys() -> set[str]:
 
 
 def catalog_only_router(catalog: Catalog) -> Any:
-    """No model: BM25 over the catalog (mention linking is done per request by the service)."""
+    """No model: BM25 over the catalog. Its query is the conversation text plus the concepts of the items the user
+    mentioned (conv.meta["linked"], set by the service's mention linking): "I loved The Matrix" then finds
+    sci-fi action films, not only titles containing "matrix"."""
     from dlsearch.retrieval.bm25 import build_bm25
+    from dlsearch.retrieval.embedding import conversation_text
     from dlsearch.retrieval.router import Router
+    from dlsearch.retrieval.strategy import SearcherStrategy
 
-    return Router(catalog, {"bm25": build_bm25(catalog)})
+    def query(conv: Conversation) -> str:
+        liked = [" ".join(catalog[i].concepts) for i in conv.meta.get("linked", []) if i in catalog]
+        return " ".join([conversation_text(conv, catalog)] + liked)
+
+    return Router(catalog, {"bm25": SearcherStrategy("bm25", build_bm25(catalog), query)})
 
 
 # -- mention linking -----------------------------------------------------------------------------------------------
 def link_mentions(text: str, catalog: Catalog) -> list[str]:
-    """Catalog items named in free text, one id per work. Interim exact matcher (word n-grams equal to a title's
-    normalized words, at least two words or a year, so "It"/"Up" never link) until the mention linker of issue 12
-    item 1 lands; the service calls only this function."""
-    from dlsearch.data.titles import title_words
+    """Catalog items named in free text, one id per work, in order: retrieval/mentions.py's linker (titles with or
+    without year, typos, common-word titles such as "It" or "Up" only with a cue; figures in docs/retrieval.md)."""
+    from dlsearch.retrieval.mentions import linker_for
 
-    titles = titles_of(catalog)
-    words = title_words(text).split()
-    found: list[str] = []
-    i = 0
-    while i < len(words):
-        for n in range(min(8, len(words) - i), 0, -1):
-            key = " ".join(words[i : i + n])
-            year = words[i + n] if i + n < len(words) and words[i + n].isdigit() and len(words[i + n]) == 4 else None
-            if (n >= 2 or year) and key in titles.by_words:
-                rows = titles.by_year.get((key, int(year)), []) if year else []
-                row = rows[0] if rows else titles.members[titles.group_of[titles.by_words[key][0]]][0]
-                found.append(catalog.items[row].id)
-                i += n - 1
-                break
-        i += 1
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(m.item_id for m in linker_for(catalog).find(text)))
 
 
 # -- request and response bodies -----------------------------------------------------------------------------------
@@ -263,7 +255,7 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
         linked = link_mentions(user_text, catalog)
         exclude = list(dict.fromkeys(linked + [i for i in deny if i in catalog]))
         fetch = min(len(catalog), k + 50) if allow is not None else k  # an allow list filters a deeper ranking
-        conv = Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude)
+        conv = Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude, meta={"linked": linked})
         pred = await batcher.submit(conv, fetch)
         items = pred.items if allow is None else [s for s in pred.items if s.item_id in set(allow)]
         cards = [item_card(catalog, s.item_id, s.score, s.strategy) for s in items[:k]]

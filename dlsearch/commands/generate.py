@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dlsearch.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="recommend catalog items for conversations with trie-constrained decoding")
@@ -17,10 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="conversations JSONL")
     p.add_argument("--out", required=True, help="predictions JSONL to write")
     p.add_argument("--catalog", help="catalog JSONL (default: the one recorded in the index manifest)")
-    p.add_argument("--beams", type=int, default=20, help="beam width; more beams = better recall, slower")
-    p.add_argument("--k", type=int, default=10, help="items per conversation")
-    p.add_argument("--batch-size", type=int, default=8, help="conversations per generate call")
-    p.add_argument("--limit", type=int, help="only the first N conversations")
+    p.add_argument("--beams", type=positive_int, default=20, help="beam width; more beams = better recall, slower")
+    p.add_argument("--k", type=positive_int, default=10, help="items per conversation")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="conversations per generate call")
+    p.add_argument("--limit", type=positive_int, help="only the first N conversations")
     p.add_argument("--keep-mentioned", action="store_true", help="allow items already mentioned in the conversation")
     p.set_defaults(func=cmd_generate)
 

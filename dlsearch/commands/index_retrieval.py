@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dlsearch.commands import positive_int
+
 KINDS = ("bm25", "concept", "dual")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval kinds (bm25, concept, dual)")
     g.add_argument("--factory", default="auto", help="faiss factory string: auto | Flat | HNSW32 | IVF1024,PQ48 ...")
-    g.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch stored with the index")
-    g.add_argument("--nprobe", type=int, default=None, help="IVF nprobe stored with the index")
+    g.add_argument("--ef-search", type=positive_int, default=None, help="HNSW efSearch stored with the index")
+    g.add_argument("--nprobe", type=positive_int, default=None, help="IVF nprobe stored with the index")
     g.add_argument("--cache-dir", default=".cache/embeddings", help="embedding cache dir")
     g.add_argument("--encoder", default=None, help="sentence-transformers dir (default: bundled all-MiniLM-L6-v2)")
     g.add_argument("--config", default=None, help="dual: configs/dual_encoder.yaml")

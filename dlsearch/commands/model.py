@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dlsearch.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="build, merge and measure fine-tuned models")
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = i.add_mutually_exclusive_group(required=True)
     g.add_argument("--size", help="model size preset, e.g. configs/models/llama-2m.yaml")
     g.add_argument("--pretrained", help="local Hugging Face causal-LM directory")
-    i.add_argument("--vocab-size", type=int, default=4000, help="BPE vocabulary (from-scratch models)")
+    i.add_argument("--vocab-size", type=positive_int, default=4000, help="BPE vocabulary (from-scratch models)")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", required=True)
     i.set_defaults(func=cmd_init)
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_merge)
     e = msub.add_parser("memorization", help="greedy title->id exact match of a model dir; updates memorization.json")
     e.add_argument("model_dir")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=positive_int, default=256)
     e.set_defaults(func=cmd_memorization)
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from dlsearch.commands import non_negative_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="the whole loop on bundled ReDial data on CPU (~10 min): recommendations + metrics table")
     p.add_argument("--out", default="runs/quickstart", help="output directory (rerunning reuses finished steps)")
     p.add_argument("--catalog", choices=("mentioned", "full"), default="mentioned",
                    help="mentioned: the movies mentioned in the shipped dialogues (fast); full: all 6,924 ReDial movies")
-    p.add_argument("--eval-turns", type=int, default=150, help="test turns to evaluate (0 = all)")
+    p.add_argument("--eval-turns", type=non_negative_int, default=150, help="test turns to evaluate (0 = all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a quickstart setting")
     p.set_defaults(func=cmd_quickstart)
 

@@ -9,6 +9,8 @@ import argparse
 import json
 import logging
 
+from dlsearch.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="recommend items with direct search and fallbacks fused by a YAML policy")
@@ -16,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="conversations JSONL")
     p.add_argument("--out", required=True, help="predictions JSONL, appended batch by batch (decisions go to OUT.decisions.jsonl)")
     p.add_argument("--resume", action="store_true", help="keep OUT's finished lines and recommend only the conversations not in it")
-    p.add_argument("--batch-size", type=int, default=64, help="conversations per router call (and per write)")
-    p.add_argument("--k", type=int, default=None, help="override k")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="conversations per router call (and per write)")
+    p.add_argument("--k", type=positive_int, default=None, help="override k")
     p.add_argument("--catalog", default=None, help="override the config's catalog path")
     p.set_defaults(func=cmd_recommend)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from dlsearch.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve recommendations over HTTP (FastAPI + uvicorn) with a chat page at /")
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--config", help="configs/serve.yaml (recommend.yaml's schema plus a server: section)")
     src.add_argument("--catalog", help="catalog JSONL: serve BM25 + mention linking only, no model")
     p.add_argument("--host", default=None, help="bind address (default server.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default server.port, 8000)")
+    p.add_argument("--port", type=positive_int, default=None, help="port (default server.port, 8000)")
     p.set_defaults(func=cmd_serve)
 
 

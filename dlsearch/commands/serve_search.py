@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import argparse
 
+from dlsearch.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve-search", help="serve the embedded BM25 search engine over HTTP (FastAPI + uvicorn)")
     p.add_argument("--catalog", required=True, help="catalog JSONL the engine searches")
     p.add_argument("--index", default=None, help="a saved BM25 index dir (default: build in memory, < 2 s)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-body-bytes", type=int, default=None, help="413 for a larger request body (default 64 KiB)")
-    p.add_argument("--max-query-chars", type=int, default=None, help="413 for a longer query (default 4096)")
+    p.add_argument("--port", type=positive_int, default=8000)
+    p.add_argument("--max-body-bytes", type=positive_int, default=None, help="413 for a larger request body (default 64 KiB)")
+    p.add_argument("--max-query-chars", type=positive_int, default=None, help="413 for a longer query (default 4096)")
     p.set_defaults(func=cmd_serve_search)
 
 

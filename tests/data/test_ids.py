@@ -124,3 +124,16 @@ def test_extend_keeps_old_codes(movielens, ml_embeddings, scheme):
     assert set(t + ">" for c in new.codes.values() for t in c.split(">") if t and c.startswith("<")) <= set(new.special_tokens)
     with pytest.raises(IdMapError, match="only add"):
         new.extend(old_cat.subset(old_cat.ids[:10]))
+
+
+@pytest.mark.parametrize("scheme, params, bad", [
+    ("random", {"lenght": 3}, "lenght"),  # issue 13: a misspelled parameter was accepted and saved
+    ("atomic", {"length": 3}, "length"),  # atomic takes no parameters at all
+    ("semantic", {"codebook": 8}, "codebook"),
+])
+def test_unknown_scheme_parameter_refused_with_suggestion(movielens, scheme, params, bad):
+    catalog = movielens[0].subset(movielens[0].ids[:50])
+    with pytest.raises(ValueError, match=rf"'{bad}'") as e:
+        build_idmap(catalog, scheme, **params)
+    if bad == "lenght":
+        assert "did you mean 'length'" in str(e.value)

@@ -1,5 +1,5 @@
 """End to end: a tiny tokenizer + random Llama saved as a model dir, `dlsearch index build --kind trie`,
-`dlsearch generate`, DirectSearch's search shape, items inside free text, fuzzy matching."""
+`dlsearch generate`, DirectSearch's search shape, items inside free text, title matching."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.formats import Conversation, Message, load_predictions, save_conversations
 from dlsearch.data.ids import build_idmap
 from dlsearch.decoding.direct import DirectSearch
-from dlsearch.decoding.fuzzy import FuzzyMatcher
 from dlsearch.decoding.generate import conversation_prompt, recommend_for_conversation
 from dlsearch.decoding.index import TrieIndex, build_index
 from dlsearch.decoding.spans import generate_with_items, marker_ids
@@ -112,16 +111,19 @@ def test_items_inside_free_text(model_dir):
         assert "<item>" in r.render(lambda i: CATALOG[i].title)
 
 
-def test_fuzzy_matching():
-    idmap = build_idmap(CATALOG, "random", seed=0)
-    m = FuzzyMatcher(CATALOG, idmap)
-    assert m.exact("the matrix (1999)") == ["103"] and m.exact("Matrix, The (1999)") == ["103"]
-    assert m.match("The Matrx (1999)") == [("103", 1)]
-    assert m.match("jumanji") == [("101", 0)]  # title without its year
-    assert m.match(idmap.code("105").lower()) == [("105", 0)]
-    assert m.match("completely different") == []
-    found = m.find_mentions("I loved Heat (1995) and also Balto, but not heathers")
-    assert [f[0] for f in found] == ["102", "111"]
+def test_title_matching():
+    """Output text back to items: data/titles.py's lookups and retrieval/mentions.py's linker (which replaced
+    decoding/fuzzy.py's FuzzyMatcher: one title matcher)."""
+    from dlsearch.data.titles import titles_of
+    from dlsearch.retrieval.mentions import MentionLinker
+
+    t = titles_of(CATALOG)
+    assert t.exact("the matrix (1999)") == t.exact("Matrix, The (1999)") == [CATALOG.index("103")]
+    assert t.lookup("The Matrx (1999)") == [("103", 1)]
+    assert t.lookup("jumanji") == [("101", 0)]  # title without its year
+    assert t.lookup("completely different") == []
+    found = MentionLinker(CATALOG).find("I loved Heat (1995) and also Balto, but not heathers")
+    assert [f.item_id for f in found] == ["102", "111"]
 
 
 def test_direct_search_checks_tokenizer_fingerprint(model_dir):

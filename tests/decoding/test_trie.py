@@ -159,10 +159,10 @@ def test_delta_add_and_retire_then_merge_on_save(tmp_path):
 
 def test_real_redial_titles_index_round_trip():
     """All 6,924 bundled ReDial movies, indexed by title with a tokenizer trained on them: every title's tokens, as
-    the model emits them after the prompt, lead to its own item; fuzzy matching finds titles with a typo."""
+    the model emits them after the prompt, lead to its own item; title lookup finds titles with a typo."""
     from dlsearch.data.prompts import ANSWER_PREFIX, make_completion
     from dlsearch.data.redial import load_redial_movies
-    from dlsearch.decoding.fuzzy import FuzzyMatcher
+    from dlsearch.data.titles import titles_of
 
     cat = load_redial_movies()
     idmap = build_idmap(cat, "title")
@@ -177,5 +177,4 @@ def test_real_redial_titles_index_round_trip():
 
     rows = _walk_exact(index.base.trie, tokens, lengths)
     assert [index.base.item_ids[r] for r in rows] == cat.ids  # vectorized walk over every item
-    m = FuzzyMatcher(cat)
-    assert m.match("Headhuntr (2009)")[0][0] == "75796"
+    assert titles_of(cat).lookup("Headhuntr (2009)")[0][0] == "75796"

@@ -73,3 +73,17 @@ def test_hardware_defaults_on_cpu() -> None:
     if not torch.cuda.is_available():
         assert args.bf16 is False and args.gradient_checkpointing is False and args.use_cpu
     assert args.completion_only_loss is True and args.activation_checkpointing is False
+
+
+@pytest.mark.parametrize("override, key", [
+    ("stages.0.train.lr=.inf", "lr"),  # issue 13: trained all-non-finite weights and marked them complete
+    ("stages.0.train.lr=.nan", "lr"),
+    ("stages.0.train.epochs=-1", "epochs"),  # issue 13: 0 steps, marked complete
+    ("stages.0.train.max_length=0", "max_length"),  # issue 13: IndexError traceback
+    ("stages.0.train.warmup_ratio=1.5", "warmup_ratio"),
+    ("stages.0.train.max_grad_norm=.inf", "max_grad_norm"),
+    ("stages.0.train.save_steps=0", "save_steps"),
+])
+def test_bad_numbers_are_refused_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"stages[.\[][^ ]*train\.{key}"):
+        load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml", [override])

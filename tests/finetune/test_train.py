@@ -88,3 +88,16 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     assert len(r0) == len(r1) and 3 * 4 <= len(r0) <= 4 * 4
     assert not set(r0) & set(r1), "ranks trained on the same examples"
     assert (out / "model.safetensors").exists()
+
+
+def test_diverged_weights_are_never_marked_complete(tmp_path: Path) -> None:
+    """issue 13: lr .inf trained a model whose weights were all non-finite and marked it complete. .inf is now refused
+    by the config; a finite lr that still overflows the weights must fail the stage, naming the setting."""
+    out = tmp_path / "diverged"
+    cmd = finetune_cmd(out, "stages.history.enabled=false", "stages.index.train.max_steps=2", "stages.index.train.lr=1e38",
+                       "stages.index.train.max_grad_norm=1e38", "eval.curve_every=0", "eval.memorization=false")
+    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "hold inf/NaN" in p.stderr and "stages.index.train.lr" in p.stderr
+    man = out / "manifest.json"
+    assert not man.exists() or json.loads(man.read_text()).get("complete") is not True

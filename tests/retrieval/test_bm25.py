@@ -41,3 +41,31 @@ def test_save_load_roundtrip_and_catalog_check(ml_catalog, tmp_path):
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="rebuild"):
         BM25Index.load(tmp_path / "bm25", ml_catalog.subset(ml_catalog.ids[:10]))
+
+
+@pytest.fixture(scope="module")
+def redial_catalog():
+    from dlsearch.data.redial import load_redial
+
+    return load_redial()[0]
+
+
+def test_exact_title_first(redial_catalog):
+    """Regression: "the matrix" ranked The Matrix (1999) 6th, behind The Animatrix; one member per duplicate group."""
+    index = build_bm25(redial_catalog)
+    scores, rows = index.search(["the matrix", "Matrix, The (1999)", "toy story"], k=10)
+    titles = [[redial_catalog.items[r].title for r in row if r >= 0] for row in rows]
+    assert titles[0][0] == "The Matrix (1999)" and titles[1][0] == "The Matrix (1999)"
+    assert "The Matrix " not in titles[0]  # its duplicate (id 140395) is not listed again
+    assert titles[2][0].startswith("Toy Story ") and titles[2][0].endswith("(1995)")
+    check_result(scores, rows, 3, 10)
+
+
+def test_genre_words_outweigh_a_franchise_word(redial_catalog):
+    """Regression: six Halloween-series films in the top 10 of a request for a smart horror film at Halloween."""
+    query = "User: Hi! I'm looking for a good horror movie for Halloween. Something creepy and smart, not just gore."
+    _, rows = build_bm25(redial_catalog).search([query], k=10)
+    series = [redial_catalog.items[r].title for r in rows[0] if r >= 0 and "halloween" in redial_catalog.items[r].title.lower()]
+    assert len(series) <= 2, series
+    _, rows = build_bm25(redial_catalog).search(["halloween"], k=3)  # asked alone, the franchise word still counts
+    assert all("halloween" in redial_catalog.items[r].title.lower() for r in rows[0])

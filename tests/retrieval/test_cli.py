@@ -52,3 +52,31 @@ def test_bad_config_names_the_key(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("catalog: x.jsonl\nstrategies:\n  bm25: {indx: null}\n")
     assert main(["recommend", "--config", str(tmp_path / "c.yaml"), "--input", "x", "--out", str(tmp_path / "o")]) == 2
     assert "strategies.bm25: unknown key(s) ['indx']" in capsys.readouterr().err
+
+
+def test_recommend_does_not_echo_the_users_films(tmp_path):
+    """The three conversations of issue 12 through `dlsearch recommend` (BM25 on the bundled ReDial movies): films
+    the user named in plain text, and their duplicates, are never recommended back."""
+    from dlsearch.data.redial import load_redial
+    from dlsearch.data.titles import titles_of
+
+    catalog = load_redial()[0]
+    catalog.save_jsonl(tmp_path / "catalog.jsonl")
+    cfg = {"catalog": str(tmp_path / "catalog.jsonl"), "k": 10, "strategies": {"bm25": {"index": None}}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
+    convs = [Conversation("matrix", [Message("user", "I loved The Matrix and Inception, what else?")]),
+             Conversation("pixar", [Message("user", "They loved Toy Story and Finding Nemo")]),
+             Conversation("halloween", [Message("user", "Hi! I'm looking for a good horror movie for Halloween. "
+                                                        "Something creepy and smart, not just gore.")])]
+    save_conversations(tmp_path / "in.jsonl", convs)
+    assert main(["recommend", "--config", str(tmp_path / "r.yaml"), "--input", str(tmp_path / "in.jsonl"),
+                 "--out", str(tmp_path / "p.jsonl")]) == 0
+    preds = {p.id: [s.item_id for s in p.items] for p in load_predictions(tmp_path / "p.jsonl")}
+    t = titles_of(catalog)
+    named = {"matrix": ["85036", "140395", "Inception  (2010)"], "pixar": ["Toy Story  (1995)", "Finding Nemo (2003)"]}
+    by_title = {it.title: it.id for it in catalog}
+    for cid, films in named.items():
+        echo = t.excluded_ids(by_title.get(f, f) for f in films) & set(preds[cid])
+        assert len(preds[cid]) == 10 and not echo, (cid, [catalog[i].title for i in echo])
+    series = [i for i in preds["halloween"] if "halloween" in catalog[i].title.lower()]
+    assert len(series) <= 2 and len(preds["halloween"]) == 10
