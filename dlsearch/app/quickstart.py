@@ -37,6 +37,7 @@ class QuickstartConfig:
     recipe: str = "configs/quickstart-recipe.yaml"
     recipe_overrides: list[str] = field(default_factory=list)
     seed: int = 0
+    dialogues: int = 0  # first N shipped dialogues only (0: all 1,342); a smoke-test size, not a benchmark
     beams: int = 10  # direct search beam width (= its ranking depth)
     show: int = 5  # test conversations printed with their recommendations
     eval_turns: int = 150  # test turns evaluated (0 = all); direct search costs ~0.3 s a turn on 2 cores
@@ -44,11 +45,13 @@ class QuickstartConfig:
     n_resamples: int = 1000
 
 
-def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list[Conversation], dict[str, Any]]:
-    """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full'."""
+def build_source(out: Path, *, subset: str = "mentioned", dialogues: int = 0) -> tuple[Catalog, list[Conversation], dict[str, Any]]:
+    """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full';
+    dialogues > 0 keeps the first N dialogues (a smoke-test size; said so in the output)."""
     from dlsearch.data.redial import load_redial
 
-    full, dialogues = load_redial()
+    full, all_dialogues = load_redial()
+    dialogues = all_dialogues[:dialogues] if dialogues > 0 else all_dialogues
     mentioned = dict.fromkeys(i for d in dialogues for i in d.mentioned())
     catalog = full if subset == "full" else full.subset([i for i in full.ids if i in mentioned])
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +59,8 @@ def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list
     save_conversations(out / "conversations.jsonl", dialogues)
     info = {"catalog_items": len(catalog), "redial_items": len(full), "dialogues": len(dialogues),
             "subset": "movies mentioned in the shipped ReDial dialogues" if subset != "full" else "all ReDial movies"}
+    if len(dialogues) < len(all_dialogues):
+        info["subset"] += f" (first {len(dialogues):,} of {len(all_dialogues):,} dialogues)"
     return catalog, dialogues, info
 
 
@@ -124,7 +129,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
         return time.perf_counter()
 
     t = step(1, "source", "ReDial movies and dialogues")
-    _, dialogues, source_info = build_source(out / "source", subset=cfg.catalog)
+    _, dialogues, source_info = build_source(out / "source", subset=cfg.catalog, dialogues=cfg.dialogues)
     console.print(f"catalog: {source_info['catalog_items']:,} {source_info['subset']} (of {source_info['redial_items']:,} "
                   f"ReDial movies); {source_info['dialogues']:,} dialogues")
     timings["source"] = time.perf_counter() - t

@@ -45,4 +45,6 @@ def redial_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_conversations(out / "conversations" / "train.jsonl", [t for d in dialogues[:N_TRAIN] for t in turn_records(d)])
     save_conversations(out / "conversations" / "validation.jsonl", [])
     save_conversations(out / "conversations" / "test.jsonl", [t for d in dialogues[N_TRAIN:] for t in turn_records(d)])
+    # what prepare records: evaluate names the dataset (and adds ReDial's note) from it
+    (out / "manifest.json").write_text(json.dumps({"dataset": "redial", "dataset_name": "redial", "split": "seeded", "ratios": None}))
     return out
