@@ -228,13 +228,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records atomically (temp file + rename) so an interrupted write never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    from dlsearch.data.files import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
 
 
 def load_catalog_jsonl(path: str | Path, *, max_title_chars: int | None = MAX_TITLE_CHARS,

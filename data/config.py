@@ -16,7 +16,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import yaml
 
@@ -40,6 +40,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:  # X | None with a value: X's own error names the nested key (not "expected X or None")
+            return _convert(value, arms[0], where)
         for a in args:
             if a is type(None):
                 continue
@@ -111,8 +114,12 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise
     except TypeError as e:  # a required field is missing
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
-    except ValueError as e:  # the dataclass's own checks
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+    except ValueError as e:  # the dataclass's own checks; "field: why" messages join the dotted path
+        msg = str(e)
+        head = msg.split(":", 1)[0]
+        if where and head.split(".")[0] in names:
+            raise ConfigError(f"{where}.{msg}") from None
+        raise ConfigError(f"{where}: {msg}" if where else msg) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -144,6 +151,56 @@ def resolve_config_path(path: str | Path, *, relative_to: str | Path | None = No
         return p
     packaged = packaged_configs() / (Path(*p.parts[1:]) if p.parts and p.parts[0] == "configs" else p)
     return packaged if packaged.exists() else p
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any) -> None:
+    """Set `a.b.c` in a raw YAML tree; list elements by index or (stages) by name."""
+    parts = dotted.split(".")
+    node: Any = tree
+    default_node: Any = defaults
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = None
+            if p.isdigit():
+                idx = int(p)
+            else:
+                for j, el in enumerate(node):
+                    if isinstance(el, dict) and el.get("name") == p:
+                        idx = j
+            if idx is None or idx >= len(node):
+                names = [el.get("name") for el in node if isinstance(el, dict)]
+                raise ConfigError(f"override {dotted!r}: no list element {p!r} (by index or name: {names})")
+            if last:
+                node[idx] = value
+                return
+            node = node[idx]
+            default_node = None
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            node[p] = value
+            return
+        if p not in node:
+            # Start from the dataclass default so the override only changes one key.
+            sub = getattr(default_node, p, None) if default_node is not None else None
+            if isinstance(sub, list):
+                node[p] = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sub]
+            else:
+                node[p] = {}
+        default_node = getattr(default_node, p, None) if default_node is not None else None
+        node = node[p]
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[str], *, defaults: Any = None) -> dict[str, Any]:
+    """Apply `--set a.b.c=value` strings (value parsed as YAML) to a raw config tree, in place, and return it. Every
+    verb uses this one syntax; `defaults` (a default config instance) seeds a missing sub-mapping so that an
+    override changes one key only. The result is validated afterwards by from_dict like the file itself."""
+    for ov in overrides:
+        key, value = parse_override(ov)
+        set_dotted(tree, key, value, defaults=defaults)
+    return tree
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -74,6 +74,11 @@ class Conversation:
             out["meta"] = self.meta
         return out
 
+    def exclusions(self, *, mentioned: bool = True) -> list[str]:
+        """The items not to recommend back: `exclude`, then (by default) the items mentioned as @<id>, each once in
+        that order. The one formula decoding, retrieval and evaluation use (it was written out four times)."""
+        return list(dict.fromkeys(list(self.exclude) + (self.mentioned() if mentioned else [])))
+
     def mentioned(self) -> list[str]:
         """Item ids written as @<id> anywhere in the messages, in order of first mention."""
         seen: dict[str, None] = {}

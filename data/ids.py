@@ -121,11 +121,9 @@ class IdMap:
         }
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=0), encoding="utf-8")
-        tmp.replace(path)
+        from dlsearch.data.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False, indent=0))
 
     @classmethod
     def load(cls, path: str | Path) -> "IdMap":

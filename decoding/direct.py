@@ -39,7 +39,8 @@ class SearchStats:
 
     def as_dict(self) -> dict[str, float]:
         real = max(self.returned - self.placeholders, 1)
-        return {"returned": self.returned, "valid": self.valid, "duplicates": self.duplicates,
+        # "returned" counted beams x conversations under a name that reads as items per conversation
+        return {"beam_hypotheses": self.returned, "valid": self.valid, "duplicates": self.duplicates,
                 "placeholders": self.placeholders, "valid_item_rate": self.valid / real,
                 "duplicate_rate": self.duplicates / max(self.valid, 1)}
 
@@ -110,7 +111,7 @@ class DirectSearch:
             return list(queries), exclude
         if exclude is None:  # the excluded and mentioned items with their duplicate groups (data/titles.py)
             titles = titles_of(self.catalog)
-            exclude = [sorted(titles.excluded_ids(list(q.exclude) + q.mentioned())) if isinstance(q, Conversation)
+            exclude = [sorted(titles.excluded_ids(q.exclusions())) if isinstance(q, Conversation)
                        else None for q in queries]
         prompts = [conversation_prompt(q, self.catalog, self.tokenizer, max_length=self.max_length, reserve=self.max_new_tokens)
                    if isinstance(q, Conversation) else q

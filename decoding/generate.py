@@ -78,7 +78,7 @@ def to_predictions(ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, cat
 
 def recommend_for_conversation(conv: Conversation, search: DirectSearch, k: int = 10, *, exclude_mentioned: bool = True) -> Prediction:
     """Ranked items for one conversation (items it already mentions or excludes are masked out)."""
-    exclude = list(dict.fromkeys(list(conv.exclude) + (conv.mentioned() if exclude_mentioned else [])))
+    exclude = conv.exclusions(mentioned=exclude_mentioned)
     prompt = conversation_prompt(conv, search.catalog, search.tokenizer, max_length=search.max_length, reserve=search.max_new_tokens)
     scores, rows = search.search([prompt], k, exclude=[exclude])
     return to_predictions([conv.id], scores, rows, search.catalog)[0]
@@ -108,7 +108,7 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
     convs = load_conversations(input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
     prompts = [conversation_prompt(c, catalog, tokenizer, max_length=search.max_length, reserve=search.max_new_tokens) for c in convs]
-    exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if exclude_mentioned else []))) for c in convs]
+    exclude = [c.exclusions(mentioned=exclude_mentioned) for c in convs]
     with tqdm(total=len(prompts), desc="generate", unit="conv") as bar:
         scores, rows, stats = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)
     save_predictions(out_path, to_predictions([c.id for c in convs], scores, rows, catalog))

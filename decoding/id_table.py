@@ -60,7 +60,7 @@ def _hash_all(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
         else np.zeros(0, dtype=np.uint64)
 
 
-def _encode(ids: Any) -> tuple[np.ndarray, np.ndarray]:
+def encode_ids(ids: Any) -> tuple[np.ndarray, np.ndarray]:
     """Ids (list of str, numpy 'S'/'U' array, or IdTable) -> (offsets int64 [n + 1], data uint8)."""
     if isinstance(ids, IdTable):
         return np.asarray(ids.offsets, dtype=np.int64), np.asarray(ids.data)
@@ -90,7 +90,7 @@ def _encode(ids: Any) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
 
 
-def _gather(offsets: np.ndarray, data: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gather_ids(offsets: np.ndarray, data: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Offsets and bytes of the given rows, in that order (chunked, no per-item Python)."""
     starts = np.asarray(offsets, dtype=np.int64)
     lens = starts[1:][rows] - starts[:-1][rows]
@@ -120,7 +120,7 @@ class IdTable:
     def from_ids(cls, ids: Any) -> "IdTable":
         if isinstance(ids, IdTable):
             return ids
-        offsets, data = _encode(ids)
+        offsets, data = encode_ids(ids)
         return cls.from_bytes(offsets, data)
 
     @classmethod
@@ -169,7 +169,7 @@ class IdTable:
 
     def rows_of(self, ids: Any) -> np.ndarray:
         """Row of each id, -1 when absent. int64 [k]."""
-        q_off, q_data = _encode(ids)
+        q_off, q_data = encode_ids(ids)
         k = q_off.shape[0] - 1
         out = np.full(k, -1, dtype=np.int64)
         if k == 0 or len(self) == 0:
@@ -221,7 +221,7 @@ class IdTable:
     def take(self, rows: np.ndarray) -> "IdTable":
         """The ids of `rows` (distinct), in that order: new row i = old row rows[i]."""
         rows = np.asarray(rows, dtype=np.int64)
-        offsets, data = _gather(self.offsets, self.data, rows)
+        offsets, data = gather_ids(self.offsets, self.data, rows)
         inv = np.full(len(self), -1, dtype=np.int64)
         inv[rows] = np.arange(rows.shape[0], dtype=np.int64)
         new_rows = inv[np.asarray(self.order, dtype=np.int64)]  # old sorted order, relabelled: still sorted by hash
@@ -258,6 +258,21 @@ class IdTable:
             raise TrieError(f"{path}: damaged item-id arrays: {n} offsets, {t.hash_sorted.shape[0]} hashes, "
                             f"{t.order.shape[0]} rows, {t.data.shape[0]} bytes (last offset {int(t.offsets[-1])})")
         return t
+
+
+@dataclass
+class IdNames:
+    """Read-only names over (offsets, data) before a hash index exists (for error messages during a build)."""
+
+    offsets: np.ndarray
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0]) - 1
+
+    def __getitem__(self, row: int) -> str:
+        row = int(row)
+        return bytes(self.data[int(self.offsets[row]):int(self.offsets[row + 1])]).decode("utf-8", "replace")
 
 
 def _row_dtype(n: int) -> np.dtype:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from dlsearch.decoding.id_table import IdTable
+from dlsearch.decoding.id_table import IdNames, IdTable, encode_ids, gather_ids
 from dlsearch.decoding.trie import DIGEST, TokenTrie, TrieError, build_trie, pad_sequences, read_safetensors, verify_arrays
 
 log = logging.getLogger(__name__)
@@ -67,22 +67,40 @@ def node_filter(trie: TokenTrie, *, allow_rows: np.ndarray | None = None, deny_r
             z = np.zeros(0, dtype=np.int64)
             return NodeFilter(True, z, z)
         return NodeFilter(True, trie.path_nodes(rows), np.sort(trie.select(rows)))
-    rows = np.unique(np.asarray(deny_rows if deny_rows is not None else [], dtype=np.int64))
-    if rows.size == 0:
-        return NodeFilter.none()
-    ends = trie.select(rows)
-    # count denied items per path node, walking up level by level (vectorized over the denied items)
-    cur = ends
-    hits = [cur]
+    return deny_filters(trie, [deny_rows if deny_rows is not None else []])[0]
+
+
+def deny_filters(trie: TokenTrie, deny_rows: Sequence[np.ndarray]) -> list[NodeFilter]:
+    """Deny filters for several queries' row lists at once: one select, one upward walk, one subtree count over the
+    union of hit nodes (the per-call overhead, not the list size, dominates small lists)."""
+    lists = [np.unique(np.asarray(r, dtype=np.int64)) for r in deny_rows]
+    sizes = np.array([x.shape[0] for x in lists], dtype=np.int64)
+    if sizes.sum() == 0:
+        return [NodeFilter.none() for _ in lists]
+    n = trie.n_nodes
+    query = np.repeat(np.arange(len(lists), dtype=np.int64), sizes)
+    ends = trie.select(np.concatenate(lists))
+    # count denied items per (query, path node), walking up level by level (vectorized over every denied item)
+    cur, q = ends, query
+    hits = [q * n + cur]
     for _ in range(trie.max_depth):
-        cur = trie.parent(cur[cur > 0])
-        cur = cur[cur > 0]
+        keep = cur > 0
+        cur, q = trie.parent(cur[keep]), q[keep]
+        keep = cur > 0
+        cur, q = cur[keep], q[keep]
         if cur.size == 0:
             break
-        hits.append(cur)
-    nodes, counts = np.unique(np.concatenate(hits), return_counts=True)
-    dead = nodes[counts == trie.subtree_counts(nodes)]
-    return NodeFilter(False, dead, np.sort(ends))
+        hits.append(q * n + cur)
+    keys, counts = np.unique(np.concatenate(hits), return_counts=True)
+    nodes = keys % n
+    uniq, inv = np.unique(nodes, return_inverse=True)
+    dead_keys = keys[counts == trie.subtree_counts(uniq)[inv]]
+    out = []
+    for i in range(len(lists)):
+        lo, hi = np.searchsorted(dead_keys, [i * n, (i + 1) * n])
+        sel = query == i
+        out.append(NodeFilter(False, dead_keys[lo:hi] - i * n, np.sort(ends[sel])) if sizes[i] else NodeFilter.none())
+    return out
 
 
 @dataclass
@@ -447,7 +465,8 @@ class TrieIndex:
                 ids = list(ids)
                 r = seg.item_ids.rows_of(ids) if ids else np.zeros(0, dtype=np.int64)
                 return r[r >= 0]
-            per_q = []
+            per_q: list[NodeFilter | None] = []
+            denied: list[np.ndarray] = []
             for a, dn in zip(allow, deny):
                 if a is not None:
                     rows = np.setdiff1d(rows_of(a), seg.retired_rows)
@@ -455,9 +474,10 @@ class TrieIndex:
                         rows = np.setdiff1d(rows, rows_of(dn))
                     per_q.append(node_filter(seg.trie, allow_rows=rows))
                 else:
-                    rows = seg.retired_rows if dn is None else np.union1d(seg.retired_rows, rows_of(dn))
-                    per_q.append(node_filter(seg.trie, deny_rows=rows))
-            out.append(per_q)
+                    per_q.append(None)
+                    denied.append(seg.retired_rows if dn is None else np.union1d(seg.retired_rows, rows_of(dn)))
+            batch = iter(deny_filters(seg.trie, denied)) if denied else iter(())
+            out.append([f if f is not None else next(batch) for f in per_q])
         return out
 
 
@@ -516,18 +536,22 @@ def index_from_sequences(item_ids: Sequence[str] | np.ndarray | IdTable, sequenc
         tokens, lengths = sequences
     else:
         tokens, lengths = pad_sequences(sequences)
-    ids = IdTable.from_ids(item_ids)
-    if len(ids) != tokens.shape[0]:
-        raise ValueError(f"{len(ids)} item ids but {tokens.shape[0]} sequences")
+    offsets, data = encode_ids(item_ids)
+    if offsets.shape[0] - 1 != tokens.shape[0]:
+        raise ValueError(f"{offsets.shape[0] - 1} item ids but {tokens.shape[0]} sequences")
+    names = IdNames(offsets, data)
+    _check_end_token(tokens, lengths, end_token_id, names)
+    trie, order = build_trie(tokens, lengths, vocab_size, item_names=names)
+    del tokens
+    # ids in row order, then their hash index: one table at a time keeps the peak low at 100M ids
+    ids = IdTable.from_bytes(*gather_ids(offsets, data, order))
+    del offsets, data, names
     dup = ids.duplicate()
     if dup is not None:
-        raise ValueError(f"item id {ids[dup[0]]!r} is given twice (positions {dup[0]} and {dup[1]})")
-    _check_end_token(tokens, lengths, end_token_id, ids)
-    trie, order = build_trie(tokens, lengths, vocab_size, item_names=ids)
-    del tokens
+        raise ValueError(f"item id {ids[dup[0]]!r} is given twice")
     man = {"format_version": INDEX_FORMAT_VERSION, "kind": "trie", "mode": mode, "end_token_id": int(end_token_id),
            "vocab_size": int(vocab_size), "n_items": len(ids), "retired": [], **(manifest or {})}
-    return TrieIndex(Segment(trie, ids.take(order)), man)
+    return TrieIndex(Segment(trie, ids), man)
 
 
 def build_index(catalog: Any, idmap: Any, tokenizer: Any, *, mode: str = "whole", source: str = "id",

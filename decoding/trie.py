@@ -465,8 +465,9 @@ def _lexicographic_order(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     base = vocab_size + 1
     if width * math.log2(base) < 63:
         key = np.zeros(n, dtype=np.uint64)
-        for j in range(width):
-            key = key * np.uint64(base) + (tokens[:, j] + 1).astype(np.uint64)
+        for j in range(width):  # in place: one [n] uint64 buffer, not three (memory at 100M ids)
+            key *= np.uint64(base)
+            key += (tokens[:, j] + 1).astype(np.uint64)
         return np.argsort(key, kind="stable")
     return np.lexsort(tokens.T[::-1])
 
@@ -495,20 +496,27 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int,
     if lengths.min() < 1:
         bad = int(np.argmin(lengths))
         raise TrieError(f"item {_name(item_names, bad)} has an empty token sequence")
+    if lengths.max() > tokens.shape[1]:
+        raise TrieError(f"a length of {int(lengths.max())} exceeds the {tokens.shape[1]} token columns")
     valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
-    if (tokens[valid] < 0).any() or (tokens[valid] >= vocab_size).any():
-        raise TrieError(f"token ids must lie in [0, {vocab_size}); got {int(tokens[valid].min())}..{int(tokens[valid].max())}")
-    tokens = np.where(valid, tokens, -1).astype(np.int32 if vocab_size < 2**31 - 1 else np.int64)
+    for j in range(tokens.shape[1]):  # column by column: tokens[valid] would copy every token (1.6 GB at 100M ids)
+        col = tokens[valid[:, j], j]
+        if col.size and (int(col.min()) < 0 or int(col.max()) >= vocab_size):
+            raise TrieError(f"token ids must lie in [0, {vocab_size}); got {int(col.min())}..{int(col.max())}")
+    tokens = np.where(valid, tokens, -1).astype(np.int32 if vocab_size < 2**31 - 1 else np.int64, copy=False)
+    del valid
 
     order = _lexicographic_order(tokens, vocab_size)
     srt = tokens[order]
-    lens = lengths[order]
     del tokens
+    lens = lengths[order].astype(np.int16 if srt.shape[1] < 2**15 else np.int64)
+    # node ids fit int32 below 2^31 nodes (n * width bounds them): half the memory of the per-row arrays
+    node_dtype = np.dtype(np.int32) if n * max(srt.shape[1], 1) < 2**31 - 2 else np.dtype(np.int64)
 
     width = srt.shape[1]
     differs = np.zeros(n, dtype=bool)
     differs[0] = True
-    row_node = np.zeros(n, dtype=np.int64)  # each row's node at the previous depth (root at depth 0)
+    row_node = np.zeros(n, dtype=node_dtype)  # each row's node at the previous depth (root at depth 0)
     level_start = [0, 1]
     edge_tokens: list[np.ndarray] = []
     degree: list[np.ndarray] = []  # child count of the nodes of each depth (root first)
@@ -527,7 +535,8 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int,
         prev_lo = level_start[-2]
         degree.append(np.bincount(parents - prev_lo, minlength=level_start[-1] - prev_lo))
         edge_tokens.append(col[starts])
-        ids = offset + np.cumsum(starts) - 1
+        ids = np.cumsum(starts, dtype=node_dtype)
+        ids += offset - 1
         ends = lens == d
         dup = ends & ~starts
         if dup.any():
@@ -540,6 +549,7 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int,
         offset += count
         level_start.append(offset)
     n_nodes = offset
+    del srt, lens, row_node, differs
     degree.append(np.zeros(level_start[-1] - level_start[-2], dtype=np.int64))  # deepest level: leaves
     deg = np.concatenate(degree)
     last_inner = int(np.flatnonzero(deg)[-1]) + 1 if deg.any() else 1

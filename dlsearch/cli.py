@@ -43,12 +43,23 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
                 _show_defaults(child)
 
 
+def quiet_third_party_loggers() -> None:
+    """peft imports bitsandbytes whenever it is installed, and on CPUs with AVX512-BF16 bitsandbytes then warns at
+    import that an optional 4-bit matmul kernel (`pip install kernels`) is missing: noise on every command that loads
+    a model, relevant only to QLoRA on CPU (which falls back to its slower path). Errors still show."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_loggers()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback.
+    except (ValueError, FileNotFoundError) as e:
+        # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback. A KeyError is a
+        # bug (a missing key in user input is refused by name as a ValueError), so it keeps its traceback.
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dlsearch.data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
+from dlsearch.data.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 
@@ -22,11 +22,8 @@ def config_from_dict(data: dict[str, Any], cls: type[T], *, source: str = "confi
 
 
 def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
-    """Read a YAML file into dataclass `cls`, apply key=value overrides, validate."""
-    data = load_yaml(path)
-    for ov in overrides or []:
-        k, v = parse_override(ov)
-        data[k] = v
+    """Read a YAML file into dataclass `cls`, apply `a.b.c=value` overrides (the --set syntax of every verb), validate."""
+    data = apply_overrides(load_yaml(path), overrides or [])
     return config_from_dict(data, cls, source=str(path))
 
 

@@ -10,14 +10,13 @@ stages, by their `name`.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 
-from dlsearch.data.config import ConfigError, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
+from dlsearch.data.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------
@@ -139,46 +138,6 @@ EXTRA_TASKS = ("catalog_text", "query->id")
 
 # --- loading -----------------------------------------------------------------------------------------------------
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any) -> None:
-    """Set `a.b.c` in a raw YAML tree; list elements by index or (stages) by name."""
-    parts = dotted.split(".")
-    node: Any = tree
-    default_node: Any = defaults
-    for i, p in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            idx = None
-            if p.isdigit():
-                idx = int(p)
-            else:
-                for j, el in enumerate(node):
-                    if isinstance(el, dict) and el.get("name") == p:
-                        idx = j
-            if idx is None or idx >= len(node):
-                names = [el.get("name") for el in node if isinstance(el, dict)]
-                raise ConfigError(f"override {dotted!r}: no list element {p!r} (by index or name: {names})")
-            if last:
-                node[idx] = value
-                return
-            node = node[idx]
-            default_node = None
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:i])} is not a mapping")
-        if last:
-            node[p] = value
-            return
-        if p not in node:
-            # Start from the dataclass default so the override only changes one key.
-            sub = getattr(default_node, p, None) if default_node is not None else None
-            if isinstance(sub, list):
-                node[p] = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sub]
-            else:
-                node[p] = {}
-        default_node = getattr(default_node, p, None) if default_node is not None else None
-        node = node[p]
-
-
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base: dict[str, Any] | None = None) -> RecipeConfig:
     """Load a recipe YAML (or `base` dict), apply `key=value` overrides, validate, and return a RecipeConfig.
 
@@ -197,9 +156,7 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
         tree = {**base, **tree} if path is None else tree
     if not isinstance(tree, dict):
         raise ConfigError(f"{label}: the top level must be a mapping")
-    for ov in overrides:
-        key, value = parse_override(ov)
-        _set_dotted(tree, key, value, defaults=RecipeConfig())
+    apply_overrides(tree, overrides, defaults=RecipeConfig())
     try:
         cfg = from_dict(RecipeConfig, tree)
         validate(cfg)

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from dlsearch.data.files import atomic_write_json
+
 MANIFEST = "manifest.json"
 WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 
@@ -198,7 +200,7 @@ def import_model(source: str | Path, out_dir: str | Path) -> Path:
         "base_model": str(source),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    (tmp / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
+    atomic_write_json(tmp / MANIFEST, man)
     if out.exists():
         out.rmdir()  # empty (anything else was refused above)
     tmp.replace(out)

@@ -1,7 +1,7 @@
 """`manifest.json` of a model output dir: what catalog, id scheme, base model and tokenizer it belongs to.
 
-Fields (TEAM.md contract): catalog_hash, catalog_version, id_scheme, base_model, tokenizer_fingerprint
-(data.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
+Fields (read by decoding, retrieval and the app to refuse a mismatched catalog or tokenizer): catalog_hash,
+catalog_version, id_scheme, base_model, tokenizer_fingerprint (data.fingerprint), plus kind ("model" | "adapter"), created_at and run details.
 The dir also holds `idmap.json` and `catalog.jsonl`, so decoding and evaluation need nothing else.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlsearch.data.catalog import Catalog
+from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 
 MANIFEST = "manifest.json"
@@ -44,9 +45,7 @@ def write_manifest(out_dir: str | Path, *, catalog: Catalog, idmap: IdMap, token
     man.update(extra or {})
     idmap.save(out / "idmap.json")
     catalog.save_jsonl(out / "catalog.jsonl")
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(man, indent=2, default=str), encoding="utf-8")
-    tmp.replace(out / MANIFEST)
+    atomic_write_json(out / MANIFEST, man, default=str)
     return man
 
 

@@ -2,7 +2,7 @@
 
 exact_match = share of items whose generated id text equals their code; valid_rate = share of generations that
 are the code of some catalog item (right or wrong). Written to `<model_dir>/memorization.json` keyed by catalog
-hash (TEAM.md contract; the retrieval router reads it). `CurveCallback` records the same measure on a fixed
+hash (retrieval/router.py load_memorization reads it). `CurveCallback` records the same measure on a fixed
 sample every N steps (learning curve JSON + PNG).
 """
 
@@ -19,6 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from dlsearch.data.catalog import Catalog
+from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template, encode_prompts, prompt_for_item_task
 
@@ -75,9 +76,7 @@ def write_memorization(model_dir: str | Path, result: dict[str, Any], *, catalog
         "exact_match": result["exact_match"], "valid_rate": result["valid_rate"], "step": step,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    atomic_write_json(path, data)
     return data
 
 

@@ -1,7 +1,7 @@
 """Models to fine-tune: a small Llama built from scratch with a catalog-trained tokenizer, or a local pretrained
 causal LM with the catalog's id tokens added.
 
-    dlsearch model init --catalog cat.jsonl --idmap idmap.json --size configs/models/llama-3m.yaml --out runs/init
+    dlsearch model init --catalog cat.jsonl --idmap idmap.json --size configs/models/llama-2m.yaml --out runs/init
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --pretrained /models/my-lm --out runs/init
 
 Both paths save a Hugging Face dir (AutoModelForCausalLM / AutoTokenizer load it) with a `manifest.json`.

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dlsearch.data.catalog import Catalog
+from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template
 from dlsearch.finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
@@ -316,7 +318,7 @@ def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path,
         info["memorization"] = {k: r[k] for k in ("exact_match", "valid_rate", "n_items", "eval_seconds")}
     man = read_manifest(stage_dir)
     man["stage"], man["complete"] = info, True
-    (stage_dir / MANIFEST).write_text(json.dumps(man, indent=2, default=str))
+    atomic_write_json(stage_dir / MANIFEST, man, default=str)  # "complete" must never be half written
 
 
 def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
@@ -327,7 +329,7 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     tok.save_pretrained(out)
     for f in ("idmap.json", "catalog.jsonl"):
         shutil.copy(Path(adapter_dir) / f, out / f)
-    (out / MANIFEST).write_text(json.dumps({**man, "kind": "model", "merged_from": str(Path(adapter_dir).resolve())}, indent=2, default=str))
+    atomic_write_json(out / MANIFEST, {**man, "kind": "model", "merged_from": str(Path(adapter_dir).resolve())}, default=str)
     return out
 
 
@@ -342,13 +344,55 @@ def stage_dirs(cfg: RecipeConfig) -> list[Path]:
     return [out if i == len(stages) - 1 else out / "stages" / st.name for i, st in enumerate(stages)]
 
 
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint dir cannot be resumed from ("<file>: <error>"), or None when every file in it reads back:
+    JSON parses, every safetensors tensor loads, every torch zip (optimizer, scheduler, rng states) passes its CRC
+    check. Nothing is unpickled."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for f in sorted(ckpt.rglob("*.json")):
+        try:
+            json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{f}: {e}"
+    for f in sorted(ckpt.rglob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():
+                    st.get_tensor(key)
+        except Exception as e:  # SafetensorError and friends: the message names no file, ours does
+            return f"{f}: {type(e).__name__}: {e}"
+    for f in sorted(p for p in ckpt.rglob("*") if p.suffix in (".pt", ".pth", ".bin")):
+        try:
+            with zipfile.ZipFile(f) as z:
+                bad = z.testzip()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f}: {e}"
+        if bad is not None:
+            return f"{f}: corrupt member {bad}"
+    return None
+
+
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (written last) exists: a run killed while saving leaves a
-    partial checkpoint dir that must not be resumed from."""
+    """The newest checkpoint that reads back intact. A run killed while saving leaves a dir without
+    trainer_state.json (written last): never a candidate. A checkpoint with a corrupt file (disk full, a bad copy)
+    is skipped with a warning naming the file, and the next older one is used."""
     if not ckpt_dir.exists():
         return None
     done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+    skipped: list[str] = []
+    for ckpt in sorted(done, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if skipped:
+                warnings.warn(f"{'; '.join(skipped)}: unreadable, resuming from {ckpt} instead")
+            return str(ckpt)
+        skipped.append(problem)
+    if skipped:
+        warnings.warn(f"{'; '.join(skipped)}: unreadable and no intact checkpoint is left; the stage starts over")
+    return None
 
 
 def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
@@ -368,6 +412,22 @@ def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
     return init_pretrained_model(catalog, idmap, cfg.model.pretrained, init)
 
 
+def run_stages(cfg: RecipeConfig, base: Path, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], *,
+               resume: bool) -> list[dict[str, Any]]:
+    """The stage loop (one home: the recipe and the quickstart both run it). Each stage trains from the previous
+    stage's model (a LoRA stage's merged export, or its base when it is not merged); with resume, a stage whose
+    manifest says complete is skipped and the current one continues from its last checkpoint. Returns each stage's
+    info (its "stage" key is the stage name)."""
+    infos = []
+    for stage, sdir in zip(active_stages(cfg), stage_dirs(cfg)):
+        if resume and (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
+            infos.append(read_manifest(sdir)["stage"])
+        else:
+            infos.append(run_stage(cfg, stage, base, sdir, catalog, idmap, extras, resume=resume))
+        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
+    return infos
+
+
 def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any]]:
     """Run every stage in order; with resume, finished stages are skipped and the current one continues from its
     last checkpoint. Returns per-stage info (steps, losses, timings, memorization)."""
@@ -379,13 +439,7 @@ def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any
     catalog, idmap, extras = load_source(cfg.data, cfg.output_dir)
     with state.main_process_first():  # one process builds the init dir, the others then reuse it
         base = prepare_base(cfg, catalog, idmap)
-    infos = []
-    for stage, sdir in zip(active_stages(cfg), stage_dirs(cfg)):
-        if resume and (sdir / MANIFEST).exists() and read_manifest(sdir).get("complete"):
-            infos.append(read_manifest(sdir)["stage"])
-        else:
-            infos.append(run_stage(cfg, stage, base, sdir, catalog, idmap, extras, resume=resume))
-        base = sdir if stage.method == "full" else (sdir / "merged" if stage.merge else base)
+    infos = run_stages(cfg, base, catalog, idmap, extras, resume=resume)
     if state.is_main_process:
         Path(cfg.output_dir, "run_summary.json").write_text(json.dumps(infos, indent=2, default=str))
     return infos

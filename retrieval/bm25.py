@@ -10,6 +10,7 @@ The default `SearchAPI` engine (see `retrieval.search_api`) and the `bm25` strat
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from typing import Callable, Sequence
 import bm25s
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
+
+# bm25s sets its own logger to DEBUG at import, overriding the application's level: `recommend` printed its
+# "Building index from IDs" lines. Its warnings still show.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.titles import titles_of

@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
@@ -47,16 +46,19 @@ def build_concept(catalog: Catalog, out_dir: str | Path, *, factory: str = "auto
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def load_dual_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DualEncoderConfig:
-    """configs/dual_encoder.yaml (unknown keys rejected by name) with single-key overrides."""
-    d: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of dual encoder settings")
-        d.update(loaded)
+def load_dual_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *,
+                     sets: Sequence[str] = ()) -> DualEncoderConfig:
+    """configs/dual_encoder.yaml (unknown keys rejected by name) with top-level `overrides` and `a.b=value` sets
+    (the --set syntax of every verb), validated by the shared data.config validator."""
+    from dlsearch.data.config import ConfigError, apply_overrides, load_yaml
+
+    d: dict[str, Any] = load_yaml(path) if path is not None else {}
     d.update(overrides or {})
-    return DualEncoderConfig.from_dict(d, where=str(path or "dual encoder config"))
+    apply_overrides(d, sets)
+    try:
+        return DualEncoderConfig.from_dict(d, where="")
+    except ConfigError as e:
+        raise ConfigError(f"{path or 'dual encoder config'}: {e}") from None
 
 
 def train_dual(

@@ -35,7 +35,7 @@ class DirectConversationSearch:
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
         prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
                    for c in convs]
-        exclude = [list(dict.fromkeys(list(c.exclude) + (c.mentioned() if self.exclude_mentioned else []))) for c in convs]
+        exclude = [c.exclusions(mentioned=self.exclude_mentioned) for c in convs]
         return self.search_engine.search(prompts, k, exclude=exclude)
 
 

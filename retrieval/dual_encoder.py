@@ -105,7 +105,7 @@ class DualEncoder(nn.Module):
         self.n_id_items = n_id_items if config.id_embedding else 0
         self.context = Tower(context_dim, config.out_dim, config.hidden)
         self.item = Tower(item_dim, config.out_dim, config.hidden, self.n_id_items)
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float | None]] = []
 
     @torch.no_grad()
     def encode_contexts(self, feats: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -216,7 +216,7 @@ def train_dual_encoder(
     val_items = item_feats[: validation_items or len(item_feats)]
     if validation is not None:
         r0 = recall_at(model, validation[0], validation[1], val_items)
-        model.history.append({"epoch": 0, "loss": float("nan"), "val_recall@10": r0})
+        model.history.append({"epoch": 0, "loss": None, "val_recall@10": r0})  # before training: no loss yet
         best = (r0, {k: v.clone() for k, v in model.state_dict().items()})
     order = list(range(len(targets)))
     for epoch in range(1, config.epochs + 1):

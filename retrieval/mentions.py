@@ -78,7 +78,7 @@ _TOLD_BY = frozenset("seen watch watched watching saw loved liked enjoyed recomm
                      "titled like is".split())
 _CLAUSE_END = ".,!?;:)"
 _CLAUSE_WORDS = frozenset("and or but too also yet lately recently before yesterday again either though is was have has "
-                          "which that it".split())
+                          "which that it with".split())
 # "love story is a pretty good 70s romance": a common title opening a sentence, then is/was and a verdict.
 _VERDICT = frozenset("good great funny scary awesome amazing hilarious classic movie film creepy better best favorite "
                      "favourite cute sad fun excellent underrated overrated".split())
@@ -251,7 +251,8 @@ class MentionLinker:
         cands: set[str] = set()
         for d in {word} | {word[:i] + word[i + 1:] for i in range(len(word))}:
             cands |= self.deletes.get(d, set())
-        return {c for c in cands if c != word and OSA.distance(word, c, score_cutoff=1) <= 1}
+        # typos keep the first letter: "oldie" is not "Goldie"
+        return {c for c in cands if c != word and c[0] == word[0] and OSA.distance(word, c, score_cutoff=1) <= 1}
 
     def _candidates(self, toks: list[_Token]) -> list[tuple[int, int, tuple[str, ...], int]]:
         """(start token, end token, key, fuzzy) of every key found at a word boundary; fuzzy 0: exact, 1: one word
@@ -314,7 +315,8 @@ class MentionLinker:
         before = text[: toks[i].start].rstrip()
         if (not before or before[-1] in _SENTENCE_END) and j < len(toks) and toks[j].norm in ("is", "was"):
             return any(t.norm in _VERDICT for t in toks[j + 1 : j + 5])
-        if not any(t.norm in _TOLD_BY for t in toks[max(0, i - 2) : i]):
+        asked = i >= 2 and toks[i - 1].norm == "about" and toks[i - 2].norm in ("what", "how")  # "what about the mask"
+        if not asked and not any(t.norm in _TOLD_BY for t in toks[max(0, i - 2) : i]):
             return False
         rest = text[toks[j - 1].end :].lstrip()
         return not rest or rest[0] in _CLAUSE_END or (j < len(toks) and toks[j].norm in _CLAUSE_WORDS)
@@ -338,14 +340,14 @@ class MentionLinker:
                     return False
         return True
 
-    def _pick(self, rows: list[int], context: set[str]) -> int:
-        """One work among same-titled items: "the original" / "the remake" (oldest / newest), then concept words
-        shared with the message, then popularity."""
+    def _pick(self, rows: list[int], context: set[str], near: set[str] = frozenset()) -> int:
+        """One work among same-titled items: "the original" / "the remake" just before it (oldest / newest), then
+        concept words shared with the message, then popularity."""
         groups = {self.titles.group_of[r]: r for r in reversed(rows)}  # first row of each group
         if len(groups) == 1:
             return self.titles.members[next(iter(groups))][0]
 
-        era = 1 if context & _NEWER else (-1 if context & _OLDER else 0)
+        era = 1 if near & _NEWER else (-1 if near & _OLDER else 0)
 
         def score(r: int) -> tuple:
             year = split_title_year(self.catalog.items[r].title)[1] or 0
@@ -366,7 +368,21 @@ class MentionLinker:
         cands.sort(key=lambda c: (-(c[1] - c[0]), c[3], not self.keys[c[2]].year, c[0]))
         taken = [False] * len(toks)
         context = {t.norm for t in toks}
-        out = []
+        out: list[Mention] = []
+        spans: list[tuple[int, int]] = []
+        listed: list[tuple[int, int, tuple[str, ...], int]] = []  # common titles without a cue of their own
+
+        def accept(i: int, j: int, words: tuple[str, ...], fuzzy: int) -> None:
+            key = self.keys[words]
+            for t in range(i, j):
+                taken[t] = True
+            spans.append((i, j))
+            near = {t.norm for t in toks[max(0, i - 3) : i]}  # "the original jumanji", "the new beauty and the beast"
+            row = self._pick(key.rows or key.alias_rows, context - set(words), near)
+            how = "fuzzy" if fuzzy else ("year" if key.year else "exact")
+            out.append(Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
+                               toks[j - 1].end, message, how))
+
         for i, j, words, fuzzy in cands:
             if any(taken[i:j]):
                 continue
@@ -376,17 +392,41 @@ class MentionLinker:
             if fuzzy and not (key.year and key.chars >= MIN_FUZZY_CHARS_YEAR) and (
                     key.risk == "short" or key.chars < (MIN_FUZZY_CHARS_RISKY if key.risk else MIN_FUZZY_CHARS)):
                 continue
-            if key.risk and not self._cue(text, toks, i, j, key.risk, title_case):
-                continue
             if not key.year and not self._in_context(text, toks, i, j):
                 continue
-            for t in range(i, j):
-                taken[t] = True
-            row = self._pick(key.rows or key.alias_rows, context - set(words))
-            how = "fuzzy" if fuzzy else ("year" if key.year else "exact")
-            out.append(Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
-                               toks[j - 1].end, message, how))
+            if key.risk and not self._cue(text, toks, i, j, key.risk, title_case):
+                if key.risk != "short" and not fuzzy:
+                    listed.append((i, j, words, fuzzy))
+                continue
+            accept(i, j, words, fuzzy)
+        # a common title listed with linked ones is a title too: "Inception (2010), iron man and Doctor Strange"
+        changed = True
+        while changed and listed:
+            changed = False
+            for c in list(listed):
+                i, j = c[0], c[1]
+                if any(taken[i:j]):
+                    listed.remove(c)
+                elif any(self._listed(text, toks, a, b, i, j) for a, b in spans):
+                    listed.remove(c)
+                    accept(*c)
+                    changed = True
         return sorted(out, key=lambda m: m.start)
+
+    @staticmethod
+    def _listed(text: str, toks: list[_Token], a: int, b: int, i: int, j: int) -> bool:
+        """Whether spans toks[a:b] and toks[i:j] are neighbours in a list: only ',', 'and', 'or' between them."""
+        if b <= i:
+            left, right = b, i
+        elif j <= a:
+            left, right = j, a
+        else:
+            return False
+        between = toks[left:right]
+        if len(between) > 1 or (between and between[0].norm not in ("and", "or", "nor")):
+            return False
+        gap = text[toks[left - 1].end : toks[right].start]
+        return bool(between) or gap.strip() in (",", "&", "/")
 
     def find_in(self, conv: Conversation, roles: Sequence[str] = ("user", "assistant")) -> list[Mention]:
         """Mentions in every message of `roles`, in order."""
@@ -400,7 +440,7 @@ def link_conversation(conv: Conversation, linker: MentionLinker, *,
     the linked items as mentioned items; the router removes their duplicate groups from the answer."""
     found = linker.find_in(conv, roles)
     ids = [m.item_id for m in found]
-    exclude = list(dict.fromkeys(list(conv.exclude) + conv.mentioned() + ids))
+    exclude = list(dict.fromkeys(conv.exclusions() + ids))
     meta = {**conv.meta, "linked_mentions": [vars(m) for m in found]}
     return replace(conv, exclude=exclude, meta=meta)
 

@@ -64,6 +64,11 @@ class Policy:
                 raise ValueError(f"policy.{name} must be in [0, 1], got {v}")
         if self.overfetch < 0 or self.direct_max_items < 0:
             raise ValueError("policy.overfetch and policy.direct_max_items must be >= 0")
+        if self.rrf_k <= 0:
+            raise ValueError(f"policy.rrf_k must be > 0, got {self.rrf_k}")
+        negative = {n: w for n, w in self.weights.items() if w < 0}
+        if negative:  # a negative RRF weight would push a strategy's best items to the bottom
+            raise ValueError(f"policy.weights must be >= 0, got {negative}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "policy") -> "Policy":

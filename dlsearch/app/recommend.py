@@ -8,15 +8,16 @@ Every section rejects unknown keys by name; paths are relative to the working di
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
 import logging
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import yaml
+from typing import Any, Callable, Sequence
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from dlsearch.data.formats import Conversation, load_conversations, save_predictions
 from dlsearch.retrieval.router import Policy, Router, load_memorization
 from dlsearch.retrieval.strategy import SearcherStrategy
@@ -24,14 +25,144 @@ from dlsearch.retrieval.strategy import SearcherStrategy
 log = logging.getLogger(__name__)
 
 TOP_KEYS = {"catalog", "k", "cache_dir", "model_dir", "policy", "strategies"}
-STRATEGY_KEYS: dict[str, set[str]] = {
-    "direct": {"enabled", "factory", "options"},
-    "dual": {"enabled", "index"},
-    "concept": {"enabled", "index", "aggregate", "concepts_from", "snap"},
-    "bm25": {"enabled", "index", "query_from"},
-    "search_api": {"enabled", "endpoint", "preset", "mapping", "timeout", "retries", "max_response_bytes", "query_from"},
-}
 QUERY_FROM = ("conversation", "meta", "model")
+STRATEGY_GROUP = "dlsearch.strategies"  # entry-point group of strategy factories (pyproject.toml)
+# The package's own factories, for a source checkout whose installed metadata predates the entry point.
+BUILTIN_STRATEGIES = {"direct": "dlsearch.retrieval.direct:direct_from_config"}
+
+
+def registered_strategies() -> dict[str, Any]:
+    """Strategy factories by name: ours plus every `dlsearch.strategies` entry point of installed packages. A config
+    names one of these; it never names a module to import (a config file must not be able to run code)."""
+    from importlib.metadata import EntryPoint, entry_points
+
+    found = {n: EntryPoint(n, v, STRATEGY_GROUP) for n, v in BUILTIN_STRATEGIES.items()}
+    found.update({ep.name: ep for ep in entry_points(group=STRATEGY_GROUP)})
+    return found
+
+
+def _registered(name: str) -> Any:
+    eps = registered_strategies()
+    ep = eps.get(name) or {e.value: e for e in eps.values()}.get(name)  # the entry's target: older configs' spelling
+    if ep is None:
+        raise ValueError(f"factory: {name!r} is not a registered strategy; registered: {', '.join(sorted(eps))} "
+                         f"(packages add theirs in the {STRATEGY_GROUP!r} entry-point group)")
+    return ep
+
+
+def strategy_factory(name: str) -> Callable[..., Any]:
+    """The registered factory `name` (callable(catalog=, model_dir=, **options) -> a search-shape object)."""
+    try:
+        return _registered(name).load()
+    except ValueError as e:
+        raise ConfigError(f"strategies.direct.{e}") from None
+
+
+def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}: {value!r} is not one of {list(choices)}")
+
+
+def _need_index(enabled: bool, index: str | None, kind: str) -> None:
+    if enabled and not index:
+        raise ValueError(f"index: required while enabled (a dir from `dlsearch index build --kind {kind}`)")
+
+
+@dataclass
+class DirectSettings:
+    enabled: bool = True
+    factory: str = "direct"  # a registered strategy factory (registered_strategies())
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the factory, e.g. {index: runs/trie, beams: 20}
+
+    def __post_init__(self) -> None:
+        _registered(self.factory)
+
+
+@dataclass
+class DualSettings:
+    enabled: bool = True
+    index: str | None = None
+
+    def __post_init__(self) -> None:
+        _need_index(self.enabled, self.index, "dual")
+
+
+@dataclass
+class ConceptSettings:
+    enabled: bool = True
+    index: str | None = None
+    aggregate: str = "mean"
+    concepts_from: str = "meta"
+    snap: bool = False
+
+    def __post_init__(self) -> None:
+        from dlsearch.retrieval.concept import AGGREGATES
+
+        _need_index(self.enabled, self.index, "concept")
+        _one_of("aggregate", self.aggregate, tuple(AGGREGATES))
+        _one_of("concepts_from", self.concepts_from, ("meta", "model"))
+
+
+@dataclass
+class BM25Settings:
+    enabled: bool = True
+    index: str | None = None  # None: build in memory
+    query_from: str = "conversation"
+
+    def __post_init__(self) -> None:
+        _one_of("query_from", self.query_from, QUERY_FROM)
+
+
+@dataclass
+class SearchAPISettings:
+    enabled: bool = True
+    endpoint: str | None = None
+    preset: str | None = "dlsearch"
+    mapping: dict[str, Any] | None = None
+    timeout: float = 2.0
+    retries: int = 2
+    max_response_bytes: int = 8 << 20
+    query_from: str = "conversation"
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.endpoint:
+            raise ValueError("endpoint: required while enabled (e.g. http://127.0.0.1:8000 from dlsearch serve-search)")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout: must be > 0 seconds, got {self.timeout}")
+        if self.retries < 0:
+            raise ValueError(f"retries: must be >= 0, got {self.retries}")
+        if self.max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes: must be >= 1, got {self.max_response_bytes}")
+        _one_of("query_from", self.query_from, QUERY_FROM)
+
+
+@dataclass
+class StrategiesConfig:  # a strategy left out (or null) is not built
+    direct: DirectSettings | None = None
+    dual: DualSettings | None = None
+    concept: ConceptSettings | None = None
+    bm25: BM25Settings | None = None
+    search_api: SearchAPISettings | None = None
+
+
+@dataclass
+class RecommendConfig:
+    catalog: str = ""
+    k: int = 10
+    cache_dir: str | None = None
+    model_dir: str | None = None
+    policy: Policy = field(default_factory=Policy)
+    strategies: StrategiesConfig = field(default_factory=StrategiesConfig)
+
+    def __post_init__(self) -> None:
+        if not self.catalog:
+            raise ValueError("catalog: required (path to the catalog.jsonl every index was built from)")
+        if self.k < 1:
+            raise ValueError(f"k: must be >= 1, got {self.k}")
+
+
+STRATEGY_KEYS: dict[str, set[str]] = {f.name: {g.name for g in dataclasses.fields(typing.get_type_hints(StrategiesConfig)[f.name].__args__[0])}
+                                      for f in dataclasses.fields(StrategiesConfig)}
 
 
 def _check(d: Any, allowed: set[str], where: str) -> dict[str, Any]:
@@ -45,35 +176,28 @@ def _check(d: Any, allowed: set[str], where: str) -> dict[str, Any]:
     return d
 
 
-def read_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from dlsearch.data.config import resolve_config_path
-
-    p = resolve_config_path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such config file")
-    return check_config({**(yaml.safe_load(p.read_text()) or {}), **(overrides or {})}, str(p))
+def read_config(path: str | Path, overrides: dict[str, Any] | None = None, *, sets: Sequence[str] = ()) -> dict[str, Any]:
+    """A recommend config file, with `overrides` (top-level keys) and `sets` (`a.b.c=value`, the --set syntax of every
+    verb) applied, validated by check_config."""
+    tree = {**load_yaml(path), **(overrides or {})}
+    apply_overrides(tree, sets)
+    return check_config(tree, str(path))
 
 
 def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    """Validate a recommend config mapping (also the body of configs/serve.yaml); errors name `where` and the key."""
-    p = where
-    cfg = dict(_check(cfg, TOP_KEYS, str(p)))
-    if not cfg.get("catalog"):
-        raise ValueError(f"{p}: field 'catalog' (path to catalog.jsonl) is required")
-    strategies = _check(cfg.get("strategies"), set(STRATEGY_KEYS), f"{p}: strategies")
-    for name, sc in strategies.items():
-        _check(sc, STRATEGY_KEYS[name], f"{p}: strategies.{name}")
-        qf = (sc or {}).get("query_from", (sc or {}).get("concepts_from"))
-        if qf is not None and qf not in QUERY_FROM:
-            raise ValueError(f"{p}: strategies.{name}: query source {qf!r} not in {QUERY_FROM}")
-    return cfg
-
-
-def _import(dotted: str) -> Callable[..., Any]:
-    mod, _, attr = dotted.partition(":")
-    if not attr:
-        raise ValueError(f"strategies.direct.factory must be 'module:callable', got {dotted!r}")
-    return getattr(importlib.import_module(mod), attr)
+    """Validate a recommend config mapping (also the body of configs/serve.yaml) with the shared validator
+    (data/config.py): unknown keys (with the closest valid name), wrong types and out-of-range values are a
+    ConfigError naming `where` and the dotted key. Returns the checked config as plain data (every default filled
+    in, strategies left out absent)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping, got {type(cfg).__name__}")
+    tree = {k: v for k, v in cfg.items() if not (k in ("policy", "strategies") and v is None)}
+    try:
+        checked = to_dict(from_dict(RecommendConfig, tree))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    checked["strategies"] = {n: sc for n, sc in checked["strategies"].items() if sc is not None}
+    return checked
 
 
 def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
@@ -104,9 +228,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
         if not sc.get("enabled", True):
             continue
         if name == "direct":
-            if not sc.get("factory"):
-                raise ValueError("strategies.direct.factory ('module:callable' returning a search-shape object) is required")
-            searcher = _import(sc["factory"])(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
+            searcher = strategy_factory(sc["factory"])(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
             strategies[name] = searcher  # reads conversations (the router passes them to "direct" as they are)
         elif name == "dual":
             strategies[name] = load_dual_search(sc["index"], catalog, cache_dir=cache_dir)  # the router feeds it conversation text
@@ -143,17 +265,17 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
             else:
                 strategies[name] = searcher  # the router feeds it the rendered conversation text
     memorization = load_memorization(model_dir, catalog.content_hash()) if model_dir else None
-    policy = Policy.from_dict(_check(cfg.get("policy"), set(Policy.__dataclass_fields__), "policy"))
+    policy = Policy.from_dict(cfg.get("policy") or {})
     return Router(catalog, strategies, policy, memorization=memorization)
 
 
-def load_router(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Router, int]:
-    cfg = read_config(path, overrides)
+def load_router(path: str | Path, overrides: dict[str, Any] | None = None, *, sets: Sequence[str] = ()) -> tuple[Router, int]:
+    cfg = read_config(path, overrides, sets=sets)
     return build_router(cfg), int(cfg.get("k", 10))
 
 
 def recommend_file(config: str | Path, input_path: str | Path, out_path: str | Path, *, overrides: dict[str, Any] | None = None,
-                   batch_size: int = 64, resume: bool = False) -> dict[str, Any]:
+                   batch_size: int = 64, resume: bool = False, sets: Sequence[str] = ()) -> dict[str, Any]:
     """Predictions for every conversation of `input_path`, appended to `out_path` batch by batch (a killed run keeps
     its finished batches; `resume` skips the conversations already written). Every conversation gets its line, with
     `degraded` naming the strategies that failed for it; each batch's plan, ids and failures are appended to
@@ -162,7 +284,7 @@ def recommend_file(config: str | Path, input_path: str | Path, out_path: str | P
 
     from dlsearch.data.formats import PredictionLog
 
-    router, k = load_router(config, overrides)
+    router, k = load_router(config, overrides, sets=sets)
     convs = load_conversations(input_path)
     decisions_path = Path(str(out_path) + ".decisions.jsonl")
     degraded: dict[str, int] = {}

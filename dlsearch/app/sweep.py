@@ -33,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dlsearch.data.catalog import Catalog, normalize_title, split_title_year
+from dlsearch.data.files import atomic_write_text
 from dlsearch.data.ids import IdMap, build_idmap
 from dlsearch.evaluation.config import config_to_dict
 from dlsearch.evaluation.metrics import exact_match, valid_item_rate
@@ -191,12 +192,7 @@ def validation_requests(catalog: Catalog, cfg: "SweepConfig") -> list[tuple[str,
 
 def write_queries(pairs: Sequence[tuple[str, str]], path: Path) -> None:
     """(query, item id) pairs as the JSONL the finetune `query->id` task reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for q, i in pairs:
-            f.write(json.dumps({"query": q, "item_id": i}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps({"query": q, "item_id": i}, ensure_ascii=False) + "\n" for q, i in pairs))
 
 
 def memorization_sample(catalog: Catalog, n: int, *, seed: int) -> list[str]:
@@ -211,10 +207,7 @@ def memorization_sample(catalog: Catalog, n: int, *, seed: int) -> list[str]:
 # --- caching -------------------------------------------------------------------------------------------------------
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: an interrupted write never leaves a stage that looks finished
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")  # an interrupted write never leaves a stage that looks finished
 
 
 _ADDED_AFTER_FORMAT_1 = {"train_requests_per_item": 1}

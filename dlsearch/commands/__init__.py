@@ -28,3 +28,13 @@ def int_at_least(low: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+
+def output_file(path: str, flag: str = "--out") -> str:
+    """A file path to write at the end of a run, checked before the run: an existing directory there would
+    otherwise fail only after all the compute (IsADirectoryError)."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; give the file to write, e.g. {Path(path) / 'predictions.jsonl'}")
+    return path

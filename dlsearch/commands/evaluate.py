@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dlsearch.evaluation.config import config_from_dict, load_config, parse_override
+from dlsearch.evaluation.config import apply_overrides, config_from_dict, load_yaml
 from dlsearch.app.runner import TASKS, EvaluateConfig, run_evaluation
 
 
@@ -23,11 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in ("task", "data", "predictions", "strategies", "out", "seed") if getattr(args, k) is not None}
-    if args.config:
-        cfg = load_config(args.config, EvaluateConfig, overrides=args.set)
-        data = vars(cfg)
-    else:
-        data = dict(parse_override(s) for s in args.set)
+    data = apply_overrides(load_yaml(args.config) if args.config else {}, args.set)
     data = {**data, **flags}
     cfg = config_from_dict(data, EvaluateConfig, source=args.config or "command line")
     _, paths = run_evaluation(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dlsearch.commands import positive_int
+from dlsearch.commands import output_file, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from dlsearch.decoding.generate import generate_predictions
 
+    output_file(args.out)
     stats = generate_predictions(args.model, args.index, args.input, args.out, adapter=args.adapter,
                                  catalog_path=args.catalog, beams=args.beams, k=args.k, batch_size=args.batch_size,
                                  exclude_mentioned=not args.keep_mentioned, limit=args.limit)

@@ -44,8 +44,6 @@ def _path(explicit: str | None, data: str | None, rel: str, what: str, required:
 
 
 def build(args: argparse.Namespace) -> dict:
-    import yaml
-
     from dlsearch.data.catalog import load_catalog_jsonl
     from dlsearch.data.formats import load_conversations
     from dlsearch.retrieval import build as b
@@ -57,12 +55,6 @@ def build(args: argparse.Namespace) -> dict:
     elif args.kind == "concept":
         res = b.build_concept(catalog, args.out, factory=args.factory, params=params, encoder_path=args.encoder, cache_dir=args.cache_dir)
     else:
-        overrides = {}
-        for kv in args.set:
-            key, sep, val = kv.partition("=")
-            if not sep:
-                raise ValueError(f"--set {kv!r}: expected KEY=VALUE")
-            overrides[key] = yaml.safe_load(val)
         train = load_conversations(_path(args.train, args.data, "conversations/train.jsonl", "train"))
         vpath = _path(args.validation, args.data, "conversations/validation.jsonl", "validation", required=False)
         histories = None
@@ -71,5 +63,5 @@ def build(args: argparse.Namespace) -> dict:
 
             histories = load_movielens(args.movielens or None)
         res = b.build_dual(catalog, args.out, train, validation=load_conversations(vpath) if vpath else None, histories=histories,
-                           config=b.load_dual_config(args.config, overrides), factory=args.factory, params=params, cache_dir=args.cache_dir)
+                           config=b.load_dual_config(args.config, sets=args.set), factory=args.factory, params=params, cache_dir=args.cache_dir)
     return res

@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from dlsearch.evaluation.config import config_from_dict, parse_override
+    from dlsearch.evaluation.config import apply_overrides, config_from_dict
     from dlsearch.app.quickstart import QuickstartConfig, run_quickstart
 
-    data = {"out": args.out, "catalog": args.catalog, "eval_turns": args.eval_turns, **dict(parse_override(s) for s in args.set)}
+    data = apply_overrides({"out": args.out, "catalog": args.catalog, "eval_turns": args.eval_turns}, args.set)
     run_quickstart(config_from_dict(data, QuickstartConfig, source="dlsearch quickstart"))
     return 0

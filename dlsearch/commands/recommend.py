@@ -9,7 +9,7 @@ import argparse
 import json
 import logging
 
-from dlsearch.commands import positive_int
+from dlsearch.commands import output_file, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="conversations per router call (and per write)")
     p.add_argument("--k", type=positive_int, default=None, help="override k")
     p.add_argument("--catalog", default=None, help="override the config's catalog path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. strategies.bm25.enabled=false or policy.weights.dual=2")
     p.set_defaults(func=cmd_recommend)
 
 
@@ -29,6 +31,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in (("k", args.k), ("catalog", args.catalog)) if v is not None}
+    output_file(args.out)
     print(json.dumps(recommend_file(args.config, args.input, args.out, overrides=overrides,
-                                    batch_size=args.batch_size, resume=args.resume), indent=2))
+                                    batch_size=args.batch_size, resume=args.resume, sets=args.set), indent=2))
     return 0

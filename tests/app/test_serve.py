@@ -131,5 +131,5 @@ def test_serve_config_is_recommend_schema_plus_server(tmp_path):
     with pytest.raises(ValueError, match=r"server: unknown key\(s\) \['max_bacth'\]"):
         read_serve_config(bad)
     bad.write_text(open("configs/serve.yaml").read().replace("  bm25:\n", "  bm26:\n"))
-    with pytest.raises(ValueError, match="strategies: unknown key"):
+    with pytest.raises(ValueError, match="unknown field 'strategies.bm26'; did you mean 'bm25'"):
         read_serve_config(bad)

@@ -18,7 +18,6 @@ from decoding_fixtures import make_model, random_prompts
 EOS, PAD, LOW = 2, 0, 5  # token ids: items use tokens >= LOW
 V = 32
 MODEL = make_model(V, seed=1, eos=EOS, pad=PAD)
-COUNT = {"generations": 0}
 
 
 class Adversary(LogitsProcessor):
@@ -104,8 +103,9 @@ def test_property_raw_outputs_are_complete_catalog_items(seqs, setting, batch, s
         if adversary or total < 2 * setting["num_beams"]:
             setting = {**setting, "do_sample": False}
     out, width, _ = run(seqs, setting, batch, seed, adversary=adversary)
-    COUNT["generations"] += check_outputs(out.sequences, width, {tuple(s) for s in seqs},
-                                          getattr(out, "sequences_scores", None), setting.get("num_beams", 1))
+    checked = check_outputs(out.sequences, width, {tuple(s) for s in seqs},
+                            getattr(out, "sequences_scores", None), setting.get("num_beams", 1))
+    assert checked == batch * setting.get("num_return_sequences", 1)  # every returned row was checked
 
 
 def test_bulk_ten_thousand_generations():

@@ -41,7 +41,8 @@ def test_trie_matches_reference(seqs):
         assert seqs[order[trie.item_of(np.array([walk(trie, s)]))[0]]] == s
     got, lens = trie.sequences()
     assert [tuple(got[r, :lens[r]]) for r in range(len(seqs))] == [seqs[o] for o in order]
-    assert walk(trie, (max(max(s) for s in seqs) + 1,)) == -1 if max(max(s) for s in seqs) < 9 else True
+    for p in prefixes:  # every one-token extension that is no prefix of an item walks off the trie
+        assert all(walk(trie, p + (t,)) == -1 for t in range(10) if p + (t,) not in prefixes)
 
 
 def test_uint16_tokens_and_dense_root():

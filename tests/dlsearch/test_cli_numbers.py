@@ -50,3 +50,14 @@ def test_help_shows_defaults_on_every_verb() -> None:
     assert all(p.formatter_class is argparse.ArgumentDefaultsHelpFormatter for p in parsers)
     gen = next(p for p in parsers if p.prog.endswith(" generate"))
     assert "(default: 20)" in gen.format_help()  # --beams
+
+
+@pytest.mark.parametrize("verb", ["generate", "recommend"])
+def test_out_directory_is_refused_before_any_work(verb, tmp_path, capsys) -> None:
+    """issue 13: `--out <dir>` crashed after all the compute. Refused first: the model/config paths here do not
+    even exist, and the error is about --out."""
+    from dlsearch.cli import main
+
+    argv = (GEN[:-2] if verb == "generate" else ["recommend", "--config", "missing.yaml", "--input", "c.jsonl"])
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is a directory" in capsys.readouterr().err

@@ -101,3 +101,29 @@ def test_diverged_weights_are_never_marked_complete(tmp_path: Path) -> None:
     assert "hold inf/NaN" in p.stderr and "stages.index.train.lr" in p.stderr
     man = out / "manifest.json"
     assert not man.exists() or json.loads(man.read_text()).get("complete") is not True
+
+
+def test_stage_loop_names_each_stage_and_chains_models(tmp_path: Path, monkeypatch) -> None:
+    """The one stage loop (recipe and quickstart): infos carry the stage name under "stage" (quickstart.json listed
+    ["?", "?"] reading "name"), the LoRA stage trains from the full stage's output, and a complete stage is skipped
+    on resume."""
+    from dlsearch.finetune import train
+    from dlsearch.finetune.config import load_recipe
+    from tests.finetune.conftest import RECIPE, TINY
+
+    cfg = load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY])
+    calls = []
+
+    def fake_stage(cfg, stage, base, sdir, *args, **kwargs):
+        calls.append((stage.name, base))
+        return {"stage": stage.name}
+
+    monkeypatch.setattr(train, "run_stage", fake_stage)
+    infos = train.run_stages(cfg, tmp_path / "init", None, None, {}, resume=False)
+    assert [i["stage"] for i in infos] == ["index", "history"]
+    assert calls == [("index", tmp_path / "init"), ("history", tmp_path / "stages" / "index")]
+    (tmp_path / "stages" / "index").mkdir(parents=True)
+    (tmp_path / "stages" / "index" / "manifest.json").write_text(json.dumps({"complete": True, "stage": {"stage": "index"}}))
+    calls.clear()
+    assert [i["stage"] for i in train.run_stages(cfg, tmp_path / "init", None, None, {}, resume=True)] == ["index", "history"]
+    assert [c[0] for c in calls] == ["history"]

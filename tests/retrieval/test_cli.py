@@ -51,7 +51,7 @@ def test_index_build_and_recommend(redial_sample, embed_cache, tmp_path, capsys)
 def test_bad_config_names_the_key(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("catalog: x.jsonl\nstrategies:\n  bm25: {indx: null}\n")
     assert main(["recommend", "--config", str(tmp_path / "c.yaml"), "--input", "x", "--out", str(tmp_path / "o")]) == 2
-    assert "strategies.bm25: unknown key(s) ['indx']" in capsys.readouterr().err
+    assert "unknown field 'strategies.bm25.indx'; did you mean 'index'" in capsys.readouterr().err  # the shared validator's message
 
 
 def test_recommend_does_not_echo_the_users_films(tmp_path):

@@ -25,19 +25,22 @@ CATALOG = Catalog([Item(str(100 + i), t, concepts=("Drama",)) for i, t in enumer
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.manifest import write_manifest
 
     d = tmp_path_factory.mktemp("direct")
     tok = make_tokenizer()
     model = make_model(len(tok), seed=3, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
     model.save_pretrained(d / "model")
     tok.save_pretrained(d / "model")
-    (d / "model" / "manifest.json").write_text(json.dumps({"catalog_hash": CATALOG.content_hash(), "id_scheme": "random"}))
-    index = build_index(CATALOG, build_idmap(CATALOG, "random", seed=0), tok, mode="whole")
+    idmap = build_idmap(CATALOG, "random", seed=0)
+    # the model dir's manifest, idmap.json and catalog.jsonl as finetune writes them (not a hand-written stand-in)
+    write_manifest(d / "model", catalog=CATALOG, idmap=idmap, tokenizer=tok, base_model="test:tiny", extra={"kind": "model"})
+    index = build_index(CATALOG, idmap, tok, mode="whole")
     index.save(d / "trie")
     CATALOG.save_jsonl(d / "catalog.jsonl")
     cfg = yaml.safe_load(open("configs/recommend.yaml"))
     cfg.update(catalog=str(d / "catalog.jsonl"), model_dir=str(d / "model"), cache_dir=str(d / "cache"))
-    cfg["strategies"] = {"direct": {"enabled": True, "factory": "retrieval.direct:direct_from_config",
+    cfg["strategies"] = {"direct": {"enabled": True, "factory": "direct",
                                     "options": {"index": str(d / "trie"), "beams": 8}},
                          "bm25": {"enabled": True, "index": None}}
     (d / "recommend.yaml").write_text(yaml.safe_dump(cfg))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,8 @@ def test_training_learns_what_the_frozen_encoder_cannot():
     assert untrained < 0.15
     assert recall_at(model, *val, items) > 0.8
     assert model.history[-1]["loss"] < model.history[1]["loss"]
+    assert model.history[0]["loss"] is None  # before training there is no loss (was NaN: `loss: NaN`, invalid JSON)
+    json.dumps(model.history, allow_nan=False)
 
 
 def test_id_embedding_and_save_load_roundtrip(tmp_path):

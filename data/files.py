@@ -1,0 +1,42 @@
+"""Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half of one.
+
+    atomic_write_text(out / "manifest.json", json.dumps(man, indent=2))
+
+The data goes to a temporary file in the same directory (unique per call, so two writers never share it), is
+flushed to disk, then renamed over the target (os.replace is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parent dirs created). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the files we write are ordinary readable outputs
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | Path, obj: Any, **dumps: Any) -> Path:
+    """json.dumps(obj, **dumps) written atomically (indent=2 unless given)."""
+    return atomic_write_text(path, json.dumps(obj, **{"indent": 2, **dumps}))

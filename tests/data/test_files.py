@@ -1,0 +1,42 @@
+"""Atomic writes (data/files.py): the old content survives a failed write, no temporary file is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from dlsearch.data import files
+from dlsearch.data.files import atomic_write_json, atomic_write_text
+
+
+def test_write_and_overwrite(tmp_path) -> None:
+    p = tmp_path / "sub" / "m.json"
+    atomic_write_json(p, {"a": 1})
+    atomic_write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2} and sorted(x.name for x in p.parent.iterdir()) == ["m.json"]
+    assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch) -> None:
+    p = tmp_path / "manifest.json"
+    atomic_write_text(p, "old")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(p, "new")
+    assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_resume_path_manifests_are_written_atomically() -> None:
+    """The manifests a resumed run reads (stage, merged export, imported base) go through data/files.py."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for rel in ("finetune/train.py", "finetune/importing.py", "finetune/manifest.py", "finetune/memorization.py"):
+        src = (root / rel).read_text()
+        assert "MANIFEST).write_text(" not in src and ".tmp\")" not in src, rel
