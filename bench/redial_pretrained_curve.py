@@ -38,14 +38,14 @@ from dlsearch.finetune.model_factory import model_fingerprint
 METRICS = ["recall@1", "recall@10", "ndcg@10", "mrr"]  # at depth 10: mrr is MRR@10
 
 
-def validation_view(data: Path, n: int, seed: int, out: Path) -> Path:
-    """A prepared-dir view whose test file is a fixed sample of n validation turns (with targets)."""
-    view = out / f"redial-val{n}-seed{seed}"
+def split_view(data: Path, n: int, seed: int, out: Path, split: str = "validation") -> Path:
+    """A prepared-dir view whose test file is a fixed, seeded sample of n turns (with targets) of `split`."""
+    view = out / f"redial-{split}{n}-seed{seed}"
     conv_dir = view / "conversations"
     if (conv_dir / "test.jsonl").exists():
         return view
     conv_dir.mkdir(parents=True, exist_ok=True)
-    lines = [ln for ln in (data / "conversations" / "validation.jsonl").read_text().splitlines() if json.loads(ln).get("targets")]
+    lines = [ln for ln in (data / "conversations" / f"{split}.jsonl").read_text().splitlines() if json.loads(ln).get("targets")]
     keep = sorted(random.Random(seed).sample(range(len(lines)), min(n, len(lines))))
     (conv_dir / "test.jsonl").write_text("".join(lines[i] + "\n" for i in keep))
     for src, dst in ((data / "catalog.jsonl", view / "catalog.jsonl"), (data / "conversations" / "train.jsonl", conv_dir / "train.jsonl")):
@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--n-val", type=int, default=40)
+    ap.add_argument("--n-test", type=int, default=0, help="test mode: 0 = every test turn; n = a seeded sample of n")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--beams", type=int, default=10)
     ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0])
@@ -124,18 +125,20 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     trie = ensure_trie(a.run, a.data)
     if a.mode == "test":
+        # --n-test 0: every test turn (the headline); n > 0: a fixed seeded sample, reported as such
+        data = split_view(a.data, a.n_test, a.seed, a.run / "views", split="test") if a.n_test else a.data
         for step in a.step or steps_available(a.run)[-1:]:
             for lp in a.length_penalty:
                 model_dir = snapshot(a.run, step, a.config)
-                rep = evaluate(model_dir, trie, a.data, a.run / "eval" / f"test-step{step}-lp{lp}", beams=a.beams,
+                rep = evaluate(model_dir, trie, data, a.run / "eval" / f"test{a.n_test or 'all'}-step{step}-lp{lp}", beams=a.beams,
                                length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
-                rec = {"split": "test", "step": step, "beams": a.beams, "length_penalty": lp, "dtype": a.dtype,
+                rec = {"split": f"test sample {a.n_test} turns (seed {a.seed})" if a.n_test else "test (all turns)", "step": step, "beams": a.beams, "length_penalty": lp, "dtype": a.dtype,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
                 with open(a.out / "test.jsonl", "a") as f:
                     f.write(json.dumps(rec, default=str) + "\n")
                 print(json.dumps(rec, default=str), flush=True)
         return
-    view = validation_view(a.data, a.n_val, a.seed, a.run / "views")
+    view = split_view(a.data, a.n_val, a.seed, a.run / "views")
     done = set()
     path = a.out / "curve.jsonl"
     if path.exists():

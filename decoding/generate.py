@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
-from dlsearch.data.formats import Conversation, Prediction, ScoredItem, load_conversations, save_predictions
+from dlsearch.data.formats import Conversation, Prediction, PredictionLog, ScoredItem, load_conversations, save_predictions
 from dlsearch.data.prompts import apply_chat_template
 from dlsearch.data.prompts import conversation_prompt as render_prompt
 from dlsearch.decoding.direct import DirectSearch, SearchStats
@@ -87,9 +87,10 @@ def recommend_for_conversation(conv: Conversation, search: DirectSearch, k: int 
 def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_path: str | Path, out_path: str | Path,
                          *, adapter: str | Path | None = None, catalog_path: str | Path | None = None, beams: int = 20,
                          k: int = 10, batch_size: int = 8, exclude_mentioned: bool = True,
-                         limit: int | None = None) -> dict[str, Any]:
-    """Run constrained beam search over a conversations file and write predictions JSONL. Returns the stats dict
-    (valid-item rate, duplicate rate, counts) that the CLI prints."""
+                         limit: int | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run constrained beam search over a conversations file, appending predictions JSONL batch by batch (`resume`:
+    keep the lines already written, cut a torn last line, do only the rest). Returns the stats dict (valid-item
+    rate, duplicate rate, counts) that the CLI prints."""
     from tqdm import tqdm
 
     index_dir = Path(index_dir)
@@ -107,12 +108,20 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
     convs = load_conversations(input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
-    prompts = [conversation_prompt(c, catalog, tokenizer, max_length=search.max_length, reserve=search.max_new_tokens) for c in convs]
-    exclude = [c.exclusions(mentioned=exclude_mentioned) for c in convs]
-    with tqdm(total=len(prompts), desc="generate", unit="conv") as bar:
-        scores, rows, stats = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)
-    save_predictions(out_path, to_predictions([c.id for c in convs], scores, rows, catalog))
-    return {"conversations": len(convs), "out": str(out_path), **stats.as_dict()}
+    stats = SearchStats()
+    # each finished batch is appended and flushed: a killed run keeps them and `resume` skips them
+    with PredictionLog(out_path, resume=resume) as out, tqdm(total=len(convs), desc="generate", unit="conv") as bar:
+        todo = [c for c in convs if c.id not in out.done]
+        bar.update(len(convs) - len(todo))
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo : lo + batch_size]
+            prompts = [conversation_prompt(c, catalog, tokenizer, max_length=search.max_length, reserve=search.max_new_tokens) for c in chunk]
+            exclude = [c.exclusions(mentioned=exclude_mentioned) for c in chunk]
+            scores, rows, st = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)
+            out.write(to_predictions([c.id for c in chunk], scores, rows, catalog))
+            stats.add(st)
+    return {"conversations": len(convs), "written": len(todo), "skipped_already_written": len(convs) - len(todo),
+            "out": str(out_path), **stats.as_dict()}
 
 
 __all__ = ["load_model", "conversation_prompt", "recommend_for_conversation", "generate_predictions", "to_predictions", "SearchStats"]

@@ -57,3 +57,31 @@ def random_prompts(rng: np.random.Generator, batch: int, vocab: int, *, pad: int
         ids[i, width - n:] = rng.integers(low, vocab, size=n)
         mask[i, width - n:] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def write_tiny_direct(out_dir, catalog, *, seed: int = 3, beams: int = 8, batch_size: int = 16) -> dict:
+    """A tiny random model (tokenizer trained on the catalog titles) saved as a model dir, its trie index and the
+    catalog, all written through the production savers; returns a serve/recommend config (direct search only)
+    built from configs/serve.yaml. For `dlsearch serve` tests and bench/bench_serve.py."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from dlsearch.data.ids import build_idmap
+    from dlsearch.decoding.index import build_index
+
+    d = Path(out_dir)
+    tok = make_tokenizer(CORPUS + [it.title for it in catalog][:2000], vocab_size=600)
+    model = make_model(len(tok), seed=seed, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
+    model.save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    (d / "model" / "manifest.json").write_text(json.dumps({"catalog_hash": catalog.content_hash(), "id_scheme": "random"}))
+    build_index(catalog, build_idmap(catalog, "random", seed=0), tok, mode="whole").save(d / "trie")
+    catalog.save_jsonl(d / "catalog.jsonl")
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "configs" / "serve.yaml").read_text())
+    cfg.update(catalog=str(d / "catalog.jsonl"), model_dir=str(d / "model"), cache_dir=str(d / "cache"))
+    cfg["strategies"] = {"direct": {"enabled": True, "factory": "dlsearch.retrieval.direct:direct_from_config",
+                                    "options": {"index": str(d / "trie"), "beams": beams, "batch_size": batch_size}}}
+    return cfg

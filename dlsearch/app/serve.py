@@ -39,7 +39,7 @@ from dlsearch.data.catalog import Catalog, split_title_year
 from dlsearch.data.formats import Conversation, Message, Prediction
 from dlsearch.data.titles import titles_of
 
-SERVER_KEYS = {"host", "port", "max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch", "batch_wait_ms"}
+SERVER_KEYS = {"host", "port", "max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch", "batch_wait_ms", "threads"}
 
 
 @dataclass
@@ -54,8 +54,11 @@ class ServerSettings:
     max_message_chars: int = 4_000
     max_batch: int = 16
     batch_wait_ms: float = 5.0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"server.threads must be >= 1 or null, got {self.threads}")
         for name in ("max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"server.{name} must be >= 1, got {getattr(self, name)}")
@@ -326,6 +329,11 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
 def serve(router: Any, catalog: Catalog, settings: ServerSettings) -> None:
     """Blocking: serve until interrupted."""
     import uvicorn
+
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(int(settings.threads))
 
     uvicorn.run(create_app(router, catalog, settings), host=settings.host, port=settings.port, log_level="info")
 

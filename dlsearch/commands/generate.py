@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=positive_int, default=10, help="items per conversation")
     p.add_argument("--batch-size", type=positive_int, default=8, help="conversations per generate call")
     p.add_argument("--limit", type=positive_int, help="only the first N conversations")
+    p.add_argument("--resume", action="store_true", help="keep OUT's finished lines and generate only for the conversations not in it")
     p.add_argument("--keep-mentioned", action="store_true", help="allow items already mentioned in the conversation")
     p.set_defaults(func=cmd_generate)
 
@@ -33,6 +34,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output_file(args.out)
     stats = generate_predictions(args.model, args.index, args.input, args.out, adapter=args.adapter,
                                  catalog_path=args.catalog, beams=args.beams, k=args.k, batch_size=args.batch_size,
-                                 exclude_mentioned=not args.keep_mentioned, limit=args.limit)
+                                 exclude_mentioned=not args.keep_mentioned, limit=args.limit, resume=args.resume)
     print(json.dumps(stats, indent=2))
     return 0

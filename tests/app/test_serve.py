@@ -29,7 +29,7 @@ def catalog():
 @pytest.fixture(scope="module")
 def client(catalog):
     with ServerThread(create_app(catalog_only_router(catalog), catalog, ServerSettings(max_body_bytes=20_000))) as url:
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with httpx.Client(base_url=url, timeout=120) as c:
             yield c
 
 

@@ -254,3 +254,36 @@ def test_default_fallback_bm25_answers_requests(movielens_catalog, tmp_path) -> 
     assert np.mean(_hits(rows, cat, [i for _, i in reqs], 10)) > 0.8  # half the title words find most items
     with pytest.raises(ValueError, match="unknown fallback"):
         fallback("nope", cat, tmp_path, _cfg(tmp_path))
+
+
+def test_sweep_pretrained_config_end_to_end(tmp_path) -> None:
+    """configs/sweep-movielens-pretrained.yaml (LoRA on a local pretrained base) with tiny overrides: a 2-layer HF
+    dir stands in for SmolLM2; finetune adds the id tokens, LoRA trains, direct search and BM25 answer."""
+    pytest.importorskip("dlsearch.finetune.train", reason="finetune area not merged into this checkout")
+    import torch
+
+    from dlsearch.cli import main
+    from tests.decoding_fixtures import make_model, make_tokenizer
+
+    base = tmp_path / "base"
+    tok = make_tokenizer()
+    make_model(len(tok), seed=0, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id).save_pretrained(base)
+    tok.save_pretrained(base)
+    out = tmp_path / "sweep"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CI machine: one thread per process avoids OpenMP oversubscription stalls
+    try:
+        assert main(["sweep", "--config", "configs/sweep-movielens-pretrained.yaml", "--set", f"out={out}",
+                     "--set", "sizes=[20]", "--set", "cpu_max_size=100", "--set", "real_items=60",
+                     "--set", "id_scheme=sequential", "--set", "id_params={}", "--set", "epochs_per_item=2",
+                     "--set", "memorization_sample=0", "--set", "n_requests=10", "--set", "fallbacks=[bm25]",
+                     "--set", "n_resamples=50", "--set", "step_options={num_beams: 10}",
+                     "--set", f"recipe_overrides=[model.pretrained={base}, stages.index.lora.r=4, stages.index.train.batch_size=8]"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((out / "sweep.json").read_text())
+    (point,) = result["points"]
+    assert point["status"] == "done" and point["size"] == 20
+    assert 0 <= point["memorization"]["exact_match"] <= 1 and {"direct", "bm25", "router"} <= set(point["recall@10"])
+    manifest = json.loads(next(out.glob("points/*/model/manifest.json")).read_text())
+    assert manifest["kind"] == "adapter" and manifest["method"] == "lora" and manifest["base_model"].endswith("init")

@@ -63,6 +63,13 @@ def test_cli_index_build_and_generate(tmp_path, model_dir):
         assert len(got) == 4 and len(set(got)) == 4 and all(g in CATALOG for g in got)
         assert c.mentioned()[0] not in got  # mentioned items are excluded by a query-time mask
         assert [s.rank for s in p.items] == [1, 2, 3, 4] and all(np.diff([s.score for s in p.items]) <= 0)
+    # killed after two batches, mid-way through the third line: --resume keeps the two, cuts the torn one, does the rest
+    full = (tmp_path / "preds.jsonl").read_text().splitlines()
+    (tmp_path / "preds.jsonl").write_text(full[0] + "\n" + full[1] + "\n" + full[2][:10])
+    assert main(["generate", "--model", str(model_dir), "--index", str(tmp_path / "trie"), "--input", str(tmp_path / "convs.jsonl"),
+                 "--beams", "6", "--k", "4", "--batch-size", "2", "--out", str(tmp_path / "preds.jsonl"), "--resume"]) == 0
+    assert [json.loads(line)["id"] for line in (tmp_path / "preds.jsonl").read_text().splitlines()] == [c.id for c in convs]
+    assert (tmp_path / "preds.jsonl").read_text().splitlines()[:2] == full[:2]
 
 
 def test_direct_search_shape_and_allow_list(model_dir):

@@ -52,8 +52,12 @@ def test_popularity_counts_training_split_only(redial_prepared) -> None:
     top = [task.catalog.ids[r] for r in rows[0]]
     counts = [task.train_counts[i] for i in top]
     assert counts == sorted(counts, reverse=True) and counts[0] == max(task.train_counts.values())
-    # nbMentions (all of ReDial) must not be what orders the list: it is not even in this catalog's meta
-    assert all("nbMentions" not in task.catalog[i].meta for i in top)
+    # the counts come from the train file alone: recomputed from it, and no test turn changes them
+    from dlsearch.data.formats import load_conversations
+
+    train = load_conversations(redial_prepared / "conversations" / "train.jsonl")
+    assert task.train_counts == P.training_counts(train)
+    assert P.training_counts(train + task.queries) != task.train_counts  # test turns would have counted
 
 
 def test_report_end_to_end_with_a_predictions_file(redial_prepared, tmp_path) -> None:
