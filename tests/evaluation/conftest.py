@@ -5,6 +5,7 @@ layout: catalog.jsonl, conversations/{train,validation,test}.jsonl, one record p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
