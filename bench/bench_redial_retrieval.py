@@ -117,9 +117,10 @@ def main() -> None:
     router_strategies = {"dual": SearcherStrategy("dual", dual, text), "bm25": SearcherStrategy("bm25", bm25, text)}
     notes = {"oracle_concepts": "ORACLE: fed the first target item's own concepts"}
     if args.model_dir:
-        from dlsearch.retrieval.generate import TaskGenerator, load_model
+        from dlsearch.finetune.loading import load_model
+        from dlsearch.retrieval.generate import TaskGenerator
 
-        gen = TaskGenerator(*load_model(args.model_dir, catalog), catalog, max_messages=args.max_messages)
+        gen = TaskGenerator(*load_model(args.model_dir, catalog=catalog)[:2], catalog, max_messages=args.max_messages)
         t = time.perf_counter()
         generated = dict(zip([q.id for q in task.queries], gen.concepts_many(task.queries)))
         timings["generate_concepts_s"] = round(time.perf_counter() - t, 1)

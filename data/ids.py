@@ -7,7 +7,10 @@ Schemes:
   atomic      the catalog's native ids, as text ("<id>" special tokens are not used: ids tokenize as digits).
   sequential  0..N-1 in catalog order.
   random      fixed-length random codes over a small alphabet, deterministic under the seed.
-  title       normalized title, disambiguated with " [2]", " [3]" ... when titles repeat.
+  title       the display title as the catalog writes it (case and year kept, whitespace collapsed), the GENRE way;
+              titles whose normalized form repeats get " [2]", " [3]" ... (scheme version 2; version 1 maps, whose
+              codes were the normalized titles, still load and extend as they were built). The normalized form is
+              used only for matching: IdMap.lookup accepts "the matrix (1999)" for "The Matrix (1999)".
   semantic    residual k-means over item-text embeddings, codes as special tokens "<a_12><b_3><c_40>"
               (data/semantic_ids.py; inputs: cache_dir or embeddings).
   collaborative  recursive spectral clustering of the co-occurrence graph of histories (Hua et al. 2023),
@@ -30,6 +33,8 @@ import numpy as np
 
 from dlsearch.data.catalog import Catalog, normalize_title
 
+TITLE_SCHEME_VERSION = 2  # 1: codes were normalize_title(title); 2: display titles (GENRE)
+
 IDMAP_FORMAT_VERSION = 1
 SCHEMES = ("atomic", "sequential", "random", "title", "semantic", "collaborative")
 
@@ -48,6 +53,7 @@ class IdMap:
     special_tokens: list[str] = field(default_factory=list)  # tokens the tokenizer must add (semantic codes)
     params: dict[str, Any] = field(default_factory=dict)  # scheme parameters (seed, levels, ...)
     _inverse: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _normalized: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         inv: dict[str, str] = {}
@@ -56,6 +62,10 @@ class IdMap:
                 raise IdMapError(f"code {code!r} maps to two items: {inv[code]!r} and {item_id!r}")
             inv[code] = item_id
         self._inverse = inv
+        if self.scheme == "title":  # matching form -> item; the first item wins (duplicates carry a " [n]" suffix)
+            self._normalized = {}
+            for code, item_id in inv.items():
+                self._normalized.setdefault(normalize_title(code), item_id)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -68,13 +78,17 @@ class IdMap:
 
     def item(self, code: str) -> str:
         """The item id for a code; IdMapError when the code names no item (e.g. an unconstrained generation)."""
-        try:
-            return self._inverse[code.strip()]
-        except KeyError:
-            raise IdMapError(f"code {code!r} matches no item") from None
+        found = self.lookup(code)
+        if found is None:
+            raise IdMapError(f"code {code!r} matches no item")
+        return found
 
     def lookup(self, code: str) -> str | None:
-        return self._inverse.get(code.strip())
+        """The item id for a code, or None; title codes also match in normalized form (case, spacing, articles)."""
+        found = self._inverse.get(code.strip())
+        if found is None and self._normalized:
+            found = self._normalized.get(normalize_title(code))
+        return found
 
     def check_catalog(self, catalog: Catalog) -> None:
         """Refuse a catalog this map was not built for (hash differs and ids are not all covered)."""
@@ -176,20 +190,33 @@ def _random(catalog: Catalog, seed: int, *, length: int | None = None, **_: Any)
     return codes, []
 
 
+def display_title(title: str) -> str:
+    """The title as the model writes it under the title scheme: as displayed, with runs of whitespace collapsed
+    (" (2015)" -> "(2015)", "Police Academy  (1984)" -> "Police Academy (1984)")."""
+    return " ".join(title.split())
+
+
 def _title(catalog: Catalog, seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+    return _title_codes([(it.id, it.title) for it in catalog], set(), {}, version=TITLE_SCHEME_VERSION), []
+
+
+def _title_codes(items: list[tuple[str, str]], used: set[str], seen: dict[str, int], *, version: int) -> dict[str, str]:
+    """Codes for (item id, title) pairs in order, unique against `used`. Two titles are duplicates when their
+    normalized forms are equal; the n-th gets " [n]". Version 1 wrote the normalized form itself."""
     codes: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    used: set[str] = set()
-    for it in catalog:
-        base = normalize_title(it.title)
-        counts[base] = counts.get(base, 0) + 1
-        code = base if counts[base] == 1 else f"{base} [{counts[base]}]"
-        while code in used:  # a literal "x [2]" title colliding with a disambiguated one
-            counts[base] += 1
-            code = f"{base} [{counts[base]}]"
+    used_norm = {normalize_title(c) for c in used}
+    for item_id, title in items:
+        key = normalize_title(title)
+        base = display_title(title) if version >= 2 else key
+        seen[key] = seen.get(key, 0) + 1
+        code = base if seen[key] == 1 else f"{base} [{seen[key]}]"
+        while code in used or (version >= 2 and normalize_title(code) in used_norm):
+            seen[key] += 1  # a literal "x [2]" title, or one written before this call
+            code = f"{base} [{seen[key]}]"
         used.add(code)
-        codes[it.id] = code
-    return codes, []
+        used_norm.add(normalize_title(code))
+        codes[item_id] = code
+    return codes
 
 
 # --- extending a map: old codes fixed, new items get fresh codes -----------------------------------------------
@@ -220,18 +247,10 @@ def _extend_random(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int
     return out, []
 
 
-def _extend_title(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **_: Any) -> tuple[dict[str, str], list[str]]:
+def _extend_title(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **params: Any) -> tuple[dict[str, str], list[str]]:
+    version = int(idmap.params.get("scheme_version", 1))  # a map keeps the version it was built with
     used = set(idmap.codes.values())
-    out = {}
-    for i in new_ids:
-        base = normalize_title(catalog[i].title)
-        code, k = base, 1
-        while code in used:
-            k += 1
-            code = f"{base} [{k}]"
-        used.add(code)
-        out[i] = code
-    return out, []
+    return _title_codes([(i, catalog[i].title) for i in new_ids], used, {}, version=version), []
 
 
 Builder = Callable[..., tuple[dict[str, str], list[str]]]
@@ -298,6 +317,8 @@ def _defaults(scheme: str) -> dict[str, Any]:
         return {"levels": semantic_ids.DEFAULT_LEVELS, "codebook_size": semantic_ids.DEFAULT_CODEBOOK_SIZE, "unique_last_level": True}
     if scheme == "collaborative":
         return {"branching": collaborative_ids.DEFAULT_BRANCHING}
+    if scheme == "title":
+        return {"scheme_version": TITLE_SCHEME_VERSION}
     return {}
 
 

@@ -115,6 +115,13 @@ def apply_chat_template(tokenizer: Any, prompt: str) -> str:
     return prompt
 
 
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token its EOS as pad (the common choice for causal LMs: batches mask pads, and
+    generation stops at EOS anyway). The one home of this fix; model loaders and generation paths call it."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> Any:
     """Prompts as a left-padded batch of tensors for generation, tokenized exactly as trl's SFTTrainer tokenized them
     in training: a string prompt through tokenizer(text), so with the tokenizer's special tokens (a BOS where the

@@ -14,9 +14,11 @@ import torch
 from transformers import LogitsProcessorList
 
 from dlsearch.data.prompts import encode_prompts
+from dlsearch.decoding.beam import constrained_beam_search
 from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens, longest_code
 from dlsearch.decoding.index import TrieIndex, _walk_exact
 
+DECODERS = ("prefill_once", "generate")
 PLACEHOLDER_SCORE = -1.0e8  # beam search's empty slots score -1e9; a real hypothesis scores far above this
 
 
@@ -56,6 +58,10 @@ class DirectSearch:
         beams: beam width (>= k); more beams, better recall, slower.
         batch_size: prompts per generate call.
         max_new_tokens: generation budget; default the longest code + 1 (EOS); anything lower is refused.
+        decoder: "prefill_once" (decoding/beam.py: each prompt through the model once, the cache repeated to the
+            beams, the constraint's torch state on the model's device) or "generate" (transformers' beam search with
+            the constraint as a logits processor: every prompt prefilled once per beam). Same selection rule and
+            scores (sum of log-probs / length ** length_penalty); "generate" is kept as the reference.
 
     Raises:
         IndexMismatchError: the index records a tokenizer fingerprint that differs from this tokenizer's.
@@ -65,7 +71,10 @@ class DirectSearch:
 
     def __init__(self, model: Any, tokenizer: Any, index: TrieIndex, catalog: Any, *, beams: int = 20,
                  batch_size: int = 8, length_penalty: float = 0.0, max_new_tokens: int | None = None,
-                 max_length: int | None = None):
+                 max_length: int | None = None, decoder: str = "prefill_once"):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.decoder = decoder
         if index.mode != "whole":
             raise ValueError("DirectSearch needs a whole-mode index (items end with EOS); this one is span mode")
         if tokenizer.eos_token_id != index.end_token_id:
@@ -145,6 +154,11 @@ class DirectSearch:
         enc = {key: v.to(device) for key, v in enc.items()}
         proc = TrieConstraint(self.index, eos_token_id=self.index.end_token_id, rows_per_query=beams,
                               deny=exclude, allow=allow)
+        if self.decoder == "prefill_once":
+            seqs, sc = constrained_beam_search(self.model, enc["input_ids"], enc["attention_mask"], proc,
+                                               num_beams=beams, max_new_tokens=self.max_new_tokens,
+                                               pad_token_id=self.pad_id, length_penalty=self.length_penalty)
+            return self._rank(seqs.cpu().numpy(), sc.cpu().numpy(), len(prompts), beams, k)
         out = self.model.generate(**enc, num_beams=beams, num_return_sequences=beams, do_sample=False,
                                   max_new_tokens=self.max_new_tokens, logits_processor=LogitsProcessorList([proc]),
                                   pad_token_id=self.pad_id, eos_token_id=self.index.end_token_id,

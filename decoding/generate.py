@@ -1,6 +1,8 @@
-"""Inference over conversations: load a model dir (+ adapter), load and check the trie index, write predictions.
+"""Inference over conversations: check the trie index against the model's tokenizer, write predictions.
 
     dlsearch generate --model runs/m --index runs/m/trie --input conversations.jsonl --beams 20 --k 10 --out preds.jsonl
+
+The model and tokenizer come from the caller (the command loads them with dlsearch.finetune.loading.load_model).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, Prediction, PredictionLog, ScoredItem, load_conversations, save_predictions
@@ -20,23 +21,6 @@ from dlsearch.decoding.direct import DirectSearch, SearchStats
 from dlsearch.decoding.index import TrieIndex
 
 TASK = "conversation->item"
-
-
-def load_model(model_dir: str | Path, adapter: str | Path | None = None, *, catalog: Catalog | None = None,
-               device: str | None = None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """Load a model dir written by finetune (HF dir + manifest.json; an adapter dir loads onto its base) through
-    finetune.loading.load_finetuned, which refuses a catalog the model was not trained for. With --adapter, the
-    adapter dir is loaded onto model_dir as its base. The tokenizer pads on the left (decoder-only batches)."""
-    from dlsearch.finetune.loading import load_finetuned
-
-    if adapter is not None:
-        model, tokenizer, _ = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, device=device, dtype=dtype)
-    else:
-        model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog, device=device, dtype=dtype)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return model, tokenizer
 
 
 def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
@@ -84,15 +68,8 @@ def recommend_for_conversation(conv: Conversation, search: DirectSearch, k: int 
     return to_predictions([conv.id], scores, rows, search.catalog)[0]
 
 
-def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_path: str | Path, out_path: str | Path,
-                         *, adapter: str | Path | None = None, catalog_path: str | Path | None = None, beams: int = 20,
-                         k: int = 10, batch_size: int = 8, exclude_mentioned: bool = True,
-                         limit: int | None = None, resume: bool = False) -> dict[str, Any]:
-    """Run constrained beam search over a conversations file, appending predictions JSONL batch by batch (`resume`:
-    keep the lines already written, cut a torn last line, do only the rest). Returns the stats dict (valid-item
-    rate, duplicate rate, counts) that the CLI prints."""
-    from tqdm import tqdm
-
+def index_catalog(index_dir: str | Path, catalog_path: str | Path | None = None) -> Catalog:
+    """The catalog a trie index was built for: catalog_path, else the one its manifest records."""
     index_dir = Path(index_dir)
     if not (index_dir / "manifest.json").exists():
         raise FileNotFoundError(f"{index_dir / 'manifest.json'}: missing; build it with `dlsearch index build --kind trie`")
@@ -103,8 +80,17 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
             raise ValueError(f"{index_dir / 'manifest.json'} records no catalog_path; pass --catalog")
         # new manifests store it relative to the index dir; older ones relative to where the index was built
         catalog_path = index_dir / recorded if (index_dir / recorded).is_file() else Path(recorded)
-    catalog = load_catalog_jsonl(catalog_path)
-    model, tokenizer = load_model(model_dir, adapter, catalog=catalog)
+    return load_catalog_jsonl(catalog_path)
+
+
+def generate_predictions(model: Any, tokenizer: Any, catalog: Catalog, index_dir: str | Path, input_path: str | Path,
+                         out_path: str | Path, *, beams: int = 20, k: int = 10, batch_size: int = 8,
+                         exclude_mentioned: bool = True, limit: int | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run constrained beam search over a conversations file, appending predictions JSONL batch by batch (`resume`:
+    keep the lines already written, cut a torn last line, do only the rest). Returns the stats dict (valid-item
+    rate, duplicate rate, counts) that the CLI prints."""
+    from tqdm import tqdm
+
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
     convs = load_conversations(input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
@@ -124,4 +110,4 @@ def generate_predictions(model_dir: str | Path, index_dir: str | Path, input_pat
             "out": str(out_path), **stats.as_dict()}
 
 
-__all__ = ["load_model", "conversation_prompt", "recommend_for_conversation", "generate_predictions", "to_predictions", "SearchStats"]
+__all__ = ["index_catalog", "conversation_prompt", "recommend_for_conversation", "generate_predictions", "to_predictions", "SearchStats"]

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dlsearch.data.prompts import ANSWER_PREFIX, ITEM_START, make_completion
+from dlsearch.data.prompts import ANSWER_PREFIX, ITEM_START, apply_chat_template, make_completion
 
 
 class ItemTokenizationError(ValueError):
     """An item code whose tokens depend on the text before it (a merge across the prompt boundary)."""
 
 
+def chat_completion(tokenizer: Any, completion: str) -> str:
+    """The completion text a model is trained on and constrained to after the answer context: make_completion's
+    leading space, unless the tokenizer is a chat model's and that space merges with the end of its generation prompt
+    (SmolLM2: "assistant\n" + " <a_0>" tokenizes "\n " as one token), in which case the space is dropped. Training
+    (finetune.train.stage_dataset) and the trie (item_token_ids) both go through here, so they agree per item."""
+    if not completion.startswith(" ") or not getattr(tokenizer, "chat_template", None):
+        return completion
+    context = answer_context(tokenizer)
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(context + completion, add_special_tokens=False)["input_ids"]
+    return completion if ids[: len(ctx)] == ctx else completion[1:]
+
+
 def completion_token_ids(tokenizer: Any, completions: Sequence[str], *, context: str = ANSWER_PREFIX,
-                         batch_size: int = 4096) -> list[list[int]]:
+                         batch_size: int = 4096, drop_merged_space: bool = False) -> list[list[int]]:
     """Tokens of each completion as they follow `context` in one encoding.
 
     Args:
@@ -36,6 +49,9 @@ def completion_token_ids(tokenizer: Any, completions: Sequence[str], *, context:
         chunk = list(completions[i:i + batch_size])
         enc = tokenizer([context + c for c in chunk], add_special_tokens=False)["input_ids"]
         for c, ids in zip(chunk, enc):
+            if ids[: len(ctx)] != ctx and drop_merged_space and c.startswith(" "):
+                c = c[1:]  # chat_completion's rule, applied only to the completions that merge
+                ids = tokenizer(context + c, add_special_tokens=False)["input_ids"]
             if ids[: len(ctx)] != ctx:
                 raise ItemTokenizationError(
                     f"completion {c!r} merges with the text before it ({context!r}); its tokens would differ at "
@@ -46,11 +62,21 @@ def completion_token_ids(tokenizer: Any, completions: Sequence[str], *, context:
     return out
 
 
+def answer_context(tokenizer: Any) -> str:
+    """The text a whole-output completion follows: the answer prefix, then, for a chat model, the rest of its
+    template's generation prompt ("\n### Answer:<|im_end|>\n<|im_start|>assistant\n" for SmolLM2)."""
+    rendered = apply_chat_template(tokenizer, ANSWER_PREFIX)
+    return rendered[rendered.rindex(ANSWER_PREFIX):]
+
+
 def item_token_ids(tokenizer: Any, codes: Sequence[str], *, mode: str = "whole") -> list[list[int]]:
-    """Token ids of every item code as the model writes it: mode "whole" after the answer prefix with the leading
-    space of make_completion; mode "span" right after the ITEM_START marker inside free text."""
+    """Token ids of every item code as the model writes it: mode "whole" after the answer prefix (and the chat
+    template's generation prompt) with the leading space of make_completion; mode "span" right after the ITEM_START
+    marker inside free text."""
     if mode == "whole":
-        return completion_token_ids(tokenizer, [make_completion(c) for c in codes], context=ANSWER_PREFIX)
+        chat = bool(getattr(tokenizer, "chat_template", None))
+        return completion_token_ids(tokenizer, [make_completion(c) for c in codes], context=answer_context(tokenizer),
+                                    drop_merged_space=chat)
     if mode == "span":
         marker_ids = tokenizer(ITEM_START, add_special_tokens=False)["input_ids"]
         if len(marker_ids) != 1:

@@ -90,7 +90,8 @@ class TrainSettings:
     save_steps: int = 500  # checkpoint every N steps (what --resume continues from)
     save_total_limit: int = 2
     logging_steps: int = 50
-    bf16: bool | None = None  # null = auto: on when CUDA supports bf16; never on CPU (no bf16 units: 6-8x slower)
+    bf16: bool | None = None  # null = auto: bf16 autocast on CUDA with bf16 and on CPUs with bf16 units (amx_bf16 /
+    #                           avx512_bf16: ~3x faster); float32 on other CPUs (emulated bf16 is slower)
     gradient_checkpointing: bool = False  # saves activation memory for ~30 % more compute; small models don't need it
     max_grad_norm: float = 1.0
     loss: str = "auto"  # auto | fused | plain. fused: trl's chunked LM head (less memory for big vocabularies, GPU);

@@ -1,14 +1,18 @@
-"""Load what `dlsearch finetune` / `dlsearch model init` saved: a plain model dir or a LoRA adapter on its base.
+"""The one model loader: a dir written by `dlsearch finetune` / `model init` (plain model or LoRA adapter on its
+base), a base written by `dlsearch model import`, or any local Hugging Face causal-LM dir.
 
-    model, tokenizer, manifest = load_finetuned("runs/movielens", catalog=catalog)
+    model, tokenizer, manifest = load_model("runs/movielens", catalog=catalog)       # inference: eval, left padding
+    model, tokenizer, manifest = load_finetuned("runs/movielens", catalog=catalog)   # the same, padding side as saved
 
-Refuses, with a message that says what to do, an adapter whose base model differs from the one it was trained on
-(fingerprint of config + weights), a catalog other than the one in the manifest, and adapter files whose keys do
-not match the model (missing or unexpected keys).
+Libraries (decoding, retrieval, evaluation) take a model and tokenizer; the application and the commands load them
+here. Refuses, with a message that says what to do: a GGUF file (import it first), an adapter whose base model
+differs from the one it was trained on (fingerprint of config + weights), a catalog other than the one in the
+manifest, and adapter files whose keys do not match the model. A base with no catalog stamp is loaded with a warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.ids import IdMap
-from dlsearch.finetune.manifest import ManifestError, check_catalog, read_manifest
+from dlsearch.data.prompts import ensure_pad_token
+from dlsearch.finetune.manifest import MANIFEST, ManifestError, check_catalog, read_manifest, write_manifest
 
 
 def model_dtype(name: str) -> torch.dtype:
@@ -36,6 +41,54 @@ def nf4_config() -> Any:
                               bnb_4bit_use_double_quant=True)
 
 
+def model_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a model dir; for a Hugging Face dir without one (a base not written by dlsearch), a stand-in
+    {"kind": "base", "base_model": path}.
+
+    Raises:
+        ValueError: a GGUF file (or a dir of GGUF files without config.json): import it with `dlsearch model import`.
+        FileNotFoundError: nothing at path.
+        ManifestError: a dir that is neither.
+    """
+    p = Path(path)
+    gguf = p if p.suffix.lower() == ".gguf" else next(iter(sorted(p.glob("*.gguf"))), None) if p.is_dir() else None
+    if gguf is not None and not (p.is_dir() and ((p / MANIFEST).exists() or (p / "config.json").exists())):
+        raise ValueError(f"{p}: a GGUF file; convert it once with `dlsearch model import {p} --out DIR`, then pass DIR")
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such model dir")
+    if (p / MANIFEST).exists():
+        return read_manifest(p)
+    if (p / "config.json").exists():
+        return {"kind": "base", "base_model": str(p)}
+    raise ManifestError(f"{p}: not a model dir (neither manifest.json from dlsearch nor a Hugging Face config.json)")
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer of a model dir (checked as in model_manifest), with a pad token (the EOS when it has none)."""
+    model_manifest(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def init_pretrained_model(catalog: Catalog, idmap: IdMap, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
+    """Copy a local causal LM with the id tokens added (mean-initialized) into out_dir, with a manifest."""
+    from dlsearch.finetune.model_factory import add_id_tokens, count_parameters
+
+    src = Path(pretrained_dir)
+    # Any base: `dlsearch model import` output or a local Hugging Face dir (a GGUF file is refused with the command
+    # that imports it); a fine-tuned dir (with its id tokens) can be a base too.
+    model, tokenizer, _ = load_finetuned(src, merge=True)
+    added = add_id_tokens(model, tokenizer, idmap)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_manifest(out, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=str(src.resolve()),
+                   extra={"kind": "model", "added_token_ids": added, "parameters": count_parameters(model)})
+    return out
+
+
 def load_base(path: str | Path, *, quantized: bool, dtype: torch.dtype = torch.float32) -> Any:
     if not quantized:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -46,28 +99,46 @@ def load_base(path: str | Path, *, quantized: bool, dtype: torch.dtype = torch.f
 
 def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None = None, catalog: Catalog | None = None,
                    merge: bool = False, dtype: torch.dtype = torch.float32, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """(model in eval mode, tokenizer, manifest) for a model dir or an adapter dir.
+    """(model in eval mode, tokenizer with a pad token, manifest) for a model dir, an adapter dir or a base dir.
 
     Args:
-        model_dir: dir with manifest.json and either model weights or an adapter/ subdir.
+        model_dir: dir with manifest.json and either model weights or an adapter/ subdir; or a base (model import,
+            or any local Hugging Face causal-LM dir).
         base_model_dir: for adapters, the base to load onto (default: the manifest's base_model path).
-        catalog: when given, must be the catalog the model was trained for.
+        catalog: when given, must be the catalog the model was trained for (a base has none: warned, not refused).
         merge: merge LoRA weights into the base and return a plain model.
     Raises:
         ManifestError: wrong catalog, wrong base model, or adapter keys that do not match.
+        ValueError: a GGUF file (see model_manifest).
     """
     d = Path(model_dir)
-    man = read_manifest(d)
+    man = model_manifest(d)
     if catalog is not None:
-        check_catalog(man, catalog, where=str(d))
-    tokenizer = AutoTokenizer.from_pretrained(d)
-    if man.get("kind", "model") == "model":
-        model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype)
+        if man.get("kind") == "base":
+            warnings.warn(f"{d}: a base model with no catalog stamp (not fine-tuned for this catalog); using it as is",
+                          stacklevel=2)
+        else:
+            check_catalog(man, catalog, where=str(d))
+    tokenizer = load_tokenizer(d)
+    if man.get("kind", "model") in ("model", "base"):
+        model = load_base(d, quantized=False, dtype=dtype)
     else:
         model = _load_adapter(d, man, tokenizer, base_model_dir, dtype=dtype, merge=merge)
     if device is not None:
         model.to(device)
     model.eval()
+    return model, tokenizer, man
+
+
+def load_model(model_dir: str | Path, *, adapter: str | Path | None = None, catalog: Catalog | None = None,
+               dtype: torch.dtype = torch.float32, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """load_finetuned for inference: with `adapter`, that adapter dir on model_dir as its base; the tokenizer pads on
+    the left (decoder-only batches). Every verb that takes --model / model_dir loads through here."""
+    if adapter is not None:
+        model, tokenizer, man = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, dtype=dtype, device=device)
+    else:
+        model, tokenizer, man = load_finetuned(model_dir, catalog=catalog, dtype=dtype, device=device)
+    tokenizer.padding_side = "left"
     return model, tokenizer, man
 
 
@@ -93,7 +164,7 @@ def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: 
     model = load_base(base, quantized=man.get("method") == "qlora" and not merge, dtype=dtype)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         # A pretrained base: the id tokens were added at training time; re-add them the same way.
-        add_id_tokens(model, AutoTokenizer.from_pretrained(base), IdMap.load(d / "idmap.json"))
+        add_id_tokens(model, load_tokenizer(base), IdMap.load(d / "idmap.json"))
     peft_model = PeftModel.from_pretrained(model, d / "adapter", is_trainable=False)
     saved = check_adapter_keys(peft_model, d / "adapter")
     if not merge:

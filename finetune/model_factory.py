@@ -4,7 +4,9 @@ causal LM with the catalog's id tokens added.
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --size configs/models/llama-2m.yaml --out runs/init
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --pretrained /models/my-lm --out runs/init
 
-Both paths save a Hugging Face dir (AutoModelForCausalLM / AutoTokenizer load it) with a `manifest.json`.
+Both paths save a Hugging Face dir (AutoModelForCausalLM / AutoTokenizer load it) with a `manifest.json`. The
+pretrained path (`init_pretrained_model`) lives in finetune/loading.py, beside the one loader it uses; it adds the
+id tokens with `add_id_tokens` from here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.ids import IdMap
@@ -148,29 +150,6 @@ def add_id_tokens(model: Any, tokenizer: Any, idmap: IdMap) -> list[int]:
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return new_ids
-
-
-def ensure_pad_token(tokenizer: Any) -> None:
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # generation masks pads; eos is the common choice for LMs
-
-
-def init_pretrained_model(catalog: Catalog, idmap: IdMap, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
-    """Copy a local causal LM with the id tokens added (mean-initialized) into out_dir, with a manifest."""
-    src = Path(pretrained_dir)
-    if not (src / "config.json").exists():
-        raise FileNotFoundError(f"{src}: not a Hugging Face model dir (no config.json); pass a local directory")
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    ensure_pad_token(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    added = add_id_tokens(model, tokenizer, idmap)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_manifest(out, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=str(src.resolve()),
-                   extra={"kind": "model", "added_token_ids": added, "parameters": count_parameters(model)})
-    return out
 
 
 def model_fingerprint(model_dir: str | Path) -> str:

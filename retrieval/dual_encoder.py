@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
+from dlsearch.data.prompts import ensure_pad_token
 from dlsearch.retrieval.ann import AnnIndex, build_ann
 from dlsearch.retrieval.embedding import conversation_text, embed_texts
 from dlsearch.retrieval.shape import check_k
@@ -296,8 +297,7 @@ def llm_features(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size
     `model` is any transformers model that returns hidden states (a fine-tuned model loaded by the caller)."""
     model.eval()
     out = []
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     for s in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[s : s + batch_size]), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         hs = model(**enc, output_hidden_states=True).hidden_states[-1]  # [b, t, h]

@@ -1,6 +1,6 @@
 """Queries for the fallbacks from the fine-tuned model: `conversation->concepts` and `conversation->query`.
 
-    gen = TaskGenerator(model, tokenizer, catalog)        # model/tokenizer from dlsearch.finetune.loading.load_finetuned
+    gen = TaskGenerator(model, tokenizer, catalog)        # model/tokenizer from dlsearch.finetune.loading.load_model
     gen.concepts(conversation) -> ["sci-fi", "robots"]    # free generation, split on ", "
     gen.query(conversation)    -> "funny space adventure"
 
@@ -21,6 +21,7 @@ from dlsearch.data.prompts import (
     CONCEPT_SEP,
     apply_chat_template,
     encode_prompts,
+    ensure_pad_token,
     prompt_for_context,
 )
 from dlsearch.retrieval.embedding import conversation_text
@@ -32,8 +33,7 @@ class TaskGenerator:
         self.model, self.tokenizer, self.catalog = model, tokenizer, catalog
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.max_messages = max_messages  # the context length the model was trained with (recipe data.max_messages)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
 
     @torch.no_grad()
     def generate(self, task: str, convs: Sequence[Conversation]) -> list[str]:
@@ -59,11 +59,3 @@ class TaskGenerator:
 
     def query(self, conv: Conversation) -> str:
         return self.generate("conversation->query", [conv])[0]
-
-
-def load_model(model_dir: str, catalog: Catalog | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a fine-tuned model dir: finetune.loading.load_finetuned (plain or adapter dirs)."""
-    from dlsearch.finetune.loading import load_finetuned
-
-    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
-    return model, tokenizer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
             max_position_embeddings=512)
@@ -57,6 +58,27 @@ def random_prompts(rng: np.random.Generator, batch: int, vocab: int, *, pad: int
         ids[i, width - n:] = rng.integers(low, vocab, size=n)
         mask[i, width - n:] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+class BothBackends(LogitsProcessor):
+    """Runs the numpy and the torch constraint on copies of each step's scores, checks they agree (same allowed
+    tokens, same scores), and passes the numpy result on."""
+
+    def __init__(self, index, **kw):
+        from dlsearch.decoding.constraint import TrieConstraint
+
+        self.np_ = TrieConstraint(index, backend="numpy", **kw)
+        self.t = TrieConstraint(index, backend="torch", **kw)
+        self.steps = 0
+
+    def __call__(self, input_ids, scores):
+        a = self.np_(input_ids, scores.clone())
+        b = self.t(input_ids, scores.clone())
+        fa, fb = torch.isfinite(a), torch.isfinite(b)
+        assert torch.equal(fa, fb), f"step {self.steps}: allowed sets differ in rows {(fa != fb).any(1).nonzero().flatten().tolist()}"
+        assert torch.equal(a[fa], b[fb]) and torch.equal(a.isneginf(), b.isneginf())
+        self.steps += 1
+        return a
 
 
 def write_tiny_direct(out_dir, catalog, *, seed: int = 3, beams: int = 8, batch_size: int = 16) -> dict:

@@ -77,8 +77,8 @@ def finetune(data_dir: Path, model_dir: Path, cfg: QuickstartConfig) -> dict[str
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
     """Trie over the id codes (decoding) and the dual-encoder index (retrieval); BM25 is built in memory later."""
-    from dlsearch.decoding.generate import load_model
     from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.loading import load_tokenizer
     from dlsearch.retrieval.build import build_dual
     from dlsearch.retrieval.dual_encoder import DualEncoderConfig
 
@@ -88,7 +88,7 @@ def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartCon
     idmap = IdMap.load(data_dir / "idmap.json")
     trie_dir, dual_dir = out / "index" / "trie", out / "index" / "dual"
     if not (trie_dir / "manifest.json").exists():
-        _, tokenizer = load_model(model_dir)
+        tokenizer = load_tokenizer(model_dir)
         build_index(catalog, idmap, tokenizer).save(trie_dir)
     if not (dual_dir / "manifest.json").exists():
         train = load_conversations(data_dir / "conversations" / "train.jsonl")
@@ -103,7 +103,7 @@ def router_config(data_dir: Path, model_dir: Path, indexes: dict[str, str], out:
         "catalog": str(data_dir / "catalog.jsonl"), "k": 10, "cache_dir": str(out / "embeddings"), "model_dir": str(model_dir),
         "policy": {"unmeasured": "fallback"},
         "strategies": {
-            "direct": {"enabled": True, "factory": "dlsearch.retrieval.direct:direct_from_config",
+            "direct": {"enabled": True, "factory": "direct",
                        "options": {"index": indexes["trie"], "beams": cfg.beams}},
             "dual": {"enabled": True, "index": indexes["dual"]},
             "bm25": {"enabled": True, "index": None},

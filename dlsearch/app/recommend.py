@@ -28,7 +28,9 @@ TOP_KEYS = {"catalog", "k", "cache_dir", "model_dir", "policy", "strategies"}
 QUERY_FROM = ("conversation", "meta", "model")
 STRATEGY_GROUP = "dlsearch.strategies"  # entry-point group of strategy factories (pyproject.toml)
 # The package's own factories, for a source checkout whose installed metadata predates the entry point.
-BUILTIN_STRATEGIES = {"direct": "dlsearch.retrieval.direct:direct_from_config"}
+BUILTIN_STRATEGIES = {"direct": "dlsearch.app.strategies:direct_from_config"}
+# targets older configs spelled out, by the name they are registered under now
+MOVED_STRATEGIES = {"dlsearch.retrieval.direct:direct_from_config": "direct", "retrieval.direct:direct_from_config": "direct"}
 
 
 def registered_strategies() -> dict[str, Any]:
@@ -36,14 +38,17 @@ def registered_strategies() -> dict[str, Any]:
     names one of these; it never names a module to import (a config file must not be able to run code)."""
     from importlib.metadata import EntryPoint, entry_points
 
-    found = {n: EntryPoint(n, v, STRATEGY_GROUP) for n, v in BUILTIN_STRATEGIES.items()}
-    found.update({ep.name: ep for ep in entry_points(group=STRATEGY_GROUP)})
+    found = {ep.name: ep for ep in entry_points(group=STRATEGY_GROUP)}
+    # ours last: an install whose entry-point metadata predates a move (direct_from_config left retrieval for the
+    # application layer) must not shadow the built-in
+    found.update({n: EntryPoint(n, v, STRATEGY_GROUP) for n, v in BUILTIN_STRATEGIES.items()})
     return found
 
 
 def _registered(name: str) -> Any:
     eps = registered_strategies()
-    ep = eps.get(name) or {e.value: e for e in eps.values()}.get(name)  # the entry's target: older configs' spelling
+    ep = (eps.get(name) or {e.value: e for e in eps.values()}.get(name)  # the entry's target: older configs' spelling
+          or eps.get(MOVED_STRATEGIES.get(name, "")))
     if ep is None:
         raise ValueError(f"factory: {name!r} is not a registered strategy; registered: {', '.join(sorted(eps))} "
                          f"(packages add theirs in the {STRATEGY_GROUP!r} entry-point group)")
@@ -217,9 +222,10 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
         if generator is None:
             if not model_dir:
                 raise ValueError("a strategy takes its query from the model but 'model_dir' is not set")
-            from dlsearch.retrieval.generate import TaskGenerator, load_model
+            from dlsearch.finetune.loading import load_model
+            from dlsearch.retrieval.generate import TaskGenerator
 
-            generator = TaskGenerator(*load_model(model_dir, catalog), catalog)
+            generator = TaskGenerator(*load_model(model_dir, catalog=catalog)[:2], catalog)
         return generator
 
     strategies: dict[str, Any] = {}

@@ -109,10 +109,10 @@ def _train(catalog: Catalog, idmap: IdMap, out_dir: Path, cfg: SweepConfig) -> P
 
 def _generate_ids(model_dir: Path, catalog: Catalog, idmap: IdMap, titles: list[str]) -> list[str]:
     """Greedy, unconstrained title->id generations (finetune.memorization)."""
-    from dlsearch.finetune.loading import load_finetuned
+    from dlsearch.finetune.loading import load_model
     from dlsearch.finetune.memorization import code_token_budget, generate_ids
 
-    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
+    model, tokenizer, _ = load_model(model_dir, catalog=catalog)
     return generate_ids(model, tokenizer, titles, max_new_tokens=code_token_budget(tokenizer, idmap))
 
 
@@ -121,11 +121,9 @@ def _direct_text_search(model_dir: Path, catalog: Catalog, idmap: IdMap, cfg: Sw
     from dlsearch.data.prompts import apply_chat_template, prompt_for_item_task
     from dlsearch.decoding.direct import DirectSearch
     from dlsearch.decoding.index import build_index
-    from dlsearch.finetune.loading import load_finetuned
+    from dlsearch.finetune.loading import load_model
 
-    model, tokenizer, _ = load_finetuned(model_dir, catalog=catalog)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer, _ = load_model(model_dir, catalog=catalog)
     engine = DirectSearch(model, tokenizer, build_index(catalog, idmap, tokenizer), catalog, beams=max(int(cfg.step_options.get("num_beams", 10)), k))
 
     class _Search:

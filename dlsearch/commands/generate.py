@@ -13,8 +13,8 @@ from dlsearch.commands import output_file, positive_int
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="recommend catalog items for conversations with trie-constrained decoding")
-    p.add_argument("--model", required=True, help="model dir (HF dir + manifest.json)")
-    p.add_argument("--adapter", help="peft adapter dir (default: MODEL/adapter if present)")
+    p.add_argument("--model", required=True, help="model dir: fine-tuned (manifest.json), imported (dlsearch model import) or any local HF causal-LM dir")
+    p.add_argument("--adapter", help="peft adapter dir to load onto --model as its base")
     p.add_argument("--index", required=True, help="trie index dir (dlsearch index build --kind trie)")
     p.add_argument("--input", required=True, help="conversations JSONL")
     p.add_argument("--out", required=True, help="predictions JSONL to write")
@@ -29,11 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from dlsearch.decoding.generate import generate_predictions
+    from dlsearch.decoding.generate import generate_predictions, index_catalog
+    from dlsearch.finetune.loading import load_model
 
     output_file(args.out)
-    stats = generate_predictions(args.model, args.index, args.input, args.out, adapter=args.adapter,
-                                 catalog_path=args.catalog, beams=args.beams, k=args.k, batch_size=args.batch_size,
-                                 exclude_mentioned=not args.keep_mentioned, limit=args.limit, resume=args.resume)
+    catalog = index_catalog(args.index, args.catalog)
+    model, tokenizer, _ = load_model(args.model, adapter=args.adapter, catalog=catalog)
+    stats = generate_predictions(model, tokenizer, catalog, args.index, args.input, args.out, beams=args.beams, k=args.k,
+                                 batch_size=args.batch_size, exclude_mentioned=not args.keep_mentioned, limit=args.limit,
+                                 resume=args.resume)
     print(json.dumps(stats, indent=2))
     return 0

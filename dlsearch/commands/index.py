@@ -21,7 +21,7 @@ from dlsearch.commands import index_retrieval
 def _trie_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trie")
     g.add_argument("--idmap", help="trie: id map JSON (the codes the model writes)")
-    g.add_argument("--model", help="trie: model dir whose tokenizer the index is built for")
+    g.add_argument("--model", help="trie: model dir whose tokenizer the index is built for (fine-tuned, imported or a local HF dir)")
     g.add_argument("--mode", choices=("whole", "span"), default="whole",
                    help="trie: whole = the output is one item then EOS; span = items inside free text")
     g.add_argument("--source", choices=("id", "title"), default="id", help="trie: index id codes or titles")
@@ -30,11 +30,10 @@ def _trie_options(p: argparse.ArgumentParser) -> None:
 def build_trie(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
-    from transformers import AutoTokenizer
-
     from dlsearch.data.catalog import load_catalog_jsonl
     from dlsearch.data.ids import IdMap, build_idmap
     from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.loading import load_tokenizer
 
     if not args.model:
         raise ValueError("--kind trie needs --model (the model dir whose tokenizer will decode)")
@@ -52,7 +51,7 @@ def build_trie(args: argparse.Namespace) -> dict[str, Any]:
         if (Path(args.data) / "manifest.json").is_file():
             prepared = prepared_fingerprint(args.data)
             check_same_prepared(read_manifest(args.model).get("prepared"), args.data, what=f"model {args.model}")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model)
     index = build_index(catalog, idmap, tokenizer, mode=args.mode, source=args.source)
     # stored relative to the index dir: the index can be moved together with its data, and read from any directory
     index.manifest["catalog_path"] = os.path.relpath(Path(catalog_path(args)).resolve(), Path(args.out).resolve())

@@ -59,7 +59,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from dlsearch.data.catalog import load_catalog_jsonl
     from dlsearch.data.ids import IdMap
     from dlsearch.finetune.config import TokenizerConfig, load_model_size
-    from dlsearch.finetune.model_factory import init_pretrained_model, init_scratch_model
+    from dlsearch.finetune.loading import init_pretrained_model
+    from dlsearch.finetune.model_factory import init_scratch_model
 
     catalog = load_catalog_jsonl(args.catalog)
     idmap = IdMap.load(args.idmap)

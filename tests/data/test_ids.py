@@ -128,6 +128,37 @@ def test_extend_keeps_old_codes(movielens, ml_embeddings, scheme):
         new.extend(old_cat.subset(old_cat.ids[:10]))
 
 
+def test_title_codes_are_display_titles_with_suffixed_duplicates_and_match_normalized() -> None:
+    """GENRE-style title ids (scheme version 2): the model writes the title as displayed; the normalized form is
+    only for matching. Regression: version 1 codes were lowercased ('toy story (1995)')."""
+    from dlsearch.data.catalog import Item
+
+    cat = Catalog([Item("1", "Toy Story (1995)"), Item("2", "Matrix, The (1999)"), Item("3", "The Matrix  (1999)"),
+                   Item("4", " (2015)"), Item("5", "toy story (1995)"), Item("6", "Toy Story (1995) [2]")])
+    m = build_idmap(cat, "title")
+    assert m.params["scheme_version"] == 2
+    assert [m.codes[i] for i in "1234"] == ["Toy Story (1995)", "Matrix, The (1999)", "The Matrix (1999) [2]", "(2015)"]
+    # duplicates under normalization get distinct suffixes, and no two codes share a normalized form
+    from dlsearch.data.titles import normalize_title
+
+    assert len({normalize_title(c) for c in m.codes.values()}) == len(cat)
+    assert m.codes["5"].startswith("toy story (1995) [") and m.codes["6"].startswith("Toy Story (1995) [2]")
+    assert m.item("the matrix (1999)") == "2" and m.item("THE MATRIX (1999) [2]") == "3" and m.item("(2015)") == "4"
+    with pytest.raises(IdMapError):
+        m.item("The Matrix Reloaded (2003)")
+    bigger = m.extend(Catalog(list(cat) + [Item("7", "Toy Story  (1995)")]))
+    assert bigger.codes["7"].startswith("Toy Story (1995) [") and bigger.codes["7"] not in m.codes.values()
+
+
+def test_title_maps_of_version_1_still_extend_with_normalized_codes() -> None:
+    from dlsearch.data.catalog import Item
+
+    cat = Catalog([Item("1", "Toy Story (1995)")])
+    old = IdMap(scheme="title", codes={"1": "toy story (1995)"}, catalog_hash=cat.content_hash(), params={"seed": 0})
+    ext = old.extend(Catalog([Item("1", "Toy Story (1995)"), Item("2", "Heat (1995)")]))
+    assert ext.codes == {"1": "toy story (1995)", "2": "heat (1995)"}
+
+
 @pytest.mark.parametrize("scheme, params, bad", [
     ("random", {"lenght": 3}, "lenght"),  # issue 13: a misspelled parameter was accepted and saved
     ("atomic", {"length": 3}, "length"),  # atomic takes no parameters at all

@@ -13,7 +13,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from dlsearch.decoding.constraint import TrieConstraint
 from dlsearch.decoding.index import index_from_sequences
 
-from decoding_fixtures import make_model, random_prompts
+from decoding_fixtures import BothBackends, make_model, random_prompts
 
 EOS, PAD, LOW = 2, 0, 5  # token ids: items use tokens >= LOW
 V = 32
@@ -54,14 +54,14 @@ def check_outputs(sequences: torch.Tensor, prompt_width: int, items: set[tuple[i
     return len(gen)
 
 
-def run(seqs, setting, batch, seed, *, adversary=False, deny=None, allow=None, max_extra=1):
+def run(seqs, setting, batch, seed, *, adversary=False, deny=None, allow=None, max_extra=1, backend="numpy"):
     index = index_from_sequences([f"i{i}" for i in range(len(seqs))], seqs, vocab_size=V, end_token_id=EOS)
     rng = np.random.default_rng(seed)
     ids, mask = random_prompts(rng, batch, V, pad=PAD, low=LOW)
     nb = setting.get("num_beams", 1)
     rpq = max(nb, setting.get("num_return_sequences", 1))
     procs = [Adversary(seed)] if adversary else []
-    procs.append(TrieConstraint(index, eos_token_id=EOS, rows_per_query=rpq, allow=allow, deny=deny))
+    procs.append(TrieConstraint(index, eos_token_id=EOS, rows_per_query=rpq, allow=allow, deny=deny, backend=backend))
     torch.manual_seed(seed)
     out = MODEL.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(map(len, seqs)) + max_extra,
                          logits_processor=LogitsProcessorList(procs), pad_token_id=PAD, eos_token_id=EOS,
@@ -95,17 +95,52 @@ def decoding_settings(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
           phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: it re-runs generate for minutes
 @given(seqs=catalogs(), setting=decoding_settings(), batch=st.integers(1, 6), seed=st.integers(0, 10_000),
-       adversary=st.booleans())
-def test_property_raw_outputs_are_complete_catalog_items(seqs, setting, batch, seed, adversary):
+       adversary=st.booleans(), backend=st.sampled_from(["numpy", "torch"]))
+def test_property_raw_outputs_are_complete_catalog_items(seqs, setting, batch, seed, adversary, backend):
     if setting.get("do_sample") and setting.get("num_beams", 1) > 1:
         # beam sampling draws num_beams*2 candidates without replacement; it needs that many finite scores
         total = sum(1 for _ in seqs)
         if adversary or total < 2 * setting["num_beams"]:
             setting = {**setting, "do_sample": False}
-    out, width, _ = run(seqs, setting, batch, seed, adversary=adversary)
+    out, width, _ = run(seqs, setting, batch, seed, adversary=adversary, backend=backend)
     checked = check_outputs(out.sequences, width, {tuple(s) for s in seqs},
                             getattr(out, "sequences_scores", None), setting.get("num_beams", 1))
     assert checked == batch * setting.get("num_return_sequences", 1)  # every returned row was checked
+
+
+@st.composite
+def lists_for(draw, names, n_q):
+    kind = draw(st.sampled_from(["none", "deny", "allow", "both"]))
+    pick = st.lists(st.sampled_from(names + ["unknown"]), max_size=len(names))
+    per_q = lambda: [draw(st.one_of(st.none(), pick)) for _ in range(n_q)]  # noqa: E731
+    return (per_q() if kind in ("allow", "both") else None, per_q() if kind in ("deny", "both") else None)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(seqs=catalogs(), setting=decoding_settings(), batch=st.integers(1, 5), seed=st.integers(0, 10_000),
+       adversary=st.booleans(), updates=st.integers(0, 3), data=st.data())
+def test_property_torch_backend_equals_numpy(seqs, setting, batch, seed, adversary, updates, data):
+    """The torch backend allows exactly the numpy backend's tokens at every step of real generate calls: random
+    tries, prompts, decoding settings, allow/deny lists, retired items and a delta segment."""
+    if setting.get("do_sample") and setting.get("num_beams", 1) > 1:
+        setting = {**setting, "do_sample": False}
+    names = [f"i{i}" for i in range(len(seqs))]
+    split = len(seqs) - (updates if updates < len(seqs) else 0)
+    index = index_from_sequences(names[:split], seqs[:split], vocab_size=V, end_token_id=EOS)
+    if split < len(seqs):  # the last items arrive through the delta trie
+        index.add_items(names[split:], seqs[split:])
+    if updates >= 2 and len(seqs) > 1:
+        index.retire_items([names[0]])
+    rpq = max(setting.get("num_beams", 1), setting.get("num_return_sequences", 1))
+    allow, deny = data.draw(lists_for(names, batch))
+    proc = BothBackends(index, eos_token_id=EOS, rows_per_query=rpq, allow=allow, deny=deny)
+    procs = ([Adversary(seed)] if adversary else []) + [proc]
+    ids, mask = random_prompts(np.random.default_rng(seed), batch, V, pad=PAD, low=LOW)
+    torch.manual_seed(seed)
+    MODEL.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(map(len, seqs)) + 1,
+                   logits_processor=LogitsProcessorList(procs), pad_token_id=PAD, eos_token_id=EOS, **setting)
+    assert proc.steps >= 1
 
 
 def test_bulk_ten_thousand_generations():
@@ -202,21 +237,23 @@ def test_more_beams_than_items_dead_beams_rank_last():
     assert (scores[:, :2] > -100).all() and (scores[:, 2:] < -1e6).all()
 
 
-def test_dead_end_beam_forced_to_eos():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_dead_end_beam_forced_to_eos(backend):
     index = index_from_sequences(["a"], [[5, 6]], vocab_size=V, end_token_id=EOS)
-    proc = TrieConstraint(index, eos_token_id=EOS)
+    proc = TrieConstraint(index, eos_token_id=EOS, backend=backend)
     ids = torch.tensor([[20, 21, 22]])
     proc(ids, torch.zeros(1, V))
     s = proc(torch.tensor([[20, 21, 22, 9]]), torch.zeros(1, V))  # 9 is not allowed after the prompt: dead row
     assert torch.isfinite(s[0]).nonzero().flatten().tolist() == [EOS]
 
 
-def test_deny_and_allow_lists_without_rebuild():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_deny_and_allow_lists_without_rebuild(backend):
     seqs = [[5, 6], [5, 7], [8], [9, 10, 11]]
     names = ["a", "b", "c", "d"]
     index = index_from_sequences(names, seqs, vocab_size=V, end_token_id=EOS)
     ids, mask = random_prompts(np.random.default_rng(0), 2, V, pad=PAD, low=LOW)
-    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=4, deny=[["a", "c"], None], allow=[None, ["d", "b"]])
+    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=4, deny=[["a", "c"], None], allow=[None, ["d", "b"]], backend=backend)
     out = MODEL.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, num_beams=4, num_return_sequences=4,
                          pad_token_id=PAD, eos_token_id=EOS, logits_processor=LogitsProcessorList([proc]),
                          return_dict_in_generate=True, output_scores=True)
@@ -228,10 +265,11 @@ def test_deny_and_allow_lists_without_rebuild():
     assert got[1] == {(5, 7), (9, 10, 11)}
 
 
-def test_processor_reused_across_generate_calls():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_processor_reused_across_generate_calls(backend):
     seqs = [[5, 6], [7, 8, 9]]
     index = index_from_sequences(["a", "b"], seqs, vocab_size=V, end_token_id=EOS)
-    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=3)
+    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=3, backend=backend)
     rng = np.random.default_rng(1)
     for _ in range(3):
         ids, mask = random_prompts(rng, 2, V, pad=PAD, low=LOW)
@@ -240,27 +278,30 @@ def test_processor_reused_across_generate_calls():
         check_outputs(out, ids.shape[1], {tuple(s) for s in seqs})
 
 
-def test_allow_list_without_any_item_only_ends():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_allow_list_without_any_item_only_ends(backend):
     index = index_from_sequences(["a", "b"], [[5, 6], [7]], vocab_size=V, end_token_id=EOS)
-    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=1, allow=[["unknown"], ["b"]])
+    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=1, allow=[["unknown"], ["b"]], backend=backend)
     s = proc(torch.tensor([[20, 21], [22, 23]]), torch.zeros(2, V))
     assert torch.isfinite(s[0]).nonzero().flatten().tolist() == [EOS]  # no item left: end at once, an empty output
     assert torch.isfinite(s[1]).nonzero().flatten().tolist() == [7]
 
 
-def test_retired_items_masked_for_every_row():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_retired_items_masked_for_every_row(backend):
     index = index_from_sequences(["a", "b", "c"], [[5, 6], [5, 7], [8]], vocab_size=V, end_token_id=EOS)
     index.retire_items(["b", "c"])
-    proc = TrieConstraint(index, eos_token_id=EOS)
+    proc = TrieConstraint(index, eos_token_id=EOS, backend=backend)
     s = proc(torch.tensor([[20, 21], [22, 23], [24, 25]]), torch.zeros(3, V))
     assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[5]] * 3
     s = proc(torch.tensor([[20, 21, 5], [22, 23, 5], [24, 25, 5]]), torch.zeros(3, V))
     assert [torch.isfinite(r).nonzero().flatten().tolist() for r in s] == [[6]] * 3
 
 
-def test_nan_and_neg_inf_scores_never_open_disallowed_tokens():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_nan_and_neg_inf_scores_never_open_disallowed_tokens(backend):
     index = index_from_sequences(["a", "b"], [[5, 6], [7]], vocab_size=V, end_token_id=EOS)
-    proc = TrieConstraint(index, eos_token_id=EOS)
+    proc = TrieConstraint(index, eos_token_id=EOS, backend=backend)
     nan = torch.full((2, V), float("nan"))
     nan[1] = -float("inf")
     s = proc(torch.tensor([[20, 21], [22, 23]]), nan)
@@ -274,12 +315,13 @@ def test_nan_and_neg_inf_scores_never_open_disallowed_tokens():
 
 # --- regressions (issue 14) ----------------------------------------------------------------------------------------
 
-def test_reused_processor_new_call_one_token_longer_prompt():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_reused_processor_new_call_one_token_longer_prompt(backend):
     """A processor reused for a second call with as many rows and a prompt exactly one token longer than the first
     call's last step used to take the new prompt's last token for a generated one: every output came back empty."""
     seqs = [[5, 6], [7, 8, 9]]
     index = index_from_sequences(["a", "b"], seqs, vocab_size=V, end_token_id=EOS)
-    proc = TrieConstraint(index, eos_token_id=EOS)
+    proc = TrieConstraint(index, eos_token_id=EOS, backend=backend)
     ids = torch.tensor([[20, 21, 22], [23, 24, 25]])
     MODEL.generate(input_ids=ids, max_new_tokens=1, pad_token_id=PAD, eos_token_id=EOS,
                    logits_processor=LogitsProcessorList([proc]))  # last processor call: width 3

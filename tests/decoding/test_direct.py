@@ -49,9 +49,9 @@ def test_cli_index_build_and_generate(tmp_path, model_dir):
     assert main(["generate", "--model", str(model_dir), "--index", str(tmp_path / "trie"), "--input",
                  str(tmp_path / "convs.jsonl"), "--beams", "6", "--k", "4", "--out", str(tmp_path / "preds.jsonl")]) == 0
     # Conversation objects as queries: the conversation->item prompt, mentioned items masked
-    from dlsearch.decoding.generate import load_model
+    from dlsearch.finetune.loading import load_model
 
-    model, tok = load_model(model_dir, catalog=CATALOG)
+    model, tok, _ = load_model(model_dir, catalog=CATALOG)
     index = TrieIndex.load(tmp_path / "trie", tokenizer=tok, catalog_hash=CATALOG.content_hash())
     search = DirectSearch(model, tok, index, CATALOG, beams=6)
     scores, rows = search.search(convs[:2], 4)

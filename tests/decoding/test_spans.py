@@ -13,7 +13,7 @@ from dlsearch.decoding.index import build_index
 from dlsearch.decoding.item_tokens import ItemTokenizationError
 from dlsearch.decoding.spans import generate_with_items, marker_ids, parse_spans
 
-from decoding_fixtures import make_model, make_tokenizer
+from decoding_fixtures import BothBackends, make_model, make_tokenizer
 
 TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "The Matrix (1999)", "Grumpier Old Men (1995)"]
 CATALOG = Catalog([Item(str(100 + i), t) for i, t in enumerate(TITLES)])
@@ -70,3 +70,20 @@ def test_code_containing_item_marker_refused_at_build():
     cat = Catalog([Item("1", "Heat (1995)"), Item("2", "The <item> Show")])
     with pytest.raises(ItemTokenizationError, match="<item>"):
         build_index(cat, build_idmap(cat, "title"), TOK, mode="span")
+
+
+def test_span_torch_backend_equals_numpy():
+    """Span mode: free text, spans opened by the model or by the prompt, items, EOS; both backends agree at every
+    step (greedy and sampling, a deny-list)."""
+    prompts = ["I suggest <item>", "User: hello", "Assistant: try this", "User: recommend two films\nAssistant:"]
+    enc = TOK(prompts, return_tensors="pt", padding=True)
+    width = enc["input_ids"].shape[1]
+    for seed, kw in ((0, {"do_sample": False}), (1, {"do_sample": True, "top_k": 0, "num_return_sequences": 3})):
+        n = len(prompts) * kw.get("num_return_sequences", 1)
+        proc = BothBackends(INDEX, eos_token_id=TOK.eos_token_id, item_start_id=START,
+                            rows_per_query=kw.get("num_return_sequences", 1), deny=[["102"], None, None, ["100"]])
+        torch.manual_seed(seed)
+        out = MODEL.generate(**enc, max_new_tokens=30, pad_token_id=TOK.pad_token_id, eos_token_id=TOK.eos_token_id,
+                             logits_processor=[Push(width, {2: START, 9: START, 20: TOK.eos_token_id}), proc], **kw)
+        assert proc.steps >= 20 and out.shape[0] == n
+        assert (out[:, width:] == END).any()  # spans were closed: the item path was exercised

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dlsearch.cli import main
 from dlsearch.finetune.importing import import_model, resolve_source
-from tests.decoding_fixtures import make_model, make_tokenizer
+from decoding_fixtures import make_model, make_tokenizer
 
 PROMPTS = ["Can you recommend a scary movie like The Shining (1980)?", "I loved Toy Story!"]
 

@@ -12,7 +12,8 @@ from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.ids import IdMap, build_idmap
 from dlsearch.data.prompts import ITEM_END, ITEM_START
 from dlsearch.finetune.config import ModelSize, TokenizerConfig
-from dlsearch.finetune.model_factory import add_id_tokens, init_pretrained_model, init_scratch_model
+from dlsearch.finetune.loading import init_pretrained_model
+from dlsearch.finetune.model_factory import add_id_tokens, init_scratch_model
 
 TINY = ModelSize(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
 TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1995)", "Balto (1995)"]

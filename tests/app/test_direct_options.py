@@ -12,7 +12,7 @@ from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.formats import Conversation, Message
 from dlsearch.data.ids import build_idmap
 from dlsearch.decoding.generate import conversation_prompt
-from dlsearch.retrieval.direct import direct_from_config
+from dlsearch.app.strategies import direct_from_config
 
 from decoding_fixtures import make_model, make_tokenizer  # noqa: E402
 

@@ -1,0 +1,84 @@
+"""The one loader (finetune.loading.load_model): every verb that takes a model accepts a local Hugging Face dir with
+no manifest (a base: warned, not refused), refuses a GGUF file with the command that imports it, and keeps refusing
+a model stamped for another catalog."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlsearch.cli import main
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Conversation, Message, load_predictions, save_conversations
+from dlsearch.data.ids import build_idmap
+from dlsearch.finetune.loading import init_pretrained_model, load_model
+from dlsearch.finetune.manifest import ManifestError
+
+from decoding_fixtures import make_model, make_tokenizer
+
+TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "The Matrix (1999)", "Sabrina (1995)", "Balto (1995)"]
+CATALOG = Catalog([Item(str(100 + i), t) for i, t in enumerate(TITLES)])
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plain Hugging Face causal-LM dir: weights, config, tokenizer, no manifest (what any local base looks like)."""
+    d = tmp_path_factory.mktemp("hf")
+    tok = make_tokenizer()
+    tok.pad_token = None  # many bases ship without one; the loader gives them EOS
+    make_model(len(tok), seed=4).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_plain_hf_dir_loads_with_a_warning_and_a_pad_token(hf_dir: Path) -> None:
+    with pytest.warns(UserWarning, match="no catalog stamp"):
+        model, tok, man = load_model(hf_dir, catalog=CATALOG)
+    assert man["kind"] == "base" and not model.training
+    assert tok.pad_token == tok.eos_token and tok.padding_side == "left"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no catalog asked for: nothing to warn about
+        load_model(hf_dir)
+
+
+def test_index_build_and_generate_accept_a_plain_hf_dir(hf_dir: Path, tmp_path: Path) -> None:
+    CATALOG.save_jsonl(tmp_path / "catalog.jsonl")
+    build_idmap(CATALOG, "random", seed=0).save(tmp_path / "idmap.json")
+    assert main(["index", "build", "--kind", "trie", "--catalog", str(tmp_path / "catalog.jsonl"), "--idmap",
+                 str(tmp_path / "idmap.json"), "--model", str(hf_dir), "--out", str(tmp_path / "trie")]) == 0
+    convs = [Conversation(f"c{i}", [Message("user", f"I liked @{100 + i}, what next?")]) for i in range(3)]
+    save_conversations(tmp_path / "convs.jsonl", convs)
+    with pytest.warns(UserWarning, match="no catalog stamp"):
+        assert main(["generate", "--model", str(hf_dir), "--index", str(tmp_path / "trie"), "--input",
+                     str(tmp_path / "convs.jsonl"), "--beams", "4", "--k", "3", "--out", str(tmp_path / "p.jsonl")]) == 0
+    preds = load_predictions(tmp_path / "p.jsonl")
+    assert [len(p.items) for p in preds] == [3, 3, 3] and all(s.item_id in CATALOG for p in preds for s in p.items)
+
+
+def test_a_gguf_file_is_refused_with_the_import_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.Q4_1.gguf").write_bytes(b"GGUF")
+    CATALOG.save_jsonl(tmp_path / "catalog.jsonl")
+    assert main(["index", "build", "--kind", "trie", "--catalog", str(tmp_path / "catalog.jsonl"),
+                 "--model", str(tmp_path / "m.Q4_1.gguf"), "--out", str(tmp_path / "trie")]) == 2
+    assert "dlsearch model import" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dlsearch model import"):
+        load_model(tmp_path)  # a dir holding only GGUF files
+
+
+def test_finetune_base_from_a_plain_hf_dir_and_another_catalog_refused(hf_dir: Path, tmp_path: Path) -> None:
+    idmap = build_idmap(CATALOG, "random", seed=0)
+    out = init_pretrained_model(CATALOG, idmap, hf_dir, tmp_path / "init")  # model.pretrained: <plain HF dir>
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["catalog_hash"] == CATALOG.content_hash() and man["base_model"] == str(hf_dir.resolve())
+    model, tok, _ = load_model(out, catalog=CATALOG)
+    ref, _, _ = load_model(hf_dir)
+    ids = torch.tensor([[5, 9, 17]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits[..., : ref.config.vocab_size], ref(ids).logits, atol=1e-6)
+    other = Catalog([Item("1", "Something Else (2001)")])
+    with pytest.raises(ManifestError, match="trained for catalog"):
+        load_model(out, catalog=other)
