@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -19,6 +21,27 @@ from typing import Any, Iterable, Iterator
 from dlsearch.data.titles import normalize_title, split_title_year  # noqa: F401  (re-exported: one home, data/titles.py)
 
 CATALOG_FIELDS = ("id", "title", "text", "concepts", "meta")
+MAX_TITLE_CHARS = 512  # default bound: a 50 MB title took the title-trie build past 5 min and 10 GB
+MAX_TEXT_BYTES = 64 * 1024  # default bound on an item's text (UTF-8 bytes)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_visible_char(text: str) -> bool:
+    """True when text has a character that is neither whitespace/separator (Z*) nor control/format (C*: NBSP is
+    Zs, zero-width space and joiners are Cf): a title made only of those would read as nothing."""
+    return any(unicodedata.category(ch)[0] not in "ZC" for ch in text)
+
+
+def check_item_id(value: str, *, path: str | None = None, line: int | None = None, field: str = "id",
+                  unit: str = "line") -> str:
+    """An item id must be printable: no control characters (newline, tab, NUL ...), no surrounding whitespace."""
+    m = _CONTROL_RE.search(value)
+    if m:
+        raise CatalogError(f"id {value!r} contains the control character {m.group(0)!r}; ids must be printable",
+                           path=path, line=line, unit=unit, field=field)
+    if value != value.strip() or not value:
+        raise CatalogError(f"id {value!r} is empty or has leading or trailing whitespace", path=path, line=line, unit=unit, field=field)
+    return value
 
 
 class CatalogError(ValueError):
@@ -66,8 +89,11 @@ def _check_str(value: Any, *, path: str | None, line: int | None, name: str, req
     return value
 
 
-def item_from_record(rec: Any, *, path: str | None = None, line: int | None = None, unit: str = "line") -> Item:
-    """Validate one record (dict) and build an Item. Unknown keys are an error: they are usually typos."""
+def item_from_record(rec: Any, *, path: str | None = None, line: int | None = None, unit: str = "line",
+                     max_title_chars: int | None = MAX_TITLE_CHARS, max_text_bytes: int | None = MAX_TEXT_BYTES) -> Item:
+    """Validate one record (dict) and build an Item. Unknown keys are an error: they are usually typos.
+    Titles must have a visible character, no control characters and at most max_title_chars characters; text at
+    most max_text_bytes UTF-8 bytes (None: unbounded)."""
     if not isinstance(rec, dict):
         raise CatalogError(f"expected a JSON object, got {type(rec).__name__}", path=path, line=line, unit=unit)
     unknown = sorted(set(rec) - set(CATALOG_FIELDS))
@@ -76,8 +102,20 @@ def item_from_record(rec: Any, *, path: str | None = None, line: int | None = No
     item_id = _check_str(rec.get("id"), path=path, line=line, unit=unit, name="id", required=True)
     if item_id != item_id.strip():
         raise CatalogError("id has leading or trailing whitespace", path=path, line=line, unit=unit, field="id")
+    check_item_id(item_id, path=path, line=line, unit=unit)
     title = _check_str(rec.get("title"), path=path, line=line, unit=unit, name="title", required=True)
+    if not has_visible_char(title):
+        raise CatalogError(f"title {title!r} has no visible character (only spaces, NBSP or zero-width characters)",
+                           path=path, line=line, unit=unit, field="title")
+    if _CONTROL_RE.search(title):
+        raise CatalogError(f"title {title!r} contains a control character (newline, tab, NUL ...)", path=path, line=line, unit=unit, field="title")
+    if max_title_chars is not None and len(title) > max_title_chars:
+        raise CatalogError(f"title has {len(title):,} characters, more than max_title_chars={max_title_chars}",
+                           path=path, line=line, unit=unit, field="title")
     text = _check_str(rec.get("text"), path=path, line=line, unit=unit, name="text", required=False)
+    if max_text_bytes is not None and len(text.encode("utf-8")) > max_text_bytes:
+        raise CatalogError(f"text has {len(text.encode('utf-8')):,} bytes, more than max_text_bytes={max_text_bytes}",
+                           path=path, line=line, unit=unit, field="text")
     concepts = rec.get("concepts") or []
     if isinstance(concepts, str):
         raise CatalogError("expected a list of strings, got a string (split it into a list)", path=path, line=line, unit=unit, field="concepts")
@@ -195,11 +233,12 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
 
 
-def load_catalog_jsonl(path: str | Path) -> Catalog:
+def load_catalog_jsonl(path: str | Path, *, max_title_chars: int | None = MAX_TITLE_CHARS,
+                       max_text_bytes: int | None = MAX_TEXT_BYTES) -> Catalog:
     """Read and validate a catalog JSONL file (see module docstring)."""
     items, lines = [], []
     for n, rec in read_jsonl(path):
-        items.append(item_from_record(rec, path=str(path), line=n))
+        items.append(item_from_record(rec, path=str(path), line=n, max_title_chars=max_title_chars, max_text_bytes=max_text_bytes))
         lines.append(n)
     if not items:
         raise CatalogError("catalog is empty", path=str(path))

@@ -130,6 +130,29 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
+def packaged_configs() -> Path:
+    """The configs shipped with the package (dlsearch.configs: configs/ of the repository, or of the install)."""
+    import dlsearch.configs
+
+    return Path(dlsearch.configs.__file__).resolve().parent
+
+
+def resolve_config_path(path: str | Path, *, relative_to: str | Path | None = None) -> Path:
+    """Where a config path points: an absolute path as is; a relative one next to `relative_to` (the folder of
+    the config file that names it), else from the working directory, else the shipped copy (a leading
+    'configs/' names the package's configs), so every verb works from any directory after `pip install .`.
+    A path found nowhere is returned as given (the caller reports it missing)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    if relative_to is not None and (Path(relative_to) / p).exists():
+        return Path(relative_to) / p
+    if p.exists():
+        return p
+    packaged = packaged_configs() / (Path(*p.parts[1:]) if p.parts and p.parts[0] == "configs" else p)
+    return packaged if packaged.exists() else p
+
+
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any) -> None:
     """Set `a.b.c` in a raw YAML tree; list elements by index or (stages) by name."""
     parts = dotted.split(".")
@@ -181,8 +204,9 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str], *, defaults:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML config file's top-level mapping; a missing file, invalid YAML or a non-mapping is a named ConfigError."""
-    path = Path(path)
+    """A YAML config file's top-level mapping; a missing file, invalid YAML or a non-mapping is a named ConfigError.
+    A relative path not found from the working directory is looked up in the shipped configs."""
+    path = resolve_config_path(path)
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:

@@ -10,12 +10,13 @@ from). All text comes from data/prompts.py, the template shared with inference.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from dlsearch.data.catalog import Catalog, Item, split_title_year
 from dlsearch.data.formats import Conversation
 from dlsearch.data.ids import IdMap
-from dlsearch.data.prompts import CONCEPT_SEP, make_completion, prompt_for_context, prompt_for_item_task, render_conversation
+from dlsearch.data.prompts import (CONCEPT_SEP, LengthBudget, conversation_parts, conversation_prompt, make_completion,
+                                   prompt_for_context, prompt_for_item_task, render_history)
 from dlsearch.data.turns import all_recommender_turns
 
 if TYPE_CHECKING:  # datasets is imported lazily: importing data.examples stays cheap
@@ -67,26 +68,22 @@ def search_query(item: Item, n_concepts: int = QUERY_CONCEPTS) -> str:
     return " ".join([" ".join(base.split())] + concepts[:n_concepts])
 
 
-def _renderer(render: str, catalog: Catalog, idmap: IdMap) -> Callable[[str], str]:
-    if render == "title":
-        return lambda i: catalog[i].title.strip() if i in catalog else f"@{i}"
-    if render == "id":
-        return lambda i: idmap.code(i) if i in idmap.codes else f"@{i}"
-    raise ValueError(f"render must be 'title' or 'id', got {render!r}")
-
-
 def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: IdMap, task: str = "conversation->item",
-                      render: str = "title", max_messages: int | None = None) -> list[dict[str, str]]:
+                      render: str = "title", max_messages: int | None = None,
+                      length: LengthBudget | None = None) -> list[dict[str, str]]:
     """One row per (recommender turn, target). Records without targets are whole dialogues: they are cut into
-    recommender turns first (data/turns.py). conversation->concepts skips targets without concepts."""
+    recommender turns first (data/turns.py). conversation->concepts skips targets without concepts.
+    With a length budget, contexts are cut from the left to fit (data.prompts.fit_context_prompt) and rows that
+    cannot fit are dropped; both are counted in length.counts."""
     if task not in CONVERSATION_TASKS:
         raise ValueError(f"not a conversation task: {task!r}; choose from {list(CONVERSATION_TASKS)}")
     convs = list(convs)
     turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
-    render_item = _renderer(render, catalog, idmap)
+    if render not in ("title", "id"):
+        raise ValueError(f"render must be 'title' or 'id', got {render!r}")
     rows = []
     for turn in turns:
-        prompt = prompt_for_context(task, render_conversation(turn, render_item, max_messages=max_messages))
+        prompt = conversation_prompt(turn, catalog, task, render=render, idmap=idmap, max_messages=max_messages)
         for target in turn.targets:
             item = catalog[target]
             if task == "conversation->item":
@@ -97,38 +94,50 @@ def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: Id
                 answer = CONCEPT_SEP.join(item.concepts)
             else:
                 answer = search_query(item)
-            rows.append({"prompt": prompt, "completion": make_completion(answer), "task": task, "item_id": target, "source_id": turn.id})
+            completion = make_completion(answer)
+            fitted = prompt if length is None else length.fit(task, conversation_parts(turn, catalog, render=render, idmap=idmap,
+                                                                                        max_messages=max_messages), completion)
+            if fitted is not None:
+                rows.append({"prompt": fitted, "completion": completion, "task": task, "item_id": target, "source_id": turn.id})
     return rows
 
 
 def conversation_examples(convs: Iterable[Conversation], catalog: Catalog, idmap: IdMap, task: str = "conversation->item",
-                          render: str = "title", max_messages: int | None = None) -> "datasets.Dataset":
+                          render: str = "title", max_messages: int | None = None,
+                          length: LengthBudget | None = None) -> "datasets.Dataset":
     """Conversation examples (see conversation_rows) as a Dataset."""
-    return to_dataset(conversation_rows(convs, catalog, idmap, task, render, max_messages))
+    return to_dataset(conversation_rows(convs, catalog, idmap, task, render, max_messages, length))
 
 
 def history_rows(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, idmap: IdMap, split: str = "test",
-                 render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20) -> list[dict[str, str]]:
+                 render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20,
+                 length: LengthBudget | None = None) -> list[dict[str, str]]:
     """history->next_item rows. For "validation"/"test" (lists from split_histories) the last event is the target;
     for "train" each of the last `train_targets` positions of a user's training events is a target (all of them
     would be ~100k near-duplicate prompts on MovieLens). The prompt lists up to `context` previous items, oldest
     first, one per line."""
-    render_item = _renderer(render, catalog, idmap)
     rows = []
     for user, events in histories.items():
         positions = range(max(1, len(events) - train_targets), len(events)) if split == "train" else [len(events) - 1]
         for t in positions:
             if t < 1:
                 continue
-            shown = "\n".join(render_item(i) for i, _ in events[max(0, t - context):t])
+            items = [i for i, _ in events[max(0, t - context):t]]
             target = events[t][0]
-            rows.append({"prompt": prompt_for_context("history->next_item", shown),
-                         "completion": make_completion(idmap.code(target)), "task": "history->next_item",
+            completion = make_completion(idmap.code(target))
+            if length is None:
+                prompt = prompt_for_context("history->next_item", render_history(items, catalog, render=render, idmap=idmap))
+            else:  # whole items are cut from the left first, like messages
+                prompt = length.fit("history->next_item", [render_history([i], catalog, render=render, idmap=idmap) for i in items], completion)
+                if prompt is None:
+                    continue
+            rows.append({"prompt": prompt, "completion": completion, "task": "history->next_item",
                          "item_id": target, "source_id": f"user:{user}:{t}"})
     return rows
 
 
 def history_examples(histories: dict[str, list[tuple[str, int]]], catalog: Catalog, idmap: IdMap, split: str = "test",
-                     render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20) -> "datasets.Dataset":
+                     render: str = "title", context: int = HISTORY_CONTEXT, train_targets: int = 20,
+                     length: LengthBudget | None = None) -> "datasets.Dataset":
     """history->next_item examples (see history_rows) as a Dataset."""
-    return to_dataset(history_rows(histories, catalog, idmap, split, render, context, train_targets))
+    return to_dataset(history_rows(histories, catalog, idmap, split, render, context, train_targets, length))

@@ -3,8 +3,11 @@
 conversations JSONL:
     {"id": "d1:t3", "messages": [{"role": "user", "content": "I loved @111776"}, ...],
      "exclude": ["111776"], "targets": ["151656"]}
-  `role` is "user" or "assistant"; items inside `content` may be written `@<item_id>` (ReDial's convention).
-  `exclude` (items not to recommend, e.g. already mentioned) and `targets` (gold items) are optional.
+  `role` is "user" or "assistant"; items inside `content` are written `@[<item_id>]` (any printable id, e.g.
+  `@[B0-7XK]`) or, for ids of word characters joined by single `-` `.` `:` `/`, `@<item_id>` (ReDial's `@111776`;
+  `@tt-0111` is the id `tt-0111`, never `tt`).
+  `exclude` (items not to recommend, e.g. already mentioned) and `targets` (gold items) are optional; so is
+  `split` ("train" | "validation" | "test"; "dev" and "valid" accepted), read by `prepare --split keep`.
 
 predictions JSONL:
     {"id": "d1:t3", "items": [{"item_id": "151656", "score": -0.12, "rank": 1, "strategy": "direct"}, ...]}
@@ -19,10 +22,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from dlsearch.data.catalog import CatalogError, read_jsonl, write_jsonl
+from dlsearch.data.catalog import Catalog, CatalogError, check_item_id, read_jsonl, write_jsonl
 
 ROLES = ("user", "assistant")
-MENTION_RE = re.compile(r"@(\w+)")
+SPLIT_NAMES = {"train": "train", "validation": "validation", "dev": "validation", "valid": "validation", "test": "test"}
+
+
+def split_name(value: Any, *, path: str | None = None, line: int | None = None, field: str = "split", unit: str = "line") -> str:
+    """A dataset's own split label -> train | validation | test (dev, valid accepted, any case)."""
+    key = str(value).strip().lower() if isinstance(value, str) else None
+    if key not in SPLIT_NAMES:
+        raise CatalogError(f"split {value!r} is not one of train, validation (dev, valid), test", path=path, line=line, unit=unit, field=field)
+    return SPLIT_NAMES[key]
+# Two forms of a mention: @[any printable id] and the bare @id (word characters joined by single -.:/ so that
+# "@tt-0111" is the id "tt-0111", not "tt" followed by text; a trailing "." or "-" ends the mention).
+MENTION_RE = re.compile(r"@\[([^\[\]\x00-\x1f\x7f]+)\]|@(\w+(?:[-.:/]\w+)*)")
+_BARE_ID_RE = re.compile(r"\w+(?:[-.:/]\w+)*")
+
+
+def mention_ids(text: str) -> list[str]:
+    """Item ids mentioned in text, in order (repeats kept), from both mention forms."""
+    return [a or b for a, b in MENTION_RE.findall(text)]
+
+
+def format_mention(item_id: str) -> str:
+    """How to write a mention of item_id in a message: @id when the bare form reads it back whole, else @[id]."""
+    return f"@{item_id}" if _BARE_ID_RE.fullmatch(item_id) else f"@[{item_id}]"
 
 
 @dataclass(frozen=True)
@@ -58,7 +83,7 @@ class Conversation:
         """Item ids written as @<id> anywhere in the messages, in order of first mention."""
         seen: dict[str, None] = {}
         for m in self.messages:
-            for mid in MENTION_RE.findall(m.content):
+            for mid in mention_ids(m.content):
                 seen.setdefault(mid, None)
         return list(seen)
 
@@ -84,15 +109,21 @@ class Prediction:
         return out
 
 
-def render_mentions(text: str, render: Callable[[str], str]) -> str:
-    """Replace every @<item_id> in text by render(item_id) (e.g. the title, or the id's text form)."""
-    return MENTION_RE.sub(lambda m: render(m.group(1)), text)
+def render_mentions(text: str, render: Callable[[str], str | None]) -> str:
+    """Replace every mention in text by render(item_id) (e.g. the title, or the id's text form); a mention that
+    render answers None for (an unknown id) stays as written. Prompts use data.prompts.render_conversation."""
+
+    def sub(m: re.Match) -> str:
+        out = render(m.group(1) or m.group(2))
+        return m.group(0) if out is None else out
+
+    return MENTION_RE.sub(sub, text)
 
 
 def conversation_from_record(rec: Any, *, path: str | None = None, line: int | None = None) -> Conversation:
     if not isinstance(rec, dict):
         raise CatalogError(f"expected a JSON object, got {type(rec).__name__}", path=path, line=line)
-    allowed = {"id", "messages", "exclude", "targets", "meta"}
+    allowed = {"id", "messages", "exclude", "targets", "meta", "split"}
     unknown = sorted(set(rec) - allowed)
     if unknown:
         raise CatalogError(f"unknown field(s) {unknown}; allowed: {sorted(allowed)}", path=path, line=line, field=unknown[0])
@@ -114,18 +145,36 @@ def conversation_from_record(rec: Any, *, path: str | None = None, line: int | N
         v = rec.get(name) or []
         if not isinstance(v, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
             raise CatalogError("expected a list of item ids", path=path, line=line, field=name)
-        lists[name] = [str(x) for x in v]
+        lists[name] = [check_item_id(str(x), path=path, line=line, field=name) for x in v]
     meta = rec.get("meta") or {}
     if not isinstance(meta, dict):
         raise CatalogError("expected an object", path=path, line=line, field="meta")
+    if rec.get("split") is not None:
+        meta = {**meta, "split": split_name(rec["split"], path=path, line=line)}
     return Conversation(str(cid), messages, lists["exclude"], lists["targets"], meta)
 
 
-def load_conversations(path: str | Path) -> list[Conversation]:
-    """Read and validate a conversations JSONL file; ids must be unique."""
+def check_conversation_items(conv: Conversation, catalog: Catalog, *, path: str | None = None, line: int | None = None) -> None:
+    """Every target, exclude and mention of conv is a catalog item, else a CatalogError naming file, line and field."""
+    for name in ("targets", "exclude"):
+        for item_id in getattr(conv, name):
+            if item_id not in catalog:
+                raise CatalogError(f"item id {item_id!r} is not in the catalog", path=path, line=line, field=name)
+    for i, m in enumerate(conv.messages):
+        for item_id in mention_ids(m.content):
+            if item_id not in catalog:
+                raise CatalogError(f"mention {format_mention(item_id)} is not a catalog item (write ids with other "
+                                   "characters than letters, digits and _ as @[id])", path=path, line=line, field=f"messages[{i}]")
+
+
+def load_conversations(path: str | Path, catalog: Catalog | None = None) -> list[Conversation]:
+    """Read and validate a conversations JSONL file; ids must be unique; with a catalog, every referenced item
+    (targets, exclude, mentions) must be in it (check_conversation_items)."""
     out, seen = [], {}
     for n, rec in read_jsonl(path):
         conv = conversation_from_record(rec, path=str(path), line=n)
+        if catalog is not None:
+            check_conversation_items(conv, catalog, path=str(path), line=n)
         if conv.id in seen:
             raise CatalogError(f"duplicate conversation id {conv.id!r} (first at line {seen[conv.id]})", path=str(path), line=n, field="id")
         seen[conv.id] = n

@@ -314,7 +314,7 @@ def _defaults(scheme: str) -> dict[str, Any]:
     from dlsearch.data import collaborative_ids, semantic_ids
 
     if scheme == "semantic":
-        return {"levels": semantic_ids.DEFAULT_LEVELS, "codebook_size": semantic_ids.DEFAULT_CODEBOOK_SIZE}
+        return {"levels": semantic_ids.DEFAULT_LEVELS, "codebook_size": semantic_ids.DEFAULT_CODEBOOK_SIZE, "unique_last_level": True}
     if scheme == "collaborative":
         return {"branching": collaborative_ids.DEFAULT_BRANCHING}
     if scheme == "title":

@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 
 from dlsearch.data.catalog import Catalog, read_jsonl, write_jsonl
 from dlsearch.data.examples import CONVERSATION_TASKS, conversation_rows, history_rows, indexing_rows
-from dlsearch.data.formats import Conversation, load_conversations, save_conversations
+from dlsearch.data.formats import Conversation, save_conversations
 from dlsearch.data.ids import IdMap, build_idmap
-from dlsearch.data.splits import SPLITS, check_conversation_splits, check_history_splits, split_conversations, split_histories
-from dlsearch.data.turns import all_recommender_turns, as_turn_records
+from dlsearch.data.splits import (SPLITS, check_conversation_splits, check_history_splits, keep_split, split_conversations,
+                                  split_histories)
+from dlsearch.data.turns import all_recommender_turns, as_turn_records, recommender_turns
 
 if TYPE_CHECKING:
     import datasets
@@ -51,36 +52,100 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DLSEARCH_CACHE_DIR", Path.home() / ".cache" / "dlsearch")) / "embeddings"
 
 
-def load_dataset_source(dataset: str, columns: dict[str, str] | None = None,
-                        concept_sep: str = "|") -> tuple[Catalog, list[Conversation], Histories | None]:
-    """'redial' | 'movielens' | PATH (a catalog file read with the column mapping, or a folder with catalog.jsonl
-    and optional conversations.jsonl) -> (catalog, recommender turns, histories or None)."""
+def load_dataset_source(dataset: str, columns: dict[str, str] | None = None, concept_sep: str = "|", *,
+                        delimiter: str | None = None, max_items: int | None = None,
+                        limits: dict[str, int | None] | None = None) -> tuple[Catalog, list[Conversation], Histories | None, dict[str, Any]]:
+    """'redial' | 'movielens' | PATH (a catalog file read with the column mapping, or a dataset folder: see
+    data.loaders.dataset_files and docs/own-data.md) -> (catalog, records, histories or None, counts).
+
+    Records: conversations that carry targets stay one record each; whole dialogues are cut into recommender turns
+    (data/turns.py). A conversation's own split (a `split` field or the file it came from) rides in meta["split"].
+    Every item a conversation or history refers to must be in the catalog (CatalogError naming file and line).
+    max_items keeps the first N catalog items (and only the histories' events on them)."""
+    from dlsearch.data.loaders import dataset_files, load_catalog, load_histories_table, load_utterances
+
+    limits = dict(limits or {})
+    counts: dict[str, Any] = {}
     if dataset == "redial":
         from dlsearch.data.redial import load_redial
 
+        if max_items is not None:
+            raise ValueError("max_items: not supported for redial (conversations mention the whole catalog)")
         catalog, dialogues = load_redial()
-        return catalog, all_recommender_turns(dialogues), None
+        turns = all_recommender_turns(dialogues)
+        counts = {"dialogues": len(dialogues), "dialogues_without_turns": sum(1 for d in dialogues if not recommender_turns(d))}
+        return catalog, turns, None, counts
     if dataset == "movielens":
         from dlsearch.data.movielens import load_movielens
 
         catalog, histories = load_movielens()
-        return catalog, [], histories
-    from dlsearch.data.loaders import load_catalog
-
+        catalog, histories = _cap_items(catalog, histories, max_items)
+        return catalog, [], histories, counts
     path = Path(dataset)
-    if path.is_dir():
-        if not (path / "catalog.jsonl").is_file():
-            raise FileNotFoundError(f"{path}: a dataset folder needs catalog.jsonl (and optionally conversations.jsonl)")
-        catalog = load_catalog(path / "catalog.jsonl")
-        convs = load_conversations(path / "conversations.jsonl") if (path / "conversations.jsonl").is_file() else []
-        turns = as_turn_records(convs)
-        missing = sorted({i for t in turns for i in t.targets + t.exclude if i not in catalog})
-        if missing:
-            raise ValueError(f"{path / 'conversations.jsonl'}: item ids not in the catalog, e.g. {missing[:3]}")
-        return catalog, turns, None
     if path.is_file():
-        return load_catalog(path, columns, concept_sep=concept_sep), [], None
-    raise FileNotFoundError(f"{dataset}: not 'redial', 'movielens', a catalog file or a dataset folder")
+        catalog = load_catalog(path, columns, concept_sep=concept_sep, delimiter=delimiter, **limits)
+        return _cap_items(catalog, None, max_items)[0], [], None, counts
+    if not path.is_dir():
+        raise FileNotFoundError(f"{dataset}: not 'redial', 'movielens', a catalog file or a dataset folder")
+    files = dataset_files(path)
+    catalog = load_catalog(files.catalog, columns, concept_sep=concept_sep, delimiter=delimiter, **limits)
+    histories = load_histories_table(files.histories, delimiter=delimiter) if files.histories else None
+    catalog, histories = _cap_items(catalog, histories, max_items)
+    if histories is not None:
+        for user, events in histories.items():
+            for item, _ in events:
+                if item not in catalog:
+                    raise ValueError(f"{files.histories}: user {user!r} has item {item!r}, which is not in {files.catalog.name}")
+    records: list[Conversation] = []
+    for f, split in files.conversations:
+        records += load_utterances(f, delimiter=delimiter, split=split, catalog=catalog)
+    seen: dict[str, None] = {}
+    for c in records:
+        if c.id in seen:
+            raise ValueError(f"{path}: conversation id {c.id!r} appears in two conversation files")
+        seen[c.id] = None
+    dialogues = [c for c in records if not c.targets]
+    turns = as_turn_records(records)
+    counts = {"conversation_records": len(records), "with_targets": len(records) - len(dialogues), "dialogues": len(dialogues),
+              "dialogues_without_turns": sum(1 for d in dialogues if not recommender_turns(d))}
+    return catalog, turns, histories, counts
+
+
+def _cap_items(catalog: Catalog, histories: Histories | None, max_items: int | None) -> tuple[Catalog, Histories | None]:
+    if max_items is None or max_items >= len(catalog):
+        return catalog, histories
+    catalog = catalog.subset(catalog.ids[:max_items])
+    if histories is not None:
+        histories = {u: kept for u, ev in histories.items() if (kept := [e for e in ev if e[0] in catalog])}
+    return catalog, histories
+
+
+SPLIT_MODES = ("seeded", "keep")
+
+
+def dataset_name(dataset: str) -> str:
+    """redial, movielens, or the file's stem / folder's name."""
+    if dataset in ("redial", "movielens"):
+        return dataset
+    p = Path(dataset).resolve()
+    return p.stem if p.is_file() else p.name
+
+
+def prepared_fingerprint(prepared_dir: str | Path) -> str:
+    """What a model or index built from a prepared dir depends on: the sha256 of its catalog, split files and id
+    map, from the dir's manifest. Later verbs compare it to refuse a model built from another prepared dir."""
+    path = Path(prepared_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a prepared dir (run `dlsearch data prepare --out {prepared_dir}`)")
+    steps = json.loads(path.read_text(encoding="utf-8")).get("steps", {})
+    return _sha({s: steps.get(s, {}).get("files", {}) for s in ("catalog", "splits", "idmap")})
+
+
+def check_same_prepared(recorded: str | None, prepared_dir: str | Path, *, what: str) -> None:
+    """Raise ValueError when `what` (a model or index manifest) records another prepared dir's fingerprint."""
+    if recorded is not None and recorded != prepared_fingerprint(prepared_dir):
+        raise ValueError(f"{what} was built from another prepared dir than {prepared_dir} (its catalog, splits or id "
+                         "map differ); use the prepared dir it was built from, or rebuild it")
 
 
 def _sha(obj: Any) -> str:
@@ -148,9 +213,16 @@ def _train_interactions(turns: list[Conversation], histories: Histories | None) 
 
 def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
             scheme_params: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
-            columns: dict[str, str] | None = None, concept_sep: str = "|",
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the prepare steps (module docstring) and return the manifest, whose "stats" are printed."""
+            columns: dict[str, str] | None = None, concept_sep: str = "|", split: str = "seeded",
+            delimiter: str | None = None, max_items: int | None = None, name: str | None = None,
+            limits: dict[str, int | None] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the prepare steps (module docstring) and return the manifest, whose "stats" are printed.
+
+    split: "seeded" (by dialogue, `ratios` under `seed`) or "keep" (the dataset's own split: a `split` field or
+    column, or train/dev/test files). Histories are always split leave-one-out by time.
+    name: the dataset's name in reports (default: redial, movielens, or the file/folder name)."""
+    if split not in SPLIT_MODES:
+        raise ValueError(f"split must be one of {list(SPLIT_MODES)}, got {split!r}")
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +233,8 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
     bar = tqdm(total=4, desc="prepare", unit="step")
 
     # 1. catalog
-    catalog, turns, histories = load_dataset_source(dataset, columns, concept_sep)
+    catalog, turns, histories, source_counts = load_dataset_source(dataset, columns, concept_sep, delimiter=delimiter,
+                                                                   max_items=max_items, limits=limits)
     key = _sha(["catalog", PREPARE_VERSION, catalog.content_hash()])
     if man.done("catalog", key):
         reused.append("catalog")
@@ -171,8 +244,12 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
     bar.update()
 
     # 2. splits
-    split_key = _sha(["splits", PREPARE_VERSION, key, [t.to_json() for t in turns], histories, seed, list(ratios)])
-    conv_splits = split_conversations(turns, ratios, seed) if turns else {}
+    split_key = _sha(["splits", PREPARE_VERSION, key, [t.to_json() for t in turns], histories, split,
+                      seed if split == "seeded" else None, list(ratios) if split == "seeded" else None])
+    if not turns:
+        conv_splits = {}
+    else:
+        conv_splits = keep_split(turns) if split == "keep" else split_conversations(turns, ratios, seed)
     hist_splits = split_histories(histories) if histories is not None else {}
     if conv_splits:
         check_conversation_splits(conv_splits)
@@ -226,10 +303,13 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
     bar.update()
     bar.close()
 
+    stats = _stats(catalog, idmap, conv_splits, hist_splits, counts)
+    stats["source"] = source_counts
     man.data.update({
-        "dataset": dataset, "scheme": scheme, "seed": seed, "ratios": list(ratios), "scheme_params": params,
+        "dataset": dataset, "dataset_name": name or dataset_name(dataset), "split": split,
+        "scheme": scheme, "seed": seed, "ratios": list(ratios) if split == "seeded" else None, "scheme_params": params,
         "prepare_version": PREPARE_VERSION, "catalog_hash": catalog.content_hash(), "idmap_version": idmap.version,
-        "versions": _versions(), "stats": _stats(catalog, idmap, conv_splits, hist_splits, counts),
+        "versions": _versions(), "stats": stats,
         "reused_steps": reused, "seconds": round(time.perf_counter() - t0, 2),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })

@@ -7,9 +7,14 @@ Items inside free text are wrapped in ITEM_START ... ITEM_END so the constrained
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
 
 from dlsearch.data.formats import Conversation, render_mentions
+
+if TYPE_CHECKING:
+    from dlsearch.data.catalog import Catalog
+    from dlsearch.data.ids import IdMap
 
 ITEM_START = "<item>"
 ITEM_END = "</item>"
@@ -38,14 +43,40 @@ _INSTRUCTIONS = {
 }
 
 
-def render_conversation(conv: Conversation, render_item: Callable[[str], str], *, max_messages: int | None = None) -> str:
-    """Messages as 'User: ...' / 'Assistant: ...' lines, @<id> mentions rendered by render_item (title or id)."""
+def item_text_in_prompt(item_id: str, catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None) -> str | None:
+    """How an item reads inside a prompt: its title (stripped: surrounding whitespace of a catalog title is not
+    part of the name) or, with render="id", its id code. None for an item the catalog (or id map) does not know:
+    a mention of it then stays as written."""
+    if render == "title":
+        return catalog[item_id].title.strip() if item_id in catalog else None
+    if render == "id":
+        if idmap is None:
+            raise ValueError("render='id' needs the id map")
+        return idmap.code(item_id) if item_id in idmap.codes else None
+    raise ValueError(f"render must be 'title' or 'id', got {render!r}")
+
+
+def render_conversation(conv: Conversation, catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None,
+                        max_messages: int | None = None) -> str:
+    """THE conversation renderer, used by training examples, inference prompts, BM25/encoder query text and the
+    service alike: messages as 'User: ...' / 'Assistant: ...' lines, mentions rendered by item_text_in_prompt."""
     msgs = conv.messages if max_messages is None else conv.messages[-max_messages:]
     lines = []
     for m in msgs:
         who = "User" if m.role == "user" else "Assistant"
-        lines.append(f"{who}: {render_mentions(m.content, render_item)}")
+        lines.append(f"{who}: {render_mentions(m.content, lambda i: item_text_in_prompt(i, catalog, render=render, idmap=idmap))}")
     return "\n".join(lines)
+
+
+def render_history(item_ids: Sequence[str], catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None) -> str:
+    """A user's items, oldest first, one per line (history->next_item context)."""
+    return "\n".join(item_text_in_prompt(i, catalog, render=render, idmap=idmap) or f"@[{i}]" for i in item_ids)
+
+
+def conversation_prompt(conv: Conversation, catalog: "Catalog", task: str = "conversation->item", *, render: str = "title",
+                        idmap: "IdMap | None" = None, max_messages: int | None = None) -> str:
+    """The prompt of a conversation task for one conversation: the same string in training and at inference."""
+    return prompt_for_context(task, render_conversation(conv, catalog, render=render, idmap=idmap, max_messages=max_messages))
 
 
 def make_prompt(task: str, body: str) -> str:
@@ -104,3 +135,70 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> Any:
     finally:
         tokenizer.padding_side = side
 
+
+
+# --- length policy: the same at training and inference -----------------------------------------------------------
+
+KEPT, CUT, DROPPED = "kept", "cut", "dropped"
+
+
+def _n_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=True)["input_ids"])  # as trl tokenizes a prompt (with BOS if any)
+
+
+def fit_context_prompt(task: str, parts: Sequence[str], tokenizer: Any, budget: int, *, joiner: str = "\n") -> tuple[str | None, str]:
+    """The prompt of a context task whose context parts (rendered messages, or history items; oldest first) fit
+    `budget` tokens (max_length minus the completion's reserved tokens). Contexts are cut from the LEFT: whole
+    parts first, then tokens of the oldest part kept; the completion is never cut. Returns (prompt, KEPT | CUT),
+    or (None, DROPPED) when not even the instruction and one token of context fit.
+
+    Training (data.examples via finetune) and inference (decoding.generate, decoding.direct) call this with the
+    same budget, so a prompt cut in training is cut the same way at inference."""
+    parts = list(parts)
+    full = prompt_for_context(task, joiner.join(parts))
+    if _n_tokens(tokenizer, full) <= budget:
+        return full, KEPT
+    lo, hi, best = 1, len(parts) - 1, None  # most recent parts that fit: the token count grows with their number
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if _n_tokens(tokenizer, prompt_for_context(task, joiner.join(parts[-mid:]))) <= budget:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    if best is not None:
+        return prompt_for_context(task, joiner.join(parts[-best:])), CUT
+    ids = tokenizer(parts[-1] if parts else "", add_special_tokens=False)["input_ids"]
+    keep = budget - _n_tokens(tokenizer, prompt_for_context(task, ""))
+    while keep > 0:
+        prompt = prompt_for_context(task, tokenizer.decode(ids[-keep:]))
+        if _n_tokens(tokenizer, prompt) <= budget:
+            return prompt, CUT
+        keep -= 1
+    return None, DROPPED
+
+
+@dataclass
+class LengthBudget:
+    """The length policy of one training stage (or one inference setting): prompt + completion within max_length
+    tokens; `reserve` tokens kept for the completion (None: the example's own completion + EOS). Counts of kept,
+    cut and dropped examples per task accumulate in `counts`."""
+
+    tokenizer: Any
+    max_length: int
+    reserve: int | None = None
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def fit(self, task: str, parts: Sequence[str], completion: str) -> str | None:
+        """The fitted prompt (None: dropped), counted under task."""
+        reserve = self.reserve if self.reserve is not None else len(self.tokenizer(completion, add_special_tokens=False)["input_ids"]) + 1
+        prompt, status = fit_context_prompt(task, parts, self.tokenizer, self.max_length - reserve)
+        c = self.counts.setdefault(task, {KEPT: 0, CUT: 0, DROPPED: 0})
+        c[status] += 1
+        return prompt
+
+
+def conversation_parts(conv: Conversation, catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None,
+                       max_messages: int | None = None) -> list[str]:
+    """The rendered lines of render_conversation, one per message (what fit_context_prompt cuts whole)."""
+    msgs = conv.messages if max_messages is None else conv.messages[-max_messages:]
+    return [render_conversation(Conversation(conv.id, [m]), catalog, render=render, idmap=idmap) for m in msgs]

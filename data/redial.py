@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dlsearch.data.catalog import Catalog, CatalogError, Item, read_jsonl
-from dlsearch.data.formats import MENTION_RE, Conversation, Message
+from dlsearch.data.formats import Conversation, Message, mention_ids
 from dlsearch.data.linking import link_by_title
 from dlsearch.data.movielens import load_movielens
 
@@ -72,7 +72,7 @@ def _dialogue(rec: Any, *, path: str, line: int, catalog: Catalog) -> Conversati
         sender = m.get("senderWorkerId")
         if sender not in (initiator, respondent):
             raise CatalogError(f"sender {sender!r} is neither initiator nor respondent", path=path, line=line, field=f"messages[{i}]")
-        for mid in MENTION_RE.findall(m["text"]):
+        for mid in mention_ids(m["text"]):
             if mid not in catalog:
                 raise CatalogError(f"mention @{mid} is not in {MOVIES_FILE}", path=path, line=line, field=f"messages[{i}]")
         messages.append(Message("user" if sender == initiator else "assistant", m["text"]))

@@ -62,15 +62,41 @@ def _kmeans(x: np.ndarray, k: int, seed: int, iters: int) -> tuple[np.ndarray, n
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
 
 
-def residual_kmeans(emb: np.ndarray, levels: int, codebook_size: int, seed: int, iters: int = 100) -> np.ndarray:
-    """Codes [n, levels] (int64): level l clusters the residual left by levels < l."""
+def residual_kmeans(emb: np.ndarray, levels: int, codebook_size: int, seed: int, iters: int = 100,
+                    unique_last_level: bool = True) -> np.ndarray:
+    """Codes [n, levels] (int64): level l clusters the residual left by levels < l.
+
+    unique_last_level: the last level gives the items that share every earlier code DISTINCT codes (a minimum-cost
+    assignment to the last codebook's centroids, scipy's linear_sum_assignment), instead of each item's nearest
+    centroid. Near-duplicate texts (products sharing brand and product-line words) otherwise land on the same full
+    path: measured 30 % of a product catalog's items colliding, which then need a 4th token and memorize worse."""
     residual = emb.astype(np.float64)  # [n, d]
     codes = np.zeros((len(emb), levels), dtype=np.int64)
     for level in range(levels):
         labels, centroids = _kmeans(residual, codebook_size, seed + level, iters)
+        if unique_last_level and level == levels - 1:
+            labels = _distinct_within_prefix(residual, centroids, codes[:, :level], labels)
         codes[:, level] = labels
         residual = residual - centroids[labels]
     return codes
+
+
+def _distinct_within_prefix(residual: np.ndarray, centroids: np.ndarray, prefixes: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """Per group of items with equal earlier codes: distinct last-level codes at minimum total squared distance.
+    A group larger than the codebook keeps the nearest centroids (its items are then disambiguated)."""
+    from scipy.optimize import linear_sum_assignment
+
+    labels = nearest.copy()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, prefix in enumerate(map(tuple, prefixes.tolist())):
+        groups.setdefault(prefix, []).append(row)
+    for rows in groups.values():
+        if len(rows) < 2 or len(rows) > len(centroids) or len(set(nearest[rows].tolist())) == len(rows):
+            continue
+        cost = ((residual[rows][:, None, :] - centroids[None, :, :]) ** 2).sum(-1)  # [group, k]
+        r, c = linear_sum_assignment(cost)
+        labels[np.asarray(rows)[r]] = c
+    return labels
 
 
 def _tokens(path: tuple[int, ...]) -> str:
@@ -109,11 +135,12 @@ def _check(levels: int, codebook_size: int) -> None:
 
 
 def build_semantic(catalog: Catalog, seed: int, *, levels: int = DEFAULT_LEVELS, codebook_size: int = DEFAULT_CODEBOOK_SIZE,
-                   cache_dir: Any = None, embeddings: np.ndarray | None = None, iters: int = 100, **_: Any) -> tuple[dict[str, str], list[str]]:
+                   cache_dir: Any = None, embeddings: np.ndarray | None = None, iters: int = 100,
+                   unique_last_level: bool = True, **_: Any) -> tuple[dict[str, str], list[str]]:
     _check(levels, codebook_size)
     emb = item_embeddings(catalog, cache_dir=cache_dir, embeddings=embeddings)
     with single_thread_blas():
-        codes = residual_kmeans(emb, levels, codebook_size, seed, iters)
+        codes = residual_kmeans(emb, levels, codebook_size, seed, iters, unique_last_level=unique_last_level)
     texts = _disambiguate([tuple(int(c) for c in row) for row in codes], levels)
     return dict(zip(catalog.ids, texts)), special_tokens(levels, codebook_size, _max_d(texts, levels))
 
@@ -176,5 +203,7 @@ def semantic_stats(idmap: IdMap) -> dict[str, Any]:
     need = sum(1 for p in parsed if len(p) > levels)
     groups = len({tuple(x[1] for x in p[:levels]) for p in parsed if len(p) > levels})
     return {"items": len(parsed), "levels": levels, "codebook_size": size, "utilization": util, "perplexity": perplexity,
+            # items whose level codes collide with another item's, BEFORE the <d_k> disambiguation token
+            "collision_rate": round(need / max(1, len(parsed)), 4),
             "disambiguated_items": need, "disambiguated_fraction": need / max(1, len(parsed)),
             "collision_groups": groups, "max_group_size": _max_d([idmap.codes[i] for i in idmap.codes], levels)}

@@ -46,6 +46,19 @@ def split_conversations(convs: Sequence[Conversation], ratios: tuple[float, floa
     return out
 
 
+def keep_split(convs: Sequence[Conversation]) -> dict[str, list[Conversation]]:
+    """The dataset's own split (`prepare --split keep`): meta["split"] of every record, set from a `split` field or
+    column or from the file it came from (train|dev|valid|validation|test). A record without one is an error."""
+    out: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
+    for c in convs:
+        s = c.meta.get("split")
+        if s not in out:
+            raise ValueError(f"--split keep: conversation {dialogue_id(c)!r} has no split (give every conversation a "
+                             "'split' field or column, or put them in train/dev/test files), or use --split seeded")
+        out[s].append(c)
+    return out
+
+
 def split_histories(histories: dict[str, Events]) -> dict[str, dict[str, Events]]:
     """Leave-one-out by time. Returns {"train": user -> training events,
     "validation": user -> events up to and including the validation target (the last element),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from dlsearch.data.formats import MENTION_RE, Conversation
+from dlsearch.data.formats import Conversation, mention_ids
 
 RECOMMENDER_ROLE = "assistant"
 
 
 def _mentions(text: str) -> list[str]:
-    return list(dict.fromkeys(MENTION_RE.findall(text)))
+    return list(dict.fromkeys(mention_ids(text)))
 
 
 def recommender_turns(dialogue: Conversation) -> list[Conversation]:
@@ -35,6 +35,7 @@ def recommender_turns(dialogue: Conversation) -> list[Conversation]:
                 exclude=list(earlier),
                 targets=new,
                 meta={"dialogue_id": dialogue.id, "turn": i,
+                      **({"split": dialogue.meta["split"]} if "split" in dialogue.meta else {}),
                       "labels": {t: labels[t] for t in new if t in labels},
                       "repeated": [m for m in mentioned if m in earlier]},
             ))

@@ -71,7 +71,7 @@ class DirectSearch:
 
     def __init__(self, model: Any, tokenizer: Any, index: TrieIndex, catalog: Any, *, beams: int = 20,
                  batch_size: int = 8, length_penalty: float = 0.0, max_new_tokens: int | None = None,
-                 decoder: str = "prefill_once"):
+                 max_length: int | None = None, decoder: str = "prefill_once"):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.decoder = decoder
@@ -92,6 +92,10 @@ class DirectSearch:
                       for s in index.segments]
         self.max_new_tokens = longest_code(index) + 1 if max_new_tokens is None else int(max_new_tokens)
         check_max_new_tokens(index, self.max_new_tokens)
+        from dlsearch.decoding.generate import trained_max_length
+
+        # length policy of training: conversation contexts are cut from the left to leave room for the code
+        self.max_length = trained_max_length(model) if max_length is None else int(max_length)
 
     def search(self, queries: Sequence[Any], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
                allow: Sequence[Sequence[str] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +122,8 @@ class DirectSearch:
             titles = titles_of(self.catalog)
             exclude = [sorted(titles.excluded_ids(q.exclusions())) if isinstance(q, Conversation)
                        else None for q in queries]
-        prompts = [conversation_prompt(q, self.catalog, self.tokenizer) if isinstance(q, Conversation) else q
+        prompts = [conversation_prompt(q, self.catalog, self.tokenizer, max_length=self.max_length, reserve=self.max_new_tokens)
+                   if isinstance(q, Conversation) else q
                    for q in queries]
         return prompts, exclude
 

@@ -30,7 +30,7 @@ def training_counts(train: Iterable[Conversation]) -> Counter[str]:
 
 def conversation_text(conv: Conversation, catalog: Catalog, *, max_messages: int | None = None) -> str:
     """The conversation as plain text with @<id> mentions rendered as titles (what BM25 and encoders read)."""
-    return render_conversation(conv, lambda i: catalog[i].title if i in catalog else i, max_messages=max_messages)
+    return render_conversation(conv, catalog, max_messages=max_messages)
 
 
 class PopularitySearch:

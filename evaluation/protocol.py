@@ -102,13 +102,31 @@ def dialogue_of(conv: Conversation) -> str:
     return conv.id.split(":", 1)[0]
 
 
-def redial_turns_task(prepared_dir: str | Path) -> EvalTask:
-    """The ReDial conversation-turn task from a `dlsearch data prepare --dataset redial` output directory."""
+def prepared_description(prepared_dir: str | Path) -> tuple[str, str]:
+    """(dataset name, protocol note) from a prepared dir's manifest: what a report says it evaluated."""
+    d = Path(prepared_dir)
+    man = json.loads((d / "manifest.json").read_text(encoding="utf-8")) if (d / "manifest.json").is_file() else {}
+    name = man.get("dataset_name") or ("redial" if man.get("dataset") == "redial" else d.resolve().name)
+    if man.get("split") == "keep":
+        split = "the dataset's own split"
+    elif man.get("ratios"):
+        split = f"a split by dialogue/user ({'/'.join(str(round(r * 100)) for r in man['ratios'])}, seed {man.get('seed', 0)})"
+    else:
+        split = "the prepared split"
+    note = f"Dataset {name}: test split of {split}, prepared in {d}."
+    if name == "redial":
+        note = REDIAL_NOTE + " " + note
+    return name, note
+
+
+def conversation_turns_task(prepared_dir: str | Path) -> EvalTask:
+    """Recommender turns of a prepared dir's test split (`dlsearch data prepare`, any dataset); the task is named
+    '<dataset>-turns' and its note describes the dataset and split, from the prepared manifest."""
     d = Path(prepared_dir)
     paths = {"catalog": d / "catalog.jsonl", "train": d / "conversations" / "train.jsonl", "test": d / "conversations" / "test.jsonl"}
     for p in paths.values():
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: missing; run `dlsearch data prepare --dataset redial --out {d}` first")
+            raise FileNotFoundError(f"{p}: missing; run `dlsearch data prepare --dataset <your data> --out {d}` first")
     catalog = load_catalog_jsonl(paths["catalog"])
     train = load_conversations(paths["train"])
     test = [c for c in load_conversations(paths["test"]) if c.targets]
@@ -117,11 +135,34 @@ def redial_turns_task(prepared_dir: str | Path) -> EvalTask:
     if leaked:
         raise ValueError(f"{d}: dialogues in both train and test splits (e.g. {leaked[:3]}): the split leaks")
     counts = training_counts(train)
+    name, note = prepared_description(d)
     return EvalTask(
-        name="redial-turns", catalog=catalog, train_counts=counts, queries=test, groups=[dialogue_of(c) for c in test],
+        name=f"{name}-turns", catalog=catalog, train_counts=counts, queries=test, groups=[dialogue_of(c) for c in test],
         hashes={"catalog": catalog.content_hash(), **{f"{k}_file": file_sha256(p) for k, p in paths.items() if k != "catalog"}},
-        note=REDIAL_NOTE,
+        note=note,
     )
+
+
+redial_turns_task = conversation_turns_task  # the name earlier code and docs use
+
+
+def prepared_histories_task(prepared_dir: str | Path, *, text_items: int = 20) -> EvalTask:
+    """Leave-one-out next item on a prepared dir's histories (histories/train.jsonl and test.jsonl as prepare split
+    them), named '<dataset>-next-item'."""
+    from dlsearch.data.catalog import read_jsonl
+
+    d = Path(prepared_dir)
+    for split in ("train", "test"):
+        if not (d / "histories" / f"{split}.jsonl").is_file():
+            raise FileNotFoundError(f"{d / 'histories' / (split + '.jsonl')}: missing; the prepared dir has no histories")
+    catalog = load_catalog_jsonl(d / "catalog.jsonl")
+    read = lambda s: {str(r["id"]): [(str(i), int(t)) for i, t in r["events"]] for _, r in read_jsonl(d / "histories" / f"{s}.jsonl")}  # noqa: E731
+    train, test = read("train"), read("test")
+    task = _loo_task(catalog, train, test, text_items=text_items)
+    name, note = prepared_description(d)
+    task.name, task.note = f"{name}-next-item", note
+    task.hashes.update({f"histories_{s}_file": file_sha256(d / "histories" / f"{s}.jsonl") for s in ("train", "test")})
+    return task
 
 
 def movielens_loo_task(catalog: Catalog, histories: Mapping[str, Sequence[tuple[str, int]]], *, text_items: int = 20) -> EvalTask:
@@ -130,20 +171,29 @@ def movielens_loo_task(catalog: Catalog, histories: Mapping[str, Sequence[tuple[
     from dlsearch.data.splits import split_histories  # foundation: the one leave-one-out split every area uses
 
     splits = split_histories({u: list(e) for u, e in histories.items()})
+    task = _loo_task(catalog, splits["train"], splits["test"], text_items=text_items)
+    h = hashlib.sha256(json.dumps({u: list(map(list, e)) for u, e in sorted(histories.items())}).encode()).hexdigest()
+    task.hashes["histories"] = h
+    return task
+
+
+def _loo_task(catalog: Catalog, train: Mapping[str, Sequence[tuple[str, int]]], test: Mapping[str, Sequence[tuple[str, int]]],
+              *, text_items: int) -> EvalTask:
+    from dlsearch.data.formats import format_mention
+
     counts: Counter = Counter()
-    for events in splits["train"].values():
+    for events in train.values():
         counts.update(i for i, _ in events if i in catalog)
     queries, groups = [], []
-    for user in sorted(splits["test"], key=lambda u: (len(u), u)):
-        events = splits["test"][user]  # ends with the test target
+    for user in sorted(test, key=lambda u: (len(u), u)):
+        events = test[user]  # ends with the test target
         before, target = [i for i, _ in events[:-1]], events[-1][0]
-        text = "I rated " + ", ".join(f"@{i}" for i in before[-text_items:])
+        text = "I rated " + ", ".join(format_mention(i) for i in before[-text_items:])
         queries.append(Conversation(id=f"user{user}", messages=[Message("user", text)], exclude=list(dict.fromkeys(before)),
                                     targets=[target], meta={"user": user}))
         groups.append(user)
-    h = hashlib.sha256(json.dumps({u: list(map(list, e)) for u, e in sorted(histories.items())}).encode()).hexdigest()
     return EvalTask(name="movielens-loo", catalog=catalog, train_counts=counts, queries=queries, groups=groups,
-                    hashes={"catalog": catalog.content_hash(), "histories": h})
+                    hashes={"catalog": catalog.content_hash()})
 
 
 def baseline_systems(task: EvalTask, *, bm25_max_messages: int | None = None) -> dict[str, System]:

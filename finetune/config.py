@@ -60,8 +60,10 @@ class DataConfig:
     id_params: dict[str, Any] = field(default_factory=dict)  # scheme parameters, e.g. semantic {levels, codebook_size, cache_dir}
     max_history: int = 10  # history->next_item: items of context before the target
     max_examples_per_task: int | None = None  # cap for the large conversation/history tasks
+    length_errors: bool = False  # true: refuse a stage where > 1 % of a task's examples are cut or dropped to fit
+    #   train.max_length (false: a warning; the counts are always in the model manifest's stage.length)
     max_messages: int | None = None  # conversation tasks: keep only the last N messages of the context (None: all).
-    #   trl truncates keep_start, so an over-long prompt loses its completion; cap the context instead
+    #   (contexts longer than train.max_length are cut from the left anyway, the same way at inference)
 
 
 @dataclass
@@ -146,6 +148,9 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
     tree: dict[str, Any] = {}
     label = "<config>"
     if path is not None:
+        from dlsearch.data.config import resolve_config_path
+
+        path = resolve_config_path(path)
         label = str(path)
         tree = load_yaml(path)
     if base is not None:
@@ -164,9 +169,12 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
 
 
 def _resolve_paths(cfg: RecipeConfig, config_dir: Path) -> None:
-    # Model-size presets are named relative to the repo root (configs/models/x.yaml); accept config-relative too.
-    if cfg.model.size and not Path(cfg.model.size).exists() and (config_dir / cfg.model.size).exists():
-        cfg.model.size = str(config_dir / cfg.model.size)
+    # Model-size presets: relative to the recipe file, else the working directory, else the shipped configs
+    # ('configs/models/x.yaml' also resolves after a non-editable install, from any directory).
+    from dlsearch.data.config import resolve_config_path
+
+    if cfg.model.size:
+        cfg.model.size = str(resolve_config_path(cfg.model.size, relative_to=config_dir))
 
 
 def validate(cfg: RecipeConfig) -> None:

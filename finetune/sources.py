@@ -1,7 +1,10 @@
-"""Catalog, id map and per-task example tables for a recipe's `data:` section.
+"""Catalog, id map and per-task example tables for a recipe's `data:` section, read from ONE prepared dir.
 
-Loaders and example builders come from the foundation package (data.movielens, data.redial, data.examples);
-this module picks them per task and restricts conversations/histories to their training split.
+`data.dataset` is a prepared dir (`dlsearch data prepare --out DIR`): its catalog.jsonl, idmap.json and the
+training split it wrote (conversations/train.jsonl, histories/train.jsonl) are used as they are, never re-split.
+The names `redial` and `movielens` are prepared first, by the same `prepare`, into <output_dir>/data (split seed
+data.id_seed), so that a later `evaluate` on that dir tests exactly what was held out.
+A dir with only catalog.jsonl + idmap.json (a sweep point) serves the catalog tasks.
 Example columns: prompt, completion, task, item_id, source_id.
 """
 
@@ -13,8 +16,8 @@ from typing import Any
 
 from datasets import Dataset
 
-from dlsearch.data.catalog import Catalog, load_catalog_jsonl
-from dlsearch.data.ids import IdMap, build_idmap
+from dlsearch.data.catalog import Catalog, load_catalog_jsonl, read_jsonl
+from dlsearch.data.ids import IdMap
 from dlsearch.finetune.config import DataConfig
 
 INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
@@ -22,34 +25,52 @@ INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
 
 # --- catalogs ------------------------------------------------------------------------------------------------------
 
-def load_source(cfg: DataConfig) -> tuple[Catalog, IdMap, dict[str, Any]]:
-    """(catalog restricted to max_items, its id map, raw extras such as histories or conversations)."""
-    extras: dict[str, Any] = {}
-    if cfg.dataset == "movielens":
-        from dlsearch.data.movielens import load_movielens
-
-        catalog, histories = load_movielens()
-        extras["histories"] = histories
-    elif cfg.dataset == "redial":
-        from dlsearch.data.redial import load_redial
-
-        if cfg.max_items is not None:
-            raise ValueError("data.max_items: not supported for redial (conversations mention the whole catalog); use null")
-
-        catalog, convs = load_redial()
-        extras["conversations"] = convs
-    else:
+def prepared_dir_for(cfg: DataConfig, output_dir: str | Path | None = None) -> Path:
+    """The prepared dir a recipe reads: data.dataset itself, or for `redial` / `movielens` <output_dir>/data,
+    written (or reused: prepare is re-runnable) by data.prepare."""
+    if cfg.dataset not in ("redial", "movielens"):
         root = Path(cfg.dataset)
-        if not (root / "catalog.jsonl").exists():
-            raise FileNotFoundError(f"data.dataset: {root} is neither movielens, redial nor a prepared dir with catalog.jsonl")
-        catalog = load_catalog_jsonl(root / "catalog.jsonl")
-        if (root / "idmap.json").exists() and cfg.max_items is None:
-            idmap = IdMap.load(root / "idmap.json")
-            idmap.check_catalog(catalog)
-            return catalog, idmap, extras
-    if cfg.max_items is not None:
-        catalog = catalog.subset(catalog.ids[: cfg.max_items])
-    idmap = build_idmap(catalog, cfg.id_scheme, seed=cfg.id_seed, **cfg.id_params)
+        if not (root / "catalog.jsonl").is_file() or not (root / "idmap.json").is_file():
+            raise FileNotFoundError(f"data.dataset: {root} is not a prepared dir (it needs catalog.jsonl and idmap.json); "
+                                    f"run `dlsearch data prepare --dataset <your data> --ids <scheme> --out {root}` first, "
+                                    "or name redial or movielens")
+        if cfg.max_items is not None:
+            raise ValueError(f"data.max_items: a prepared dir ({root}) is used whole, with its own id map; "
+                             "prepare a smaller catalog (`dlsearch data prepare --max-items N`) or set data.max_items: null")
+        return root
+    from dlsearch.data.prepare import prepare
+
+    out = Path(output_dir if output_dir is not None else "runs/sft") / "data"
+    params = dict(cfg.id_params)
+    cache_dir = params.pop("cache_dir", None)
+    prepare(cfg.dataset, cfg.id_scheme, out, seed=cfg.id_seed, scheme_params=params, cache_dir=cache_dir,
+            max_items=cfg.max_items, log=lambda s: None)
+    return out
+
+
+def _read_conversations(path: Path) -> list[Any]:
+    from dlsearch.data.formats import load_conversations
+
+    return load_conversations(path) if path.is_file() else []
+
+
+def load_source(cfg: DataConfig, output_dir: str | Path | None = None) -> tuple[Catalog, IdMap, dict[str, Any]]:
+    """(catalog, id map, extras) of the prepared dir (prepared_dir_for). extras: "prepared_dir", "prepared"
+    (its fingerprint, or None for a dir without manifest), "conversations" and "histories" (the TRAINING split
+    prepare wrote; absent when the dir has none)."""
+    from dlsearch.data.prepare import prepared_fingerprint
+
+    root = prepared_dir_for(cfg, output_dir)
+    catalog = load_catalog_jsonl(root / "catalog.jsonl", max_title_chars=None, max_text_bytes=None)
+    idmap = IdMap.load(root / "idmap.json")
+    idmap.check_catalog(catalog)
+    extras: dict[str, Any] = {"prepared_dir": root,
+                              "prepared": prepared_fingerprint(root) if (root / "manifest.json").is_file() else None}
+    if (root / "conversations" / "train.jsonl").is_file():
+        extras["conversations"] = _read_conversations(root / "conversations" / "train.jsonl")
+    if (root / "histories" / "train.jsonl").is_file():
+        extras["histories"] = {str(r["id"]): [(str(i), int(t)) for i, t in r["events"]]
+                               for _, r in read_jsonl(root / "histories" / "train.jsonl")}
     return catalog, idmap, extras
 
 
@@ -102,37 +123,39 @@ def _cap(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
     return ds.shuffle(seed=seed).select(range(n)) if n is not None and len(ds) > n else ds
 
 
-def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], cfg: DataConfig) -> Dataset:
-    """All training examples of one task (training splits only for conversations and histories)."""
+def task_examples(task: str, catalog: Catalog, idmap: IdMap, extras: dict[str, Any], cfg: DataConfig,
+                  length: Any = None) -> Dataset:
+    """All training examples of one task (training splits only for conversations and histories). `length` (a
+    data.prompts.LengthBudget) cuts conversation and history contexts from the left to fit, counting what it cut."""
     from dlsearch.data.examples import conversation_examples, history_examples, indexing_examples
 
     if task == "catalog_text":
         return catalog_text_examples(catalog)
     if task == "query->id":
-        if cfg.dataset in ("movielens", "redial"):
-            raise ValueError(f"task 'query->id' reads {QUERIES_FILE} from a prepared dir; data.dataset is {cfg.dataset!r}")
-        return _cap(query_examples(Path(cfg.dataset), catalog, idmap), cfg.max_examples_per_task)
+        root = extras.get("prepared_dir")
+        if root is None:
+            if cfg.dataset in ("movielens", "redial"):
+                raise ValueError(f"task 'query->id' reads {QUERIES_FILE} from a prepared dir; data.dataset is {cfg.dataset!r}")
+            root = cfg.dataset
+        return _cap(query_examples(Path(root), catalog, idmap), cfg.max_examples_per_task)
     if task in INDEXING_TASKS:
         return indexing_examples(catalog, idmap, tasks=(task,))
     if task == "history->next_item":
         if "histories" not in extras:
-            raise ValueError(f"task {task!r} needs user histories; data.dataset {cfg.dataset!r} has none (use movielens)")
-        from dlsearch.data.splits import split_histories
-
-        # Only events on catalog items (max_items may cut the catalog); leave-one-out training events.
-        hist = {u: [e for e in ev if e[0] in catalog] for u, ev in extras["histories"].items()}
-        train = split_histories({u: ev for u, ev in hist.items() if len(ev) >= 2})["train"]
-        ds = history_examples(train, catalog, idmap, split="train", context=cfg.max_history)
+            raise ValueError(f"task {task!r} needs user histories; the prepared dir {_where(extras, cfg)} has none "
+                             "(add histories.<ext> to your dataset folder and prepare it again)")
+        # prepare's training events (leave-one-out: validation and test targets are not in them)
+        ds = history_examples(extras["histories"], catalog, idmap, split="train", context=cfg.max_history, length=length)
         return _cap(ds, cfg.max_examples_per_task)
     if task.startswith("conversation->"):
         if "conversations" not in extras:
-            raise ValueError(f"task {task!r} needs conversations; data.dataset {cfg.dataset!r} has none (use redial)")
-        from dlsearch.data.splits import split_conversations
-        from dlsearch.data.turns import as_turn_records
-
-        # Split the recommender-turn records, exactly as `dlsearch data prepare` does: splitting whole dialogues
-        # would shuffle a different id list and train on prepare's test dialogues.
-        train = split_conversations(as_turn_records(extras["conversations"]))["train"]
-        ds = conversation_examples(train, catalog, idmap, task=task, max_messages=cfg.max_messages)
+            raise ValueError(f"task {task!r} needs conversations; the prepared dir {_where(extras, cfg)} has none "
+                             "(add conversations to your dataset folder and prepare it again)")
+        # prepare's training split, as written: never re-split here
+        ds = conversation_examples(extras["conversations"], catalog, idmap, task=task, max_messages=cfg.max_messages, length=length)
         return _cap(ds, cfg.max_examples_per_task)
     raise ValueError(f"no example builder for task {task!r}")
+
+
+def _where(extras: dict[str, Any], cfg: DataConfig) -> str:
+    return str(extras.get("prepared_dir", cfg.dataset))

@@ -162,7 +162,12 @@ def output_layer_wrapped(model: Any) -> bool:
 
 def stage_dataset(stage: StageConfig, tokenizer: Any, catalog: Catalog, idmap: IdMap, extras: dict[str, Any],
                   cfg: RecipeConfig) -> Any:
-    tables = {task: task_examples(task, catalog, idmap, extras, cfg.data) for task, w in stage.tasks.items() if w > 0}
+    tables, length = {}, {}
+    for task, w in stage.tasks.items():
+        if w > 0:
+            tables[task], length[task] = _fitted_examples(task, stage.train.max_length, tokenizer, catalog, idmap, extras, cfg)
+    extras.setdefault("examples_by_task", {})[stage.name] = {task: len(t) for task, t in tables.items()}  # before weighting
+    extras.setdefault("length", {})[stage.name] = _check_length(length, stage, cfg)
     ds = weighted_mixture(tables, stage.tasks, seed=cfg.seed)
     if getattr(tokenizer, "chat_template", None):
         from dlsearch.decoding.item_tokens import chat_completion
@@ -172,6 +177,45 @@ def stage_dataset(stage: StageConfig, tokenizer: Any, catalog: Catalog, idmap: I
         ds = ds.map(lambda r: {"prompt": apply_chat_template(tokenizer, r["prompt"]) if r["prompt"] else "",
                                "completion": chat_completion(tokenizer, r["completion"]) if r["prompt"] else r["completion"]})
     return ds
+
+
+def _fitted_examples(task: str, max_length: int, tokenizer: Any, catalog: Catalog, idmap: IdMap, extras: dict[str, Any],
+                     cfg: RecipeConfig) -> tuple[Any, dict[str, int]]:
+    """A task's examples under the length policy (data.prompts.fit_context_prompt): contexts cut from the left,
+    completions never cut; an example that still does not fit (e.g. a title->id row with a huge title) is dropped.
+    conversation->item reserves the longest id code + EOS, as direct search does at inference, so the prompt is
+    cut identically in both. Returns (dataset, {kept, cut, dropped})."""
+    from dlsearch.data.prompts import CUT, DROPPED, KEPT, LengthBudget
+    from dlsearch.finetune.memorization import code_token_budget
+
+    reserve = code_token_budget(tokenizer, idmap) if task == "conversation->item" else None
+    budget = LengthBudget(tokenizer, max_length, reserve)
+    ds = task_examples(task, catalog, idmap, extras, cfg.data, length=budget)
+    counts = budget.counts.get(task, {KEPT: 0, CUT: 0, DROPPED: 0})
+    if task not in budget.counts:  # tasks without a context: whole rows that do not fit are dropped, never cut
+        lengths = [len(tokenizer(p, add_special_tokens=True)["input_ids"]) + len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1
+                   for p, c in zip(ds["prompt"], ds["completion"])]
+        fits = [i for i, n in enumerate(lengths) if n <= max_length]
+        counts = {KEPT: len(fits), CUT: 0, DROPPED: len(ds) - len(fits)}
+        if len(fits) < len(ds):
+            ds = ds.select(fits)
+    return ds, counts
+
+
+def _check_length(counts: dict[str, dict[str, int]], stage: StageConfig, cfg: RecipeConfig) -> dict[str, dict[str, int]]:
+    """Warn (or, with data.length_errors, refuse) when more than 1 % of a task's examples were cut or dropped."""
+    import warnings
+
+    for task, c in counts.items():
+        total = sum(c.values())
+        bad = c["cut"] + c["dropped"]
+        if total and bad / total > 0.01:
+            msg = (f"stages.{stage.name}: {task}: {c['cut']} of {total} examples had their context cut from the left and "
+                   f"{c['dropped']} were dropped to fit train.max_length={stage.train.max_length} tokens")
+            if cfg.data.length_errors:
+                raise ValueError(msg + " (data.length_errors is true; raise max_length or set it false)")
+            warnings.warn(msg, stacklevel=2)
+    return counts
 
 
 def peft_config(stage: StageConfig, tokenizer: Any, idmap: IdMap) -> Any:
@@ -252,6 +296,11 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         "bf16": bool(trainer.args.bf16),
         "losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "examples_by_task": extras.get("examples_by_task", {}).get(stage.name),  # built from the prepared split
+        "length": extras.get("length", {}).get(stage.name),  # per task: kept, cut (context, from the left), dropped
+        "length_policy": {"max_length": stage.train.max_length},
+        "prepared": extras.get("prepared"),  # fingerprint of the prepared dir (catalog, splits, id map) trained on
+        "prepared_dir": os.path.relpath(extras["prepared_dir"], stage_dir) if extras.get("prepared_dir") else None,
     }
     # Every rank enters the weight save: under FSDP the shards are gathered collectively (only rank 0 writes; under
     # DDP the other ranks return at once). Manifest, merge and memorization are rank 0's.
@@ -297,7 +346,8 @@ def save_stage(trainer: Any, tokenizer: Any, stage: StageConfig, base_dir: Path,
     from dlsearch.finetune.config import to_dict
 
     write_manifest(stage_dir, catalog=catalog, idmap=idmap, tokenizer=tokenizer, base_model=base_model,
-                   extra={"kind": kind, **extra, "stage": info, "recipe": to_dict(cfg), "complete": False})
+                   extra={"kind": kind, **extra, "stage": info, "recipe": to_dict(cfg), "complete": False,
+                          "prepared": info.get("prepared"), "prepared_dir": info.get("prepared_dir")})
     if kind == "adapter" and stage.merge:
         export_merged(stage_dir, stage_dir / "merged")
     if cfg.eval.memorization:
@@ -425,7 +475,7 @@ def run_recipe(cfg: RecipeConfig, *, resume: bool = False) -> list[dict[str, Any
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     state = PartialState(cpu=not on_cuda())
     # Order: data before the model (the tokenizer is trained on the catalog and its id tokens), then stages.
-    catalog, idmap, extras = load_source(cfg.data)
+    catalog, idmap, extras = load_source(cfg.data, cfg.output_dir)
     with state.main_process_first():  # one process builds the init dir, the others then reuse it
         base = prepare_base(cfg, catalog, idmap)
     infos = run_stages(cfg, base, catalog, idmap, extras, resume=resume)

@@ -35,11 +35,7 @@ def encoder_info(encoder: Any = None, path: str | None = None) -> dict[str, Any]
 
 
 def conversation_text(conv: Conversation, catalog: Catalog | None = None, *, max_messages: int | None = MAX_MESSAGES) -> str:
-    """'User: ...\\nAssistant: ...' of the last messages, @<id> mentions rendered as the item's title."""
+    """'User: ...\\nAssistant: ...' of the last messages, mentions rendered as the item's title (data.prompts)."""
+    from dlsearch.data.catalog import Catalog as _Catalog
 
-    def render(item_id: str) -> str:
-        if catalog is not None and item_id in catalog:
-            return catalog[item_id].title
-        return "@" + item_id
-
-    return render_conversation(conv, render, max_messages=max_messages)
+    return render_conversation(conv, catalog if catalog is not None else _Catalog([]), max_messages=max_messages)

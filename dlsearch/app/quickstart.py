@@ -37,6 +37,7 @@ class QuickstartConfig:
     recipe: str = "configs/quickstart-recipe.yaml"
     recipe_overrides: list[str] = field(default_factory=list)
     seed: int = 0
+    dialogues: int = 0  # first N shipped dialogues only (0: all 1,342); a smoke-test size, not a benchmark
     beams: int = 10  # direct search beam width (= its ranking depth)
     show: int = 5  # test conversations printed with their recommendations
     eval_turns: int = 150  # test turns evaluated (0 = all); direct search costs ~0.3 s a turn on 2 cores
@@ -44,46 +45,34 @@ class QuickstartConfig:
     n_resamples: int = 1000
 
 
-def build_source(out: Path, *, subset: str = "mentioned") -> tuple[Catalog, list[Conversation], dict[str, Any]]:
-    """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full'."""
-    from dlsearch.data.formats import MENTION_RE
+def build_source(out: Path, *, subset: str = "mentioned", dialogues: int = 0) -> tuple[Catalog, list[Conversation], dict[str, Any]]:
+    """(catalog, dialogues, info): ReDial linked to MovieLens, restricted to mentioned movies unless subset='full';
+    dialogues > 0 keeps the first N dialogues (a smoke-test size; said so in the output)."""
     from dlsearch.data.redial import load_redial
 
-    full, dialogues = load_redial()
-    mentioned = dict.fromkeys(i for d in dialogues for m in d.messages for i in MENTION_RE.findall(m.content))
+    full, all_dialogues = load_redial()
+    dialogues = all_dialogues[:dialogues] if dialogues > 0 else all_dialogues
+    mentioned = dict.fromkeys(i for d in dialogues for i in d.mentioned())
     catalog = full if subset == "full" else full.subset([i for i in full.ids if i in mentioned])
     out.mkdir(parents=True, exist_ok=True)
     catalog.save_jsonl(out / "catalog.jsonl")
     save_conversations(out / "conversations.jsonl", dialogues)
     info = {"catalog_items": len(catalog), "redial_items": len(full), "dialogues": len(dialogues),
             "subset": "movies mentioned in the shipped ReDial dialogues" if subset != "full" else "all ReDial movies"}
+    if len(dialogues) < len(all_dialogues):
+        info["subset"] += f" (first {len(dialogues):,} of {len(all_dialogues):,} dialogues)"
     return catalog, dialogues, info
 
 
-def finetune(data_dir: Path, model_dir: Path, dialogues: list[Conversation], cfg: QuickstartConfig) -> dict[str, Any]:
-    """finetune's stages (base from scratch, then LoRA) on the prepared catalog and id map, with the training
-    dialogues of the SAME split prepare wrote (checked: no test dialogue is trained on)."""
-    from dlsearch.data.splits import dialogue_id, split_conversations
-    from dlsearch.data.turns import recommender_turns
+def finetune(data_dir: Path, model_dir: Path, cfg: QuickstartConfig) -> dict[str, Any]:
+    """`dlsearch finetune` on the prepared dir: its catalog, id map and training split (finetune.sources reads
+    them; nothing is re-split), resumed where a previous run stopped."""
     from dlsearch.finetune.config import load_recipe
-    from dlsearch.finetune.train import prepare_base, run_stages
+    from dlsearch.finetune.train import run_recipe
 
     recipe = load_recipe(cfg.recipe, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *cfg.recipe_overrides])
-    catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    from dlsearch.data.ids import IdMap
-
-    idmap = IdMap.load(data_dir / "idmap.json")
-    # Dialogues that yield recommender turns, in file order: exactly the dialogue list prepare split, so
-    # split_conversations (inside finetune's example builder) reproduces prepare's split.
-    with_turns = [d for d in dialogues if recommender_turns(d)]
-    train_ids = {dialogue_id(d) for d in split_conversations(with_turns, seed=cfg.seed)["train"]}
-    prepared_test = {dialogue_id(c) for c in load_conversations(data_dir / "conversations" / "test.jsonl")}
-    prepared_train = {dialogue_id(c) for c in load_conversations(data_dir / "conversations" / "train.jsonl")}
-    if train_ids & prepared_test or train_ids != prepared_train:
-        raise ValueError("fine-tuning split differs from the prepared split: test dialogues would leak into training")
-    extras = {"conversations": with_turns}
-    infos = run_stages(recipe, prepare_base(recipe, catalog, idmap), catalog, idmap, extras, resume=True)
-    return {"stages": [i["stage"] for i in infos], "model_dir": str(model_dir)}
+    infos = run_recipe(recipe, resume=True)
+    return {"stages": [i.get("stage", "?") for i in infos], "model_dir": str(model_dir)}
 
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
@@ -127,7 +116,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     from rich.console import Console
 
     from dlsearch.data.prepare import prepare
-    from dlsearch.evaluation.protocol import baseline_systems, evaluate_systems, print_report, redial_turns_task, write_report
+    from dlsearch.evaluation.protocol import baseline_systems, conversation_turns_task, evaluate_systems, print_report, write_report
     from dlsearch.app.recommend import build_router
 
     console = console or Console(width=max(Console().width, 150))
@@ -140,20 +129,20 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
         return time.perf_counter()
 
     t = step(1, "source", "ReDial movies and dialogues")
-    _, dialogues, source_info = build_source(out / "source", subset=cfg.catalog)
+    _, dialogues, source_info = build_source(out / "source", subset=cfg.catalog, dialogues=cfg.dialogues)
     console.print(f"catalog: {source_info['catalog_items']:,} {source_info['subset']} (of {source_info['redial_items']:,} "
                   f"ReDial movies); {source_info['dialogues']:,} dialogues")
     timings["source"] = time.perf_counter() - t
 
     t = step(2, "prepare", f"split by dialogue, {cfg.id_scheme} ids, examples")
     data_dir = out / "data"
-    prepare(str(out / "source"), cfg.id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings",
+    prepare(str(out / "source"), cfg.id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings", name="redial",
             log=lambda s: console.print(s, highlight=False))
     timings["prepare"] = time.perf_counter() - t
 
     t = step(3, "fine-tune", "base model from scratch, then LoRA on conversations")
     model_dir = out / "model"
-    ft = finetune(data_dir, model_dir, dialogues, cfg)
+    ft = finetune(data_dir, model_dir, cfg)
     mem_path = model_dir / "memorization.json"
     memo = json.loads(mem_path.read_text()) if mem_path.exists() else {}
     timings["fine-tune"] = time.perf_counter() - t
@@ -174,7 +163,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     timings["recommend"] = time.perf_counter() - t
 
     t = step(6, "evaluate", "test recommender turns: baselines vs direct, dual, router")
-    task = redial_turns_task(data_dir)
+    task = conversation_turns_task(data_dir)
     if cfg.eval_turns and len(task.queries) > cfg.eval_turns:
         # the first eval_turns turns in file order (whole dialogues first), stated in the table title
         task.queries, task.groups = task.queries[: cfg.eval_turns], task.groups[: cfg.eval_turns]
@@ -205,7 +194,7 @@ def _render_example(conv: Conversation, pred: Any, catalog: Catalog) -> str:
     from dlsearch.data.prompts import render_conversation
 
     title = lambda i: catalog[i].title if i in catalog else i  # noqa: E731
-    context = render_conversation(conv, title, max_messages=4)
+    context = render_conversation(conv, catalog, max_messages=4)
     recs = "\n".join(f"   {s.rank}. {title(s.item_id)}  [{s.strategy}, {s.score:.3f}]" + ("  <- said next" if s.item_id in conv.targets else "")
                      for s in pred.items)
     said = ", ".join(title(t) for t in conv.targets)

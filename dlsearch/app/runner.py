@@ -24,18 +24,22 @@ from dlsearch.evaluation.protocol import (
     movielens_loo_task,
     predictions_system,
     print_report,
-    redial_turns_task,
+    conversation_turns_task,
+    prepared_histories_task,
     write_report,
 )
 
-TASKS = ("redial-turns", "movielens-loo")
+# turns: recommender turns of a prepared dir's test split (any dataset; redial-turns is the same task);
+# next-item: leave-one-out on a prepared dir's histories; movielens-loo: the bundled MovieLens histories.
+TASKS = ("turns", "next-item", "redial-turns", "movielens-loo")
 
 
 @dataclass
 class EvaluateConfig:
-    # redial-turns: conversation turns of the prepared ReDial test split; movielens-loo: leave-one-out next item.
-    task: str = "redial-turns"
-    # redial-turns: a `dlsearch data prepare --dataset redial` output dir. movielens-loo: a MovieLens folder
+    # turns (= redial-turns): recommender turns of a prepared dir's test split, named after its dataset;
+    # next-item: leave-one-out on a prepared dir's histories; movielens-loo: leave-one-out on MovieLens.
+    task: str = "turns"
+    # turns / next-item: a `dlsearch data prepare` output dir. movielens-loo: a MovieLens folder
     # (ml-latest-small layout); empty = the bundled copy.
     data: str = ""
     # predictions JSONL files (data/formats.py), one system each; ids must be the task's query ids.
@@ -68,10 +72,10 @@ class EvaluateConfig:
 
 def build_task(cfg: EvaluateConfig) -> EvalTask:
     """The evaluation task named by the config, from its data directory."""
-    if cfg.task == "redial-turns":
+    if cfg.task in ("turns", "redial-turns", "next-item"):
         if not cfg.data:
-            raise ValueError("task redial-turns needs data: a `dlsearch data prepare --dataset redial --out DIR` directory")
-        return redial_turns_task(cfg.data)
+            raise ValueError(f"task {cfg.task} needs data: a `dlsearch data prepare --out DIR` directory")
+        return prepared_histories_task(cfg.data) if cfg.task == "next-item" else conversation_turns_task(cfg.data)
     from dlsearch.data.movielens import load_movielens  # foundation area; imported here so redial-only use does not need it
 
     catalog, histories = load_movielens(cfg.data or None)

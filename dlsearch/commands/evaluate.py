@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate predictions/strategies vs popularity and BM25 baselines (CI + paired test)")
     p.add_argument("--config", help="YAML (configs/evaluate-redial.yaml); flags below override its keys")
     p.add_argument("--task", choices=TASKS)
-    p.add_argument("--data", help="prepared ReDial dir (redial-turns) or MovieLens folder (movielens-loo)")
+    p.add_argument("--data", help="prepared dir (`dlsearch data prepare`) for turns / next-item, or MovieLens folder (movielens-loo)")
     p.add_argument("--predictions", nargs="+", metavar="JSONL", help="predictions files, one system each")
     p.add_argument("--strategies", nargs="+", metavar="NAME", help="strategies to run here besides the baselines")
     p.add_argument("--out", help="output directory (results.json, results.csv, run-<mode>.trec)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,9 +43,19 @@ def build_trie(args: argparse.Namespace) -> dict[str, Any]:
         idmap = IdMap.load(args.idmap or Path(args.data) / "idmap.json")
     else:
         idmap = build_idmap(catalog, "atomic")
+    prepared = None
+    if args.data:  # a model fine-tuned on another prepared dir must not be indexed with this one's id map
+        from dlsearch.data.prepare import check_same_prepared, prepared_fingerprint
+        from dlsearch.finetune.manifest import read_manifest
+
+        if (Path(args.data) / "manifest.json").is_file():
+            prepared = prepared_fingerprint(args.data)
+            check_same_prepared(read_manifest(args.model).get("prepared"), args.data, what=f"model {args.model}")
     tokenizer = load_tokenizer(args.model)
     index = build_index(catalog, idmap, tokenizer, mode=args.mode, source=args.source)
-    index.manifest["catalog_path"] = catalog_path(args)
+    # stored relative to the index dir: the index can be moved together with its data, and read from any directory
+    index.manifest["catalog_path"] = os.path.relpath(Path(catalog_path(args)).resolve(), Path(args.out).resolve())
+    index.manifest["prepared"] = prepared
     index.save(args.out)
     return {"kind": "trie", "out": args.out, "items": len(index), "bytes": index.nbytes(),
             "seconds": round(time.perf_counter() - t0, 3), "mode": args.mode}

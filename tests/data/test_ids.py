@@ -36,7 +36,9 @@ def test_semantic_unique_reversible_and_few_disambiguated(movielens, semantic_ma
     stats = semantic_stats(semantic_map)
     assert stats["disambiguated_fraction"] <= 0.05, stats
     codes = list(semantic_map.codes.values())
-    assert all(c.startswith("<a_") for c in codes) and any("<d_" in c for c in codes)
+    assert all(c.startswith("<a_") for c in codes)
+    # the last level gives items under one prefix distinct codes: no MovieLens item needs a <d_k> (it was 3-5 %)
+    assert stats["collision_rate"] == stats["disambiguated_fraction"] == 0.0 and not any("<d_" in c for c in codes)
     assert set(t + ">" for c in codes for t in c.split(">") if t) <= set(semantic_map.special_tokens)
     # prefix-free: every member of a colliding path got a <d_k>
     assert not any(a != b and b.startswith(a) for a, b in itertools.pairwise(sorted(codes)))

@@ -1,6 +1,6 @@
 """Loaders on the real shipped ReDial and MovieLens files."""
 
-from dlsearch.data.formats import MENTION_RE
+from dlsearch.data.formats import mention_ids
 from dlsearch.data.linking import title_keys
 
 
@@ -36,7 +36,7 @@ def test_redial_catalog_dialogues_and_links(redial):
     d0 = dialogues[0]
     assert d0.id == "20001" and d0.messages[0].role == "user" and d0.messages[1].role == "assistant"
     assert d0.meta["respondentQuestions"]["91481"] == {"suggested": 1, "seen": 2, "liked": 2}
-    assert all(m in cat for d in dialogues for msg in d.messages for m in MENTION_RE.findall(msg.content))
+    assert all(m in cat for d in dialogues for msg in d.messages for m in mention_ids(msg.content))
 
 
 def test_title_keys():

@@ -5,6 +5,7 @@ layout: catalog.jsonl, conversations/{train,validation,test}.jsonl, one record p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,4 +27,6 @@ def redial_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_conversations(out / "conversations" / "train.jsonl", [t for d in dialogues[:N_TRAIN] for t in recommender_turns(d)])
     save_conversations(out / "conversations" / "validation.jsonl", [])
     save_conversations(out / "conversations" / "test.jsonl", [t for d in dialogues[N_TRAIN:] for t in recommender_turns(d)])
+    # what prepare records: evaluate names the dataset (and adds ReDial's note) from it
+    (out / "manifest.json").write_text(json.dumps({"dataset": "redial", "dataset_name": "redial", "split": "seeded", "ratios": None}))
     return out

@@ -1,21 +1,60 @@
-"""Regression: finetune's conversation examples come only from the training dialogues of prepare's split."""
+"""Regression: finetune reads prepare's split and never re-splits (a fixed-seed re-split leaked test dialogues
+whenever `prepare --seed` was not 0), for every task, on a prepared dir of any dataset."""
 
-from dlsearch.data.ids import build_idmap
-from dlsearch.data.redial import load_redial
-from dlsearch.data.splits import dialogue_id, split_conversations
-from dlsearch.data.turns import all_recommender_turns
+import json
+
+import pytest
+
+from dlsearch.data.formats import load_conversations
+from dlsearch.data.prepare import prepare
+from dlsearch.data.splits import dialogue_id
 from dlsearch.finetune.config import DataConfig
-from dlsearch.finetune.sources import task_examples
+from dlsearch.finetune.sources import load_source, task_examples
 
 
-def test_conversation_examples_use_prepares_train_split_only():
-    catalog, dialogues = load_redial()
-    prepared = split_conversations(all_recommender_turns(dialogues))  # what `dlsearch data prepare` writes
-    train_dialogues = {dialogue_id(c) for c in prepared["train"]}
-    held_out = {dialogue_id(c) for s in ("validation", "test") for c in prepared[s]}
-    idmap = build_idmap(catalog, "atomic")
-    ds = task_examples("conversation->item", catalog, idmap, {"conversations": dialogues}, DataConfig(dataset="redial"))
-    turn_dialogue = {t.id: dialogue_id(t) for t in all_recommender_turns(dialogues)}
-    used = {turn_dialogue[s] for s in ds["source_id"]}
-    assert used and used <= train_dialogues
-    assert not used & held_out
+def _dataset(root):
+    root.mkdir()
+    items = [{"id": f"B0-{i:03d}", "title": f"Lamp model {i}", "concepts": ["Home", "Lighting" if i % 2 else "Decor"]} for i in range(30)]
+    (root / "catalog.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    convs = []
+    for d in range(40):
+        a, b = items[d % 30]["id"], items[(d * 7 + 3) % 30]["id"]
+        convs.append({"id": f"d{d}", "messages": [
+            {"role": "user", "content": f"I own @[{a}], what else?"},
+            {"role": "assistant", "content": f"Try @[{b}]"}]})
+    (root / "conversations.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs))
+    hist = [{"id": f"u{u}", "events": [[items[(u + k) % 30]["id"], k] for k in range(5)]} for u in range(12)]
+    (root / "histories.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+    return root
+
+
+def test_prepared_dir_serves_conversation_and_history_tasks_from_prepares_split(tmp_path):
+    ds_dir = _dataset(tmp_path / "mine")
+    out = tmp_path / "prep"
+    prepare(str(ds_dir), "sequential", out, seed=3, log=lambda s: None)  # seed 3: a fixed-seed re-split would differ
+    train = {c.id for c in load_conversations(out / "conversations" / "train.jsonl")}
+    held_out = {dialogue_id(c) for s in ("validation", "test") for c in load_conversations(out / "conversations" / f"{s}.jsonl")}
+    cfg = DataConfig(dataset=str(out))
+    catalog, idmap, extras = load_source(cfg)
+    assert extras["prepared_dir"] == out and extras["prepared"]
+    ds = task_examples("conversation->item", catalog, idmap, extras, cfg)
+    used = set(ds["source_id"])
+    assert used == train and not {u.split(":")[0] for u in used} & held_out
+    hist = task_examples("history->next_item", catalog, idmap, extras, cfg)
+    # leave-one-out: each user's last two events are validation/test targets, never training targets
+    assert len(hist) == 12 * 2 and all(int(s.rsplit(":", 1)[1]) < 3 for s in hist["source_id"])
+
+
+def test_prepared_dir_refuses_max_items_and_names_missing_parts(tmp_path):
+    out = tmp_path / "prep"
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "catalog.jsonl").write_text('{"id": "1", "title": "A"}\n{"id": "2", "title": "B"}\n')
+    prepare(str(tmp_path / "cat"), "sequential", out, log=lambda s: None)
+    with pytest.raises(ValueError, match="max_items"):
+        load_source(DataConfig(dataset=str(out), max_items=1))
+    cfg = DataConfig(dataset=str(out))
+    catalog, idmap, extras = load_source(cfg)
+    with pytest.raises(ValueError, match="needs conversations; the prepared dir"):
+        task_examples("conversation->item", catalog, idmap, extras, cfg)
+    with pytest.raises(FileNotFoundError, match="not a prepared dir"):
+        load_source(DataConfig(dataset=str(tmp_path / "cat")))

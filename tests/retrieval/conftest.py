@@ -54,13 +54,13 @@ N_DIALOGUES = 60  # ReDial dialogues in the real-data sample (~250 mentioned mov
 def recommender_turns(dialogues):
     """Per-turn conversations as `dlsearch data prepare` writes them: context before an assistant turn that
     mentions movies not mentioned before; targets = those movies. (Test stand-in until data.splits lands.)"""
-    from dlsearch.data.formats import MENTION_RE, Conversation
+    from dlsearch.data.formats import mention_ids, Conversation
 
     out = []
     for d in dialogues:
         seen: list[str] = []
         for t, m in enumerate(d.messages):
-            ids = list(dict.fromkeys(MENTION_RE.findall(m.content)))
+            ids = list(dict.fromkeys(mention_ids(m.content)))
             new = [i for i in ids if i not in seen]
             if m.role == "assistant" and new and t > 0:
                 out.append(Conversation(f"{d.id}:{t}", d.messages[:t], exclude=list(seen), targets=new))
@@ -71,10 +71,10 @@ def recommender_turns(dialogues):
 @pytest.fixture(scope="session")
 def redial_sample():
     """(catalog of the movies mentioned in the first N_DIALOGUES dialogues, their recommender turns)."""
-    from dlsearch.data.formats import MENTION_RE
+    from dlsearch.data.formats import mention_ids
     from dlsearch.data.redial import load_redial
 
     catalog, dialogues = load_redial()
     dialogues = dialogues[:N_DIALOGUES]
-    ids = dict.fromkeys(i for d in dialogues for m in d.messages for i in MENTION_RE.findall(m.content))
+    ids = dict.fromkeys(i for d in dialogues for m in d.messages for i in mention_ids(m.content))
     return catalog.subset(ids), recommender_turns(dialogues)

@@ -1,0 +1,127 @@
+"""Mentions in free text (`@[id]` and `@id`) and the ONE conversation renderer shared by training and inference."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlsearch.data.catalog import Catalog, Item
+from dlsearch.data.formats import Conversation, Message, format_mention, mention_ids
+from dlsearch.data.ids import build_idmap
+
+
+def test_hyphenated_bare_mention_is_the_whole_id():
+    # regression: @(\w+) read "@tt-0111" as the item "tt"
+    assert mention_ids("I loved @tt-0111 and @42.") == ["tt-0111", "42"]
+
+
+def test_bracket_mentions_take_any_printable_id():
+    assert mention_ids("try @[B0-7XK] or @[a b/c] then @[x]y") == ["B0-7XK", "a b/c", "x"]
+    assert format_mention("B0-7XK") == "@B0-7XK"
+    assert format_mention("a b") == "@[a b]"
+    for item_id in ("B0-7XK", "a b", "x.", "-1", "tt-0111", "42"):
+        assert mention_ids(f"see {format_mention(item_id)}.") == [item_id]
+
+
+def test_hyphenated_ids_render_their_own_title_not_another_item():
+    from dlsearch.data.prompts import render_conversation
+
+    cat = Catalog([Item("tt", "Wrong Movie"), Item("tt-0111", "Right Movie")])
+    conv = Conversation("c", [Message("user", "I loved @tt-0111")])
+    assert render_conversation(conv, cat) == "User: I loved Right Movie"
+    assert conv.mentioned() == ["tt-0111"]
+
+
+def test_unknown_mention_stays_as_written():
+    from dlsearch.data.prompts import render_conversation
+
+    conv = Conversation("c", [Message("user", "about @[zz 9] and @77")])
+    assert render_conversation(conv, Catalog([Item("1", "A")])) == "User: about @[zz 9] and @77"
+
+
+def test_training_prompt_equals_inference_prompt_on_every_redial_turn(redial):
+    """Regression: data/examples.py stripped titles, decoding/generate.py did not (172 of 3,838 turns differed)."""
+    from dlsearch.data.examples import conversation_rows
+    from dlsearch.data.turns import all_recommender_turns
+    from dlsearch.decoding.generate import conversation_prompt
+    from dlsearch.evaluation.baselines import conversation_text as baseline_text
+    from dlsearch.retrieval.embedding import conversation_text as encoder_text
+    from dlsearch.data.prompts import render_conversation
+
+    catalog, dialogues = redial
+    turns = all_recommender_turns(dialogues)
+    assert len(turns) == 3838
+    idmap = build_idmap(catalog, "sequential")
+    rows = conversation_rows(turns, catalog, idmap)
+    trained = {}
+    for r in rows:
+        trained.setdefault(r["source_id"], r["prompt"])
+    assert len(trained) == len(turns)
+    differ = [t.id for t in turns if conversation_prompt(t, catalog) != trained[t.id]]
+    assert differ == []
+    # BM25 / encoder query text and the baselines read the same context text as the prompt
+    for t in turns[:200]:
+        assert baseline_text(t, catalog) == encoder_text(t, catalog, max_messages=None) == render_conversation(t, catalog)
+    assert any(it.title != it.title.strip() for it in catalog)  # the case that used to differ is present
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\tb", "a\x00b"])
+def test_control_characters_in_ids_are_refused_with_file_line_field(tmp_path, bad):
+    import json
+
+    from dlsearch.data.catalog import CatalogError, load_catalog_jsonl
+    from dlsearch.data.formats import load_conversations
+
+    p = tmp_path / "catalog.jsonl"
+    p.write_text(json.dumps({"id": "ok", "title": "A"}) + "\n" + json.dumps({"id": bad, "title": "B"}) + "\n")
+    with pytest.raises(CatalogError) as e:
+        load_catalog_jsonl(p)
+    assert (e.value.path, e.value.line, e.value.field) == (str(p), 2, "id") and "control character" in str(e.value)
+    c = tmp_path / "conversations.jsonl"
+    c.write_text(json.dumps({"id": "c1", "messages": [{"role": "user", "content": "hi"}], "targets": [bad]}) + "\n")
+    with pytest.raises(CatalogError) as e:
+        load_conversations(c)
+    assert (e.value.line, e.value.field) == (1, "targets")
+
+
+def test_unknown_mentions_are_reported_with_file_and_line(tmp_path):
+    import json
+
+    from dlsearch.data.catalog import CatalogError
+    from dlsearch.data.formats import load_conversations
+
+    cat = Catalog([Item("tt", "Wrong"), Item("B0-7XK", "Lamp")])
+    c = tmp_path / "conversations.jsonl"
+    lines = [{"id": "c1", "messages": [{"role": "user", "content": "I want @[B0-7XK]"}]},
+             {"id": "c2", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "try @tt-0111"}]}]
+    c.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(CatalogError) as e:
+        load_conversations(c, cat)
+    assert (e.value.path, e.value.line, e.value.field) == (str(c), 2, "messages[1]") and "@tt-0111" in str(e.value)
+
+
+@pytest.mark.parametrize("title", ["\u00a0\u200b", "\u200b\u200c\ufeff", " \u00a0 "])
+def test_invisible_titles_are_refused(tmp_path, title):
+    import json
+
+    from dlsearch.data.catalog import CatalogError, load_catalog_jsonl
+
+    p = tmp_path / "catalog.jsonl"
+    p.write_text(json.dumps({"id": "1", "title": title}) + "\n")
+    with pytest.raises(CatalogError) as e:
+        load_catalog_jsonl(p)
+    assert (e.value.line, e.value.field) == (1, "title")
+
+
+def test_title_and_text_bounds_are_configurable(tmp_path):
+    import json
+
+    from dlsearch.data.catalog import CatalogError, load_catalog_jsonl
+
+    p = tmp_path / "catalog.jsonl"
+    p.write_text(json.dumps({"id": "1", "title": "x" * 513, "text": "y" * 70_000}) + "\n")
+    with pytest.raises(CatalogError, match="max_title_chars=512") as e:
+        load_catalog_jsonl(p)
+    assert e.value.field == "title"
+    with pytest.raises(CatalogError, match="max_text_bytes=65536"):
+        load_catalog_jsonl(p, max_title_chars=1000)
+    assert len(load_catalog_jsonl(p, max_title_chars=None, max_text_bytes=None)) == 1
