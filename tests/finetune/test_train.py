@@ -74,7 +74,10 @@ def test_kill_and_resume_reaches_same_weights(tiny_run: tuple[Path, list[dict]],
 def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     # torch.distributed.run is torchrun's module: no dependence on where the console script was installed
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m", "dlsearch.finetune"] + finetune_cmd(
+    # a free port, not a fixed one: two test runs on one machine must not collide (EADDRINUSE)
+    from dlsearch.app.search_server import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "dlsearch.finetune"] + finetune_cmd(
         out, "record_shards=true", "stages.history.enabled=false", "stages.index.train.max_steps=3",
         "stages.index.train.batch_size=4",
         "eval.curve_every=0", "eval.memorization=false", entry="finetune")[3:]
