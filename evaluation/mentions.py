@@ -18,7 +18,7 @@ import string
 from typing import Any, Sequence
 
 from dlsearch.data.catalog import Catalog
-from dlsearch.data.formats import MENTION_RE, Conversation
+from dlsearch.data.formats import Conversation, mention_ids, render_mentions
 from dlsearch.data.titles import split_title_year, titles_of
 
 
@@ -67,9 +67,9 @@ def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: 
         in_dialogue = {titles.group_of[catalog.index(i)] for i in conv.mentioned() if i in catalog}
         for msg in conv.messages:
             text = msg.content
-            ids = [i for i in MENTION_RE.findall(text) if i in catalog]
+            ids = [i for i in mention_ids(text) if i in catalog]
             n_plain += 1
-            bare = MENTION_RE.sub("", text)
+            bare = render_mentions(text, lambda _id: "")
             for m in linker.find(bare):
                 if titles.group_of[catalog.index(m.item_id)] in in_dialogue:
                     dialogue_links += 1
@@ -80,8 +80,8 @@ def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: 
             if not ids:
                 continue
             n_msgs += 1
-            typed = MENTION_RE.sub(lambda m: render_title(catalog[m.group(1)].title, rng, plain_share=plain_share,
-                                                          typo_share=typo_share) if m.group(1) in catalog else m.group(0), text)
+            typed = render_mentions(text, lambda i: render_title(catalog[i].title, rng, plain_share=plain_share,
+                                                                 typo_share=typo_share) if i in catalog else None)
             gold = {titles.group_of[catalog.index(i)] for i in ids}
             found = {titles.group_of[catalog.index(m.item_id)]: m for m in linker.find(typed)}
             tp += len(gold & set(found))

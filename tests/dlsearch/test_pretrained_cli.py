@@ -28,8 +28,9 @@ def test_import_lora_trie_generate_evaluate(smollm2_dir: Path, tmp_path: Path) -
     data, model, trie = tmp_path / "data", tmp_path / "model", tmp_path / "trie"
     assert main(["data", "prepare", "--dataset", str(src), "--ids", "title", "--out", str(data)]) == 0
 
-    sets = [f"output_dir={model}", f"model.pretrained={smollm2_dir}", f"data.dataset={data}", "data.id_scheme=title",
-            "stages.lora.tasks={title->id: 1.0, id->title: 0.5}",  # a prepared dir carries no dialogues for training
+    sets = [f"output_dir={model}", f"model.pretrained={smollm2_dir}", f"data.dataset={data}", "data.max_items=null",
+            "data.id_scheme=title",
+            "stages.lora.tasks={title->id: 1.0, id->title: 0.5}",  # indexing tasks only: 3 steps, seconds
             f"stages.lora.train.max_steps={STEPS}", "stages.lora.train.batch_size=2", "stages.lora.train.grad_accum=1",
             "stages.lora.train.max_length=192", "stages.lora.train.logging_steps=1", "stages.lora.lora.r=4",
             "stages.lora.lora.alpha=8", "stages.lora.merge=false", "eval.memorization=false", "eval.curve_every=0"]
