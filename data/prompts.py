@@ -202,3 +202,23 @@ def conversation_parts(conv: Conversation, catalog: "Catalog", *, render: str = 
     """The rendered lines of render_conversation, one per message (what fit_context_prompt cuts whole)."""
     msgs = conv.messages if max_messages is None else conv.messages[-max_messages:]
     return [render_conversation(Conversation(conv.id, [m]), catalog, render=render, idmap=idmap) for m in msgs]
+
+
+def answer_context(tokenizer: Any) -> str:
+    """The text a whole-output completion follows: the answer prefix, then, for a chat model, the rest of its
+    template's generation prompt ("\n### Answer:<|im_end|>\n<|im_start|>assistant\n" for SmolLM2)."""
+    rendered = apply_chat_template(tokenizer, ANSWER_PREFIX)
+    return rendered[rendered.rindex(ANSWER_PREFIX):]
+
+
+def chat_completion(tokenizer: Any, completion: str) -> str:
+    """The completion text a model is trained on and constrained to after the answer context: make_completion's
+    leading space, unless the tokenizer is a chat model's and that space merges with the end of its generation prompt
+    (SmolLM2: "assistant\n" + " <a_0>" tokenizes "\n " as one token), in which case the space is dropped. Training
+    (finetune.train.stage_dataset) and the trie (item_token_ids) both go through here, so they agree per item."""
+    if not completion.startswith(" ") or not getattr(tokenizer, "chat_template", None):
+        return completion
+    context = answer_context(tokenizer)
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(context + completion, add_special_tokens=False)["input_ids"]
+    return completion if ids[: len(ctx)] == ctx else completion[1:]

@@ -6,20 +6,56 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from dlsearch.data.prompts import encode_prompts
+from dlsearch.data.catalog import Catalog
+from dlsearch.data.formats import Conversation
+from dlsearch.data.prompts import apply_chat_template, encode_prompts
+from dlsearch.data.prompts import conversation_prompt as render_prompt
 from dlsearch.decoding.beam import constrained_beam_search
 from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens, longest_code
 from dlsearch.decoding.index import TrieIndex, _walk_exact
 
 DECODERS = ("prefill_once", "generate")
 PLACEHOLDER_SCORE = -1.0e8  # beam search's empty slots score -1e9; a real hypothesis scores far above this
+
+
+TASK = "conversation->item"
+
+
+def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
+                        max_messages: int | None = None, max_length: int | None = None, reserve: int = 0) -> str:
+    """The conversation->item prompt with mentions rendered as titles: data.prompts.conversation_prompt, the
+    function training examples are rendered with; max_messages keeps the last N messages, as the recipe's
+    data.max_messages did in training (None: all). With max_length (and a tokenizer), the context is cut from
+    the left to leave `reserve` tokens for the answer: the length policy training applied (fit_context_prompt)."""
+    if max_length is not None and tokenizer is not None:
+        from dlsearch.data.prompts import conversation_parts, fit_context_prompt, prompt_for_context
+
+        parts = conversation_parts(conv, catalog, max_messages=max_messages)
+        prompt, _ = fit_context_prompt(TASK, parts, tokenizer, max_length - reserve)
+        prompt = prompt if prompt is not None else prompt_for_context(TASK, "")
+        return apply_chat_template(tokenizer, prompt)
+    prompt = render_prompt(conv, catalog, TASK, max_messages=max_messages)
+    return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
+
+
+def trained_max_length(model: Any) -> int | None:
+    """The max_length the model was fine-tuned with (its manifest's stage.length_policy), else its position limit."""
+    path = Path(str(getattr(model, "name_or_path", "") or "")) / "manifest.json"
+    if path.is_file():
+        policy = (json.loads(path.read_text(encoding="utf-8")).get("stage") or {}).get("length_policy") or {}
+        if policy.get("max_length"):
+            return int(policy["max_length"])
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
 
 
 @dataclass
@@ -92,7 +128,6 @@ class DirectSearch:
                       for s in index.segments]
         self.max_new_tokens = longest_code(index) + 1 if max_new_tokens is None else int(max_new_tokens)
         check_max_new_tokens(index, self.max_new_tokens)
-        from dlsearch.decoding.generate import trained_max_length
 
         # length policy of training: conversation contexts are cut from the left to leave room for the code
         self.max_length = trained_max_length(model) if max_length is None else int(max_length)
@@ -114,7 +149,6 @@ class DirectSearch:
     def _prompts(self, queries: Sequence[Any], exclude):
         from dlsearch.data.formats import Conversation
         from dlsearch.data.titles import titles_of
-        from dlsearch.decoding.generate import conversation_prompt
 
         if not any(isinstance(q, Conversation) for q in queries):
             return list(queries), exclude

@@ -15,40 +15,8 @@ import numpy as np
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, Prediction, PredictionLog, ScoredItem, load_conversations, save_predictions
-from dlsearch.data.prompts import apply_chat_template
-from dlsearch.data.prompts import conversation_prompt as render_prompt
-from dlsearch.decoding.direct import DirectSearch, SearchStats
+from dlsearch.decoding.direct import TASK, DirectSearch, SearchStats, conversation_prompt, trained_max_length  # noqa: F401 (re-exported)
 from dlsearch.decoding.index import TrieIndex
-
-TASK = "conversation->item"
-
-
-def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
-                        max_messages: int | None = None, max_length: int | None = None, reserve: int = 0) -> str:
-    """The conversation->item prompt with mentions rendered as titles: data.prompts.conversation_prompt, the
-    function training examples are rendered with; max_messages keeps the last N messages, as the recipe's
-    data.max_messages did in training (None: all). With max_length (and a tokenizer), the context is cut from
-    the left to leave `reserve` tokens for the answer: the length policy training applied (fit_context_prompt)."""
-    if max_length is not None and tokenizer is not None:
-        from dlsearch.data.prompts import conversation_parts, fit_context_prompt, prompt_for_context
-
-        parts = conversation_parts(conv, catalog, max_messages=max_messages)
-        prompt, _ = fit_context_prompt(TASK, parts, tokenizer, max_length - reserve)
-        prompt = prompt if prompt is not None else prompt_for_context(TASK, "")
-        return apply_chat_template(tokenizer, prompt)
-    prompt = render_prompt(conv, catalog, TASK, max_messages=max_messages)
-    return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
-
-
-def trained_max_length(model: Any) -> int | None:
-    """The max_length the model was fine-tuned with (its manifest's stage.length_policy), else its position limit."""
-    path = Path(str(getattr(model, "name_or_path", "") or "")) / "manifest.json"
-    if path.is_file():
-        policy = (json.loads(path.read_text(encoding="utf-8")).get("stage") or {}).get("length_policy") or {}
-        if policy.get("max_length"):
-            return int(policy["max_length"])
-    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
-
 
 def to_predictions(ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, catalog: Catalog,
                    strategy: str = "direct") -> list[Prediction]:

@@ -10,24 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dlsearch.data.prompts import ANSWER_PREFIX, ITEM_START, apply_chat_template, make_completion
+from dlsearch.data.prompts import ANSWER_PREFIX, ITEM_START, answer_context, apply_chat_template, chat_completion, make_completion  # noqa: F401 (chat_completion re-exported)
 
 
 class ItemTokenizationError(ValueError):
     """An item code whose tokens depend on the text before it (a merge across the prompt boundary)."""
-
-
-def chat_completion(tokenizer: Any, completion: str) -> str:
-    """The completion text a model is trained on and constrained to after the answer context: make_completion's
-    leading space, unless the tokenizer is a chat model's and that space merges with the end of its generation prompt
-    (SmolLM2: "assistant\n" + " <a_0>" tokenizes "\n " as one token), in which case the space is dropped. Training
-    (finetune.train.stage_dataset) and the trie (item_token_ids) both go through here, so they agree per item."""
-    if not completion.startswith(" ") or not getattr(tokenizer, "chat_template", None):
-        return completion
-    context = answer_context(tokenizer)
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(context + completion, add_special_tokens=False)["input_ids"]
-    return completion if ids[: len(ctx)] == ctx else completion[1:]
 
 
 def completion_token_ids(tokenizer: Any, completions: Sequence[str], *, context: str = ANSWER_PREFIX,
@@ -60,13 +47,6 @@ def completion_token_ids(tokenizer: Any, completions: Sequence[str], *, context:
                 raise ItemTokenizationError(f"completion {c!r} encodes to no tokens")
             out.append(ids[len(ctx):])
     return out
-
-
-def answer_context(tokenizer: Any) -> str:
-    """The text a whole-output completion follows: the answer prefix, then, for a chat model, the rest of its
-    template's generation prompt ("\n### Answer:<|im_end|>\n<|im_start|>assistant\n" for SmolLM2)."""
-    rendered = apply_chat_template(tokenizer, ANSWER_PREFIX)
-    return rendered[rendered.rindex(ANSWER_PREFIX):]
 
 
 def item_token_ids(tokenizer: Any, codes: Sequence[str], *, mode: str = "whole") -> list[list[int]]:

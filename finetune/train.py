@@ -170,7 +170,7 @@ def stage_dataset(stage: StageConfig, tokenizer: Any, catalog: Catalog, idmap: I
     extras.setdefault("length", {})[stage.name] = _check_length(length, stage, cfg)
     ds = weighted_mixture(tables, stage.tasks, seed=cfg.seed)
     if getattr(tokenizer, "chat_template", None):
-        from dlsearch.decoding.item_tokens import chat_completion
+        from dlsearch.data.prompts import chat_completion
 
         # Pretrained chat models see prompts in their template, exactly as decoding will render them, and learn the
         # completion the trie constrains to (its leading space dropped where it would merge into the template).

@@ -130,12 +130,6 @@ def test_graph_walker_finds_a_known_edge_and_a_planted_cycle() -> None:
     assert found == {"typing", "dlsearch.data.catalog"}  # lazy imports count, type-hint-only ones do not
 
 
-# Edges being removed on other branches of issue 13 (`pretrained`: decoding/retrieval stop loading models through
-# finetune; `owndata`: the one mention renderer leaves decoding/generate.py). Strict: the test fails once they land,
-# so the marker is removed with them.
-PENDING_LOADER = pytest.mark.xfail(strict=True, reason="decoding.generate / retrieval.generate -> finetune.loading")
-
-
 def test_no_import_cycle_between_packages() -> None:
     graph = _graph()
     pkg_graph: dict[str, set[str]] = {}
@@ -144,9 +138,7 @@ def test_no_import_cycle_between_packages() -> None:
     assert _cycles(pkg_graph) == []
 
 
-@pytest.mark.parametrize("package", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="decoding.direct -> decoding.generate.conversation_prompt"))
-    if p == "decoding" else p for p in sorted(set(PACKAGES.values()))])
+@pytest.mark.parametrize("package", sorted(set(PACKAGES.values())))
 def test_no_import_cycle_inside_a_package(package: str) -> None:
     graph = _graph()
     inner = {m: {t for t in ts if _package(t) == package} for m, ts in graph.items() if _package(m) == package}
@@ -155,7 +147,6 @@ def test_no_import_cycle_inside_a_package(package: str) -> None:
     assert _cycles(inner) == []
 
 
-@PENDING_LOADER
 def test_libraries_import_only_their_allowed_layers() -> None:
     bad = []
     for mod, targets in _graph().items():
