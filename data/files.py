@@ -8,6 +8,7 @@ flushed to disk, then renamed over the target (os.replace is atomic on POSIX and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -40,3 +41,12 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 def atomic_write_json(path: str | Path, obj: Any, **dumps: Any) -> Path:
     """json.dumps(obj, **dumps) written atomically (indent=2 unless given)."""
     return atomic_write_text(path, json.dumps(obj, **{"indent": 2, **dumps}))
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks (model weights can be GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -37,6 +37,7 @@ from dlsearch.data.ids import IdMap, build_idmap
 from dlsearch.data.splits import (SPLITS, check_conversation_splits, check_history_splits, keep_split, split_conversations,
                                   split_histories)
 from dlsearch.data.turns import all_recommender_turns, as_turn_records, recommender_turns
+from dlsearch.data.files import file_sha256
 
 if TYPE_CHECKING:
     import datasets
@@ -152,13 +153,6 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
@@ -183,10 +177,10 @@ class _Manifest:
         rec = self.data["steps"].get(step)
         if not rec or rec.get("key") != key:
             return False
-        return all((self.out / f).is_file() and _file_sha(self.out / f) == h for f, h in rec["files"].items())
+        return all((self.out / f).is_file() and file_sha256(self.out / f) == h for f, h in rec["files"].items())
 
     def record(self, step: str, key: str, files: list[str], **extra: Any) -> None:
-        self.data["steps"][step] = {"key": key, "files": {f: _file_sha(self.out / f) for f in files}, **extra}
+        self.data["steps"][step] = {"key": key, "files": {f: file_sha256(self.out / f) for f in files}, **extra}
         self.save()
 
     def save(self) -> None:

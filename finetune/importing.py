@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from dlsearch.data.files import atomic_write_json
+from dlsearch.data.files import file_sha256
 
 MANIFEST = "manifest.json"
 WEIGHT_GLOBS = ("*.safetensors", "*.bin")
@@ -81,20 +82,13 @@ def _source_in(p: Path, *, package: str | None, label: str) -> Source:
 def source_sha256(src: Source) -> str:
     """sha256 of the GGUF file, or over (name, sha256) of a dir's config and weight files."""
     if src.kind == "gguf":
-        return _file_sha256(src.path)
+        return file_sha256(src.path)
     h = hashlib.sha256()
     files = [src.path / "config.json"] + sorted(f for g in WEIGHT_GLOBS for f in src.path.glob(g))
     for f in files:
-        h.update(f"{f.name}:{_file_sha256(f)}\n".encode())
+        h.update(f"{f.name}:{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_license(src: Source) -> str | None:
