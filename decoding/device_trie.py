@@ -203,10 +203,12 @@ class DeviceTrieState:
         return allowed
 
     def mask(self, scores: torch.Tensor, phase: torch.Tensor, nodes: torch.Tensor, q: torch.Tensor,
-             *, inplace: bool = True) -> torch.Tensor:
+             *, inplace: bool = True, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Scores with disallowed tokens at -inf; allowed tokens' NaN / -inf / scores below the floor become the
-        floor (transformers#22890), so an allowed token can always be picked."""
-        allowed = self.allowed(phase, nodes, q, scores.shape[1])
+        floor (transformers#22890), so an allowed token can always be picked. `allowed`: this state's
+        `allowed(...)` when the caller already has it."""
+        if allowed is None:
+            allowed = self.allowed(phase, nodes, q, scores.shape[1])
         out = scores if inplace else scores.clone()
         out.nan_to_num_(nan=self.floor, neginf=self.floor).clamp_min_(self.floor)
         return out.masked_fill_(~allowed, -float("inf"))

@@ -74,19 +74,78 @@ def test_refuses_short_budget_and_span_index():
                                 num_beams=2, max_new_tokens=4, pad_token_id=PAD)
 
 
-def test_prompt_runs_through_the_model_once():
-    """The prefill sees each prompt once (n rows), not n x beams; every later forward is one token per beam."""
-    index = index_from_sequences(["a", "b", "c"], [[5, 6], [5, 7, 8], [9]], vocab_size=V, end_token_id=EOS)
-    ids, mask = random_prompts(np.random.default_rng(1), 3, V, pad=PAD, low=LOW)
+def reference(index, ids, mask, beams, max_new, length_penalty=0.0, lists=None):
+    """transformers' own constrained beam search: the finished hypotheses per prompt."""
+    ref = MODEL.generate(input_ids=ids, attention_mask=mask, num_beams=beams, num_return_sequences=beams,
+                         do_sample=False, max_new_tokens=max_new, pad_token_id=PAD, eos_token_id=EOS,
+                         length_penalty=length_penalty, early_stopping=True, return_dict_in_generate=True,
+                         output_scores=True, logits_processor=LogitsProcessorList(
+                             [TrieConstraint(index, eos_token_id=EOS, rows_per_query=beams, deny=lists)]))
+    return finished(ref.sequences[:, ids.shape[1]:].numpy(), ref.sequences_scores.numpy(), ids.shape[0], beams)
+
+
+def forwards(fn):
+    """Run fn, recording the input_ids shape of every forward of MODEL."""
     shapes = []
     hook = MODEL.model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
                                                 with_kwargs=True)
     try:
-        constrained_beam_search(MODEL, ids, mask, TrieConstraint(index, eos_token_id=EOS), num_beams=8,
-                                max_new_tokens=4, pad_token_id=PAD)
+        out = fn()
     finally:
         hook.remove()
-    assert shapes[0] == tuple(ids.shape) and all(s == (3 * 8, 1) for s in shapes[1:]) and len(shapes) >= 2
+    return out, shapes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(n_stems=st.integers(1, 6), tail=st.integers(0, 7), prefixes=st.booleans(), beams=st.integers(2, 12),
+       batch=st.integers(1, 3), seed=st.integers(0, 10_000), length_penalty=st.sampled_from([0.0, 1.0]),
+       deny=st.booleans())
+def test_property_forced_runs_eos_and_few_items(n_stems, tail, prefixes, beams, batch, seed, length_penalty, deny):
+    """Titles' shape: a few branching tokens, then a long forced tail (fed in one forward); items that are prefixes
+    of others (EOS competes with a continuation); often fewer items than beams (placeholders fill the rest)."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n_stems):
+        stem = [int(t) for t in rng.integers(LOW, LOW + 4, size=int(rng.integers(1, 3)))]  # shared first tokens
+        full = stem + [int(t) for t in rng.integers(LOW, V, size=tail)]
+        seqs.append(tuple(full))
+        if prefixes and len(full) > 1:
+            seqs.append(tuple(full[: int(rng.integers(1, len(full)))]))
+    seqs = list(dict.fromkeys(seqs))
+    names = [f"i{i}" for i in range(len(seqs))]
+    index = index_from_sequences(names, [list(s) for s in seqs], vocab_size=V, end_token_id=EOS)
+    ids, mask = random_prompts(rng, batch, V, pad=PAD, low=LOW)
+    lists = [names[:1] if deny and q == 0 else None for q in range(batch)]
+    max_new = max(map(len, seqs)) + 1
+    want = reference(index, ids, mask, beams, max_new, length_penalty, lists)
+    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=beams, deny=lists)
+    (got_seqs, got_scores), shapes = forwards(lambda: constrained_beam_search(
+        MODEL, ids, mask, proc, num_beams=beams, max_new_tokens=max_new, pad_token_id=PAD,
+        length_penalty=length_penalty))
+    got = finished(got_seqs.numpy(), got_scores.numpy(), batch, beams)
+    for w, g in zip(want, got):
+        assert set(w) == set(g)
+        assert all(abs(w[k] - g[k]) < 1e-4 for k in w)
+    assert shapes[0] == tuple(ids.shape) and all(s[0] == batch for s in shapes)
+
+
+def test_prompt_runs_through_the_model_once_and_forced_runs_in_one_forward():
+    """The prefill sees each prompt once (n rows), not n x beams; later forwards feed tree nodes (n rows, any
+    width). Two items that share nothing after their first token: after it, the rest of each item is forced and
+    fed in the same forward, so the search needs two forwards after the prefill for 7 steps."""
+    index = index_from_sequences(["a", "b"], [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]], vocab_size=V,
+                                 end_token_id=EOS)
+    ids, mask = random_prompts(np.random.default_rng(1), 3, V, pad=PAD, low=LOW)
+    want = reference(index, ids, mask, 4, 7)
+    (seqs, scores), shapes = forwards(lambda: constrained_beam_search(
+        MODEL, ids, mask, TrieConstraint(index, eos_token_id=EOS), num_beams=4, max_new_tokens=7, pad_token_id=PAD))
+    got = finished(seqs.numpy(), scores.numpy(), 3, 4)
+    assert [set(g) for g in got] == [set(w) for w in want] == [{(5, 6, 7, 8, 9, 10), (11, 12, 13, 14, 15, 16)}] * 3
+    assert all(abs(w[k] - g[k]) < 1e-4 for w, g in zip(want, got) for k in w)
+    # prefill; then each prompt's two beams feed their first token plus the 5 forced ones (12 tokens); the step
+    # after reads only known nodes until EOS: no further forward
+    assert shapes == [tuple(ids.shape), (3, 12)]
 
 
 def test_direct_search_prefill_once_equals_generate_path():
