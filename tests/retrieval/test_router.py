@@ -187,3 +187,13 @@ def test_excluding_one_member_excludes_its_duplicate_group():
                    Policy(unmeasured="fallback"))
     ids = [s.item_id for s in fused.recommend(_conv("anything"), k=4).items]
     assert len(ids) == 3 and len({"140395", "85036"} & set(ids)) == 1
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_mentioned_ids_are_never_recommended_back(ml_catalog, link):
+    """The router excludes Conversation.exclusions() (exclude + @id mentions), as direct search does, with or without
+    linking plain-text titles (without linking it read `exclude` alone and gave a mentioned @2 back first)."""
+    router = Router(ml_catalog, {"bm25": build_bm25(ml_catalog)}, Policy.from_dict({"link_mentions": link}))
+    conv = Conversation("c", [Message("user", "I loved @2, something like Jumanji please")])
+    got = [s.item_id for s in router.recommend_many([conv], 5)[0].items]
+    assert len(got) == 5 and "2" not in got
