@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from dlsearch.app.serve import ServerSettings, catalog_only_router, read_serve_config, serve
+    from dlsearch.app.serve import ServerSettings, catalog_only_router, read_serve_config, serve, span_replier
     from dlsearch.data.catalog import load_catalog_jsonl
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -35,8 +35,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg, settings = read_serve_config(args.config, {"server": server})
         catalog = load_catalog_jsonl(cfg["catalog"])
         router = build_router(cfg, catalog)
+        replier = span_replier(cfg, settings, router, catalog)  # None: template replies
     else:
         catalog = load_catalog_jsonl(args.catalog)
-        router, settings = catalog_only_router(catalog), ServerSettings(**server)
-    serve(router, catalog, settings)
+        router, settings, replier = catalog_only_router(catalog), ServerSettings(**server), None
+    serve(router, catalog, settings, replier)
     return 0
