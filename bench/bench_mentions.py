@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def main() -> None:
     linker = MentionLinker(catalog)
     build = time.perf_counter() - t0
     typed = load_typed_titles(dialogues, catalog)
-    out: dict = {"catalog_items": len(catalog), "dialogues": len(dialogues), "linker_build_seconds": round(build, 2),
+    out: dict = {"command": " ".join(["python", "bench/bench_mentions.py"] + sys.argv[1:]),
+                 "catalog_items": len(catalog), "dialogues": len(dialogues), "linker_build_seconds": round(build, 2),
                  "checked_typed_titles": len(typed)}
     for name, part in (("dev", dialogues[0::2]), ("held_out", dialogues[1::2]), ("all", dialogues)):
         t0 = time.perf_counter()
