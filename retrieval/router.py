@@ -18,6 +18,9 @@ Titles written as plain text in the conversation are linked to items first (`pol
 retrieval/mentions.py) and join `exclude`. Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
 members of one group (strategies are asked for k + len(exclude) + overfetch candidates, except
 those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
+An allow list (`conversation.meta["allow"]`, item ids) keeps only those items: a strategy with `masks_allow = True`
+(direct search: a mask in the trie) searches among them, any other ranks the whole catalog so that k allowed items
+are found whenever it ranks k of them.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dlsearch.retrieval.embedding import conversation_text
 from dlsearch.retrieval.fusion import RRF_K, rrf
 from dlsearch.retrieval.mentions import link_conversation, linker_for
 from dlsearch.retrieval.shape import check_k, empty_result, topk_from_lists
-from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, as_strategy, describe
+from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, allow_list, as_strategy, describe
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class Router:
 
     name = "router"
     masks_exclusions = True  # it removes each conversation's `exclude` itself
+    masks_allow = True  # and keeps only each conversation's allow list
 
     def __init__(
         self,
@@ -154,6 +158,8 @@ class Router:
     def _run(self, name: str, convs: Sequence[Conversation], k: int) -> StrategyResult:
         strategy = self.strategies[name]
         kk = k if strategy.masks_exclusions else k + max(len(c.exclude) for c in convs) + self.policy.overfetch
+        if any(allow_list(c) is not None for c in convs) and not getattr(strategy, "masks_allow", False):
+            kk = len(self.catalog)  # the allowed items may rank anywhere: the whole ranking, `_finish` keeps them
         try:
             res = strategy.search(convs, kk)
         except Exception as e:  # a strategy that fails as a whole (e.g. cannot be reached): every conversation degrades
@@ -198,10 +204,14 @@ class Router:
         excluded = titles.excluded_rows(conv.exclude)  # excluding one member of a duplicate group excludes the group
         degraded = {n: res.errors[i] for n, res in results.items() if res.errors[i] is not None}
         names = [n for n in results if n not in degraded]
+        allow = allow_list(conv)
+        allowed = None if allow is None else np.array([self.catalog.index(x) for x in allow if x in self.catalog], np.int64)
         lists = []
         for name in names:
             s, r = results[name].scores, results[name].rows
             keep = titles.keep(r[i], excluded)  # also one member per duplicate group
+            if allowed is not None:
+                keep = [j for j, ok in zip(keep, np.isin(r[i][keep], allowed)) if ok]
             lists.append((s[i : i + 1, keep], r[i : i + 1, keep]))
         items: list[ScoredItem] = []
         nonempty = [j for j, (_, r) in enumerate(lists) if r.shape[1] > 0]
