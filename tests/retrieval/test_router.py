@@ -197,3 +197,14 @@ def test_mentioned_ids_are_never_recommended_back(ml_catalog, link):
     conv = Conversation("c", [Message("user", "I loved @2, something like Jumanji please")])
     got = [s.item_id for s in router.recommend_many([conv], 5)[0].items]
     assert len(got) == 5 and "2" not in got
+
+
+def test_policy_range_errors_name_the_dotted_key_where_it_sits():
+    """Policy's own checks say "field: why", so the validator prefixes the real path: in a sweep config the policy sits
+    at step_options.router_policy (it read `step_options.router_policy: policy.weights must be >= 0`)."""
+    with pytest.raises(ValueError, match=r"^step_options\.router_policy\.weights: must be >= 0, got \{'bm25': -1\.0\}$"):
+        Policy.from_dict({"weights": {"bm25": -1.0}}, where="step_options.router_policy")
+    with pytest.raises(ValueError, match=r"^policy\.rrf_k: must be > 0"):
+        Policy.from_dict({"rrf_k": 0})
+    with pytest.raises(ValueError, match=r"^policy\.direct_alone_at: must be in \[0, 1\]"):
+        Policy.from_dict({"direct_alone_at": 2})
