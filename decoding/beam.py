@@ -53,25 +53,41 @@ class _Tree:
         self.dev = dev
         self.forced_tok = root_forced
         self.forced_lp = torch.where(root_forced >= 0, root_lp.gather(1, root_forced.clamp(min=0)[:, None])[:, 0], 0.0)
-        self.next = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        self.size = n
+        self.vocab = root_lp.shape[1]
+        self.child_key = torch.zeros(0, dtype=torch.int64, device=dev)  # sorted parent * V + token of fed nodes
+        self.child_id = torch.zeros(0, dtype=torch.int64, device=dev)
         self.full_row = torch.arange(n, device=dev)
         self.anc = prompt_mask.bool()  # [nodes, cache columns]
         self.full = root_lp  # [rows, V] log-probs of branching nodes
         self.full_used = n
         self.columns = width
 
-    def add(self, anc: torch.Tensor, forced_tok: torch.Tensor, lp: torch.Tensor, columns: int) -> torch.Tensor:
-        """Append k nodes: attention rows anc bool [k, columns], forced next tokens int64 [k] (-1: none), log-probs
-        lp [k, V] after each; returns their ids."""
+    def child(self, parent: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """Fed child of each (parent node, token), -1 where not fed (parent < 0 included)."""
+        if self.child_key.shape[0] == 0:
+            return torch.full_like(parent, -1)
+        key = parent * self.vocab + token
+        pos = torch.searchsorted(self.child_key, key).clamp(max=self.child_key.shape[0] - 1)
+        return torch.where((self.child_key[pos] == key) & (parent >= 0), self.child_id[pos], -1)
+
+    def add(self, parent: torch.Tensor, token: torch.Tensor, anc: torch.Tensor, forced_tok: torch.Tensor,
+            lp: torch.Tensor, columns: int) -> torch.Tensor:
+        """Append k nodes, children of `parent` by `token`: attention rows anc bool [k, columns], forced next
+        tokens int64 [k] (-1: none), log-probs lp [k, V] after each; returns their ids (consecutive)."""
         k = anc.shape[0]
-        first = self.next.shape[0]
+        first = self.size
+        self.size += k
+        ids = torch.arange(first, first + k, device=self.dev)
+        keys = torch.cat([self.child_key, parent * self.vocab + token])
+        order = torch.argsort(keys)
+        self.child_key, self.child_id = keys[order], torch.cat([self.child_id, ids])[order]
         self.anc = torch.cat([torch.nn.functional.pad(self.anc, (0, columns - self.columns)), anc], dim=0)
         self.columns = columns
         forced = forced_tok >= 0
         self.forced_tok = torch.cat([self.forced_tok, forced_tok])
         self.forced_lp = torch.cat([self.forced_lp, torch.where(
             forced, lp.gather(1, forced_tok.clamp(min=0)[:, None])[:, 0], 0.0)])
-        self.next = torch.cat([self.next, torch.full((k,), -1, dtype=torch.int64, device=self.dev)])
         branching = (~forced).nonzero()[:, 0]
         rows = torch.full((k,), -1, dtype=torch.int64, device=self.dev)
         m = int(branching.shape[0])
@@ -83,7 +99,7 @@ class _Tree:
             rows[branching] = torch.arange(self.full_used, self.full_used + m, device=self.dev)
             self.full_used += m
         self.full_row = torch.cat([self.full_row, rows])
-        return torch.arange(first, first + k, device=self.dev)
+        return ids
 
     def log_probs(self, nodes: torch.Tensor, vocab: int) -> torch.Tensor:
         """float32 [rows, V]: the log-probs at each node (a forced node: its token's log-prob, -inf elsewhere;
@@ -200,96 +216,102 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
         phase, nodes = state.advance(phase[parent], nodes[parent], tokens, query_of_row)
         allowed = state.allowed(phase, nodes, query_of_row, vocab)
         pn = beam_node[parent]
-        pnc = pn.clamp(min=0)
-        known = (pn >= 0) & (tree.forced_tok[pnc] == tokens) & (tree.next[pnc] >= 0)
-        beam_node = torch.where(known, tree.next[pnc], -1)
+        beam_node = tree.child(pn, tokens)
         real = running_scores.view(-1) > PLACEHOLDER
-        need = ~known & (pn >= 0) & real
+        need = (beam_node < 0) & (pn >= 0) & real
         if bool(need.any()):
-            # forced runs are fed whole only where the next step keeps every candidate (at most 2b of them, the
-            # trie says how many): there the runs are likely to be used; where beams still compete, a run's
+            # the subtree below a fed token is fed too only where the next step keeps every candidate (at most 2b
+            # of them, the trie says how many): there it is likely to be used; where beams still compete, the
             # lookahead is mostly wasted on beams pruned before they reach it
             load = (allowed.sum(dim=1) * real).view(n, b).sum(dim=1)
             calm = (load <= 2 * b).repeat_interleave(b)
             rows = need.nonzero()[:, 0]
-            beam_node = _feed(model, cache, tree, state, rows, pn, tokens, phase, nodes, _only_token(allowed[rows]),
-                              calm[rows], row_query, query_of_row, prompt_len, beam_node, t, max_new_tokens,
-                              eos_token_id, pad_token_id, vocab, mask_dtype)
+            beam_node = beam_node.clone()
+            beam_node[rows] = _feed(model, cache, tree, state, pn[rows], tokens[rows], phase[rows], nodes[rows],
+                                    allowed[rows], calm[rows], query_of_row[rows], row_query[rows], prompt_len, t,
+                                    max_new_tokens, eos_token_id, pad_token_id, mask_dtype)
     return fin_seq.view(n * b, max_new_tokens), fin_scores.view(n * b)
 
 
-def _feed(model, cache, tree: _Tree, state, rows, pn, tokens, phase, nodes, first_forced, calm, row_query, query_of_row,
-          prompt_len, beam_node, t, max_new_tokens, eos, pad, vocab, mask_dtype):
-    """One forward for the beams `rows` that took a token the tree has not computed: each feeds that token plus the
-    run of tokens the trie forces after it (as far as a later step can still use them), laid out contiguously in its
-    prompt's new cache columns. Returns beam_node with those beams at their new nodes."""
-    dev = rows.device
-    r = rows.shape[0]
-    # walk the forced runs (vectorised over beams; at most max_new_tokens rounds)
-    run = [tokens[rows]]
-    forced = []
-    ph, nd, qq = phase[rows], nodes[rows], query_of_row[rows]
-    active = torch.ones(r, dtype=torch.bool, device=dev)
-    lengths = torch.ones(r, dtype=torch.int64, device=dev)  # tokens each run feeds
-    j = 0
-    while True:
-        f = first_forced if j == 0 else _only_token(state.allowed(ph, nd, qq, vocab))  # forced after run[..j]
-        forced.append(torch.where(active, f, -1))
-        # a node at depth t + 2 + j is read at step t + 2 + j, which exists only below max_new_tokens
-        cont = active & (f >= 0) & (f != eos) & (t + 2 + j < max_new_tokens) & calm
-        if not bool(cont.any()):
-            break
-        run.append(torch.where(cont, f, pad))
-        ph, nd = state.advance(ph, nd, f.clamp(min=0), qq)
-        active = cont
-        lengths += cont
-        j += 1
-    run_t = torch.stack(run, dim=1)  # [r, L] tokens of each run (pad past its end)
-    forced_t = torch.stack(forced[: run_t.shape[1]], dim=1)  # [r, L] the token forced after each run token
-    # lay the runs out per query: offset of each run inside its query's new columns
-    q = row_query[rows]
+SPECULATE_DEGREE = 3  # feed every continuation of a node with at most this many (a forced run is 1)
+SPECULATE_PER_BEAM = 8  # at most this many speculative nodes per fed beam (plus a few), per forward
+
+
+def _feed(model, cache, tree: _Tree, state, parent, token, phase, nodes, allowed, calm, q_state, q, prompt_len, t,
+          max_new_tokens, eos, pad, mask_dtype) -> torch.Tensor:
+    """One forward for r beams that took a token the tree has not computed (parent node, token, the trie state
+    after it and its allowed mask, per beam). Besides each such token, where `calm`, the subtree below it is fed as
+    far as its nodes have at most SPECULATE_DEGREE continuations other than EOS (EOS ends a hypothesis and is never
+    fed): forced runs, and the small branchings of titles (a year's digits, a remake's suffix), level by level,
+    while the levels fit the budget and a later step can still read them. One forward then saves the forwards of
+    several later steps, each of which costs the weights' whole memory traffic however few tokens it feeds.
+    Returns the node of each beam."""
+    dev = parent.device
+    r = parent.shape[0]
+    vocab = allowed.shape[1]
     n = prompt_len.shape[0]
-    order = torch.argsort(q, stable=True)
-    totals = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, q, lengths)
-    starts = torch.cumsum(lengths[order], 0) - lengths[order]
+    first = tree.size
+    budget = SPECULATE_PER_BEAM * r + 4 * SPECULATE_DEGREE
+    # levels of the fed subtree: parent (tree id, or index into the nodes fed here), token, query, depth, allowed
+    par, tok, qs, qn, dep, alw = [parent], [token], [q_state], [q], [torch.full((r,), t + 1, device=dev)], [allowed]
+    ph, nd, live_calm, count = phase, nodes, calm, r
+    while True:
+        cont = alw[-1].clone()
+        cont[:, eos] = False  # EOS is scored, never fed
+        deg = cont.sum(dim=1)
+        # a node at depth d is read at step d, which exists only below max_new_tokens
+        grow = live_calm & (deg >= 1) & (deg <= SPECULATE_DEGREE) & (dep[-1] + 1 < max_new_tokens)
+        cont &= grow[:, None]
+        src, ctok = cont.nonzero(as_tuple=True)  # children: index into the last level, token
+        k = int(src.shape[0])
+        if k == 0 or count + k > budget:
+            break
+        ids_last = first + count - qn[-1].shape[0] + torch.arange(qn[-1].shape[0], device=dev)
+        qq = qs[-1][src]
+        ph, nd = state.advance(ph[src], nd[src], ctok, qq)
+        par.append(ids_last[src])
+        tok.append(ctok)
+        qs.append(qq)
+        qn.append(qn[-1][src])
+        dep.append(dep[-1][src] + 1)
+        alw.append(state.allowed(ph, nd, qq, vocab))
+        live_calm = live_calm[src]
+        count += k
+    par_t, tok_t, q_t, dep_t = (torch.cat(x) for x in (par, tok, qn, dep))
+    forced_t = _only_token(torch.cat(alw))
+    m = count
+    # lay the nodes out per query, in level order: offset of each inside its query's new columns
+    order = torch.argsort(q_t, stable=True)
+    totals = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, q_t, torch.ones_like(q_t))
     first_of_q = torch.cumsum(totals, 0) - totals
-    start = torch.empty_like(starts)
-    start[order] = starts - first_of_q[q[order]]
+    off = torch.empty_like(q_t)
+    off[order] = torch.arange(m, device=dev) - first_of_q[q_t[order]]
     width_new = int(totals.max())
     cols_before = tree.columns
     columns = cols_before + width_new
-    # the fed tokens, flattened: run i, position k
-    L = run_t.shape[1]
-    kk = torch.arange(L, device=dev)[None, :].expand(r, L)
-    live = kk < lengths[:, None]
-    ri, ki = live.nonzero(as_tuple=True)  # [m] in run-major order
-    fq = q[ri]
-    off = start[ri] + ki
     col = cols_before + off
-    # attention rows: the parent's row, plus the run's own columns up to this token
-    parent_anc = torch.nn.functional.pad(tree.anc[pn[rows]], (0, width_new))  # [r, columns]
-    all_cols = torch.arange(columns, device=dev)[None, :]
-    anc = parent_anc[ri] | ((all_cols >= (cols_before + start[ri])[:, None]) & (all_cols <= col[:, None]))
+    # attention rows, level by level: the parent's row plus the node's own column
+    anc = torch.zeros((m, columns), dtype=torch.bool, device=dev)
+    lo = 0
+    for lv in range(len(par)):
+        hi = lo + par[lv].shape[0]
+        p = par_t[lo:hi]
+        if lv == 0:
+            anc[lo:hi, :cols_before] = tree.anc[p]
+        else:
+            anc[lo:hi] = anc[p - first]
+        anc[torch.arange(lo, hi, device=dev), col[lo:hi]] = True
+        lo = hi
     ids = torch.full((n, width_new), pad, dtype=torch.int64, device=dev)
     pos = torch.zeros((n, width_new), dtype=torch.int64, device=dev)
     mask = torch.zeros((n, width_new, columns), dtype=torch.bool, device=dev)
     mask[:, torch.arange(width_new, device=dev), cols_before + torch.arange(width_new, device=dev)] = True  # padding sees itself
-    ids[fq, off] = run_t[ri, ki]
-    depth = t + 1 + ki  # tokens generated up to and including this one
-    pos[fq, off] = prompt_len[fq] + depth - 1
-    mask[fq, off] = anc
+    ids[q_t, off] = tok_t
+    pos[q_t, off] = prompt_len[q_t] + dep_t - 1  # dep_t tokens generated up to and including this one
+    mask[q_t, off] = anc
     bias = torch.zeros(mask.shape, dtype=mask_dtype, device=dev).masked_fill_(~mask, torch.finfo(mask_dtype).min)[:, None]
     out = model(input_ids=ids, attention_mask=bias, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=0)
-    lp = torch.log_softmax(out.logits.float(), dim=-1)[fq, off]  # [m, V]
+    lp = torch.log_softmax(out.logits.float(), dim=-1)[q_t, off]  # [m, V]
     del out
-    # a run's last node may still force a token (EOS, or a run cut by the budget or by a busy step): its log-prob
-    # is stored, and a later feed starts from there
-    new = tree.add(anc, forced_t[ri, ki], lp, columns)
-    # link each run: node k -> node k + 1 (the forced continuation)
-    nxt = torch.full((r, L), -1, dtype=torch.int64, device=dev)
-    nxt[ri, ki] = new
-    succ = torch.cat([nxt[:, 1:], torch.full((r, 1), -1, dtype=torch.int64, device=dev)], dim=1)[ri, ki]
-    tree.next[new] = succ
-    beam_node = beam_node.clone()
-    beam_node[rows] = nxt[:, 0]
-    return beam_node
+    new = tree.add(par_t, tok_t, anc, forced_t, lp, columns)
+    return new[:r]

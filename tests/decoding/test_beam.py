@@ -174,3 +174,19 @@ def test_direct_search_prefill_once_equals_generate_path():
         assert (r_old >= 0).sum() >= 9  # 3 items per prompt or more: there is something to compare
         assert np.array_equal(r_old, r_new)
         np.testing.assert_allclose(s_new[r_new >= 0], s_old[r_old >= 0], atol=1e-4)
+
+
+def test_small_branchings_are_fed_ahead_in_one_forward():
+    """A late branching with few continuations (a year's digits) is fed ahead with the run that leads to it: the
+    whole subtree (8 nodes) in the first forward after the prefill, none after, and the same hypotheses as
+    transformers."""
+    index = index_from_sequences(["a", "b", "c"], [[5, 6, 7, 8, 9], [5, 6, 7, 8, 10], [5, 6, 7, 11, 12]],
+                                 vocab_size=V, end_token_id=EOS)
+    ids, mask = random_prompts(np.random.default_rng(2), 3, V, pad=PAD, low=LOW)
+    want = reference(index, ids, mask, 4, 6)
+    (seqs, scores), shapes = forwards(lambda: constrained_beam_search(
+        MODEL, ids, mask, TrieConstraint(index, eos_token_id=EOS), num_beams=4, max_new_tokens=6, pad_token_id=PAD))
+    got = finished(seqs.numpy(), scores.numpy(), 3, 4)
+    assert [set(g) for g in got] == [set(w) for w in want] == [{(5, 6, 7, 8, 9), (5, 6, 7, 8, 10), (5, 6, 7, 11, 12)}] * 3
+    assert all(abs(w[k] - g[k]) < 1e-4 for w, g in zip(want, got) for k in w)
+    assert shapes == [tuple(ids.shape), (3, 8)]
