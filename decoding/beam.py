@@ -9,10 +9,12 @@ token each, copying the B-row cache to follow the surviving beams. Here:
   computed once, whatever beams later share it, and no cache row is ever copied or reordered (a pruned hypothesis'
   columns simply stop being attended). Each forward feeds the new tree nodes with a 4D attention mask (a node sees
   its prompt, its ancestors and itself) and their positions;
-- forced runs: when a hypothesis' trie node allows exactly one token (after a title's distinctive tokens, the rest of
-  the title and its year are usually forced), the whole run is fed in the same forward as the token that entered it,
-  so the log-probs of its next steps are known without another model call. Beams whose next token is known cost no
-  compute at that step; a step where no beam left the known tree runs no model call at all.
+- forced runs and small branchings fed ahead: when a hypothesis' trie node allows exactly one token (after a title's
+  distinctive tokens, the rest of the title and its year are usually forced) or only a few (a year's last digits),
+  that subtree is fed in the same forward as the token that entered it, so the log-probs of the next steps are known
+  without another model call. On a CPU each forward streams all the weights however few tokens it feeds, so fewer,
+  wider forwards win. This lookahead is used only where the step keeps every candidate (beams no longer compete, so
+  the nodes fed ahead are likely read); a step where no beam leaves the computed tree runs no model call at all.
 
 The search itself is unchanged and step by step: the log-probs of every running beam at every step are those the
 model gives its prefix (a full row where the trie branches, the forced token's log-prob where it does not: the only
@@ -21,8 +23,8 @@ allowed token, so the row is otherwise -inf after masking anyway), and the selec
 that did not end continue, candidates among the first B that end with EOS (or reach max_new_tokens) enter a pool of B
 finished hypotheses scored sum(log p) / generated_length ** length_penalty, and a query stops when its pool is full or
 no running beam can still beat the pool's worst. The scores therefore equal `generate`'s `sequences_scores`
-(property-tested: identical items, scores within float noise). Lookahead tokens of a forced run that beam search
-prunes before reaching them are the only extra compute. Beams that score as placeholders (below -1e8: the copies of
+(property-tested: identical items, scores within float noise). Nodes fed ahead that beam search prunes or never
+picks are the only extra compute. Beams that score as placeholders (below -1e8: the copies of
 beam 0 after the first step, or continuations with no allowed token) are never fed; their candidates stay
 placeholders, as in `generate`.
 
@@ -128,7 +130,8 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
 
     Args:
         model: a causal LM whose forward takes input_ids, a 2D or custom 4D float attention_mask, position_ids, cache,
-            use_cache and logits_to_keep (transformers 5 decoder models, peft-wrapped included).
+            use_cache and logits_to_keep (transformers 5 decoder models with sdpa or eager attention, peft-wrapped
+            included; flash-attention kernels take no 4D mask).
         input_ids, attention_mask: int64 [n, width], padded on the left.
         constraint: a whole-mode TrieConstraint built with rows_per_query=num_beams (its allow/deny lists are per
             prompt); its device state (tries, filters, masks as tensors on the model's device) does the masking.
