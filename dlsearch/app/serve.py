@@ -70,7 +70,7 @@ def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None)
     """configs/serve.yaml = recommend.yaml's schema (validated by the same reader) plus a `server:` section."""
     import yaml
 
-    from dlsearch.app.recommend import _check, check_config
+    from dlsearch.app.recommend import _check, check_config, resolve_config_paths
 
     p = Path(path)
     if not p.exists():
@@ -79,7 +79,7 @@ def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None)
     server = dict(_check(raw.pop("server", None), SERVER_KEYS, f"{p}: server"))
     overrides = dict(overrides or {})
     server.update(overrides.pop("server", None) or {})
-    return check_config({**raw, **overrides}, str(p)), ServerSettings(**server)
+    return resolve_config_paths(check_config({**raw, **overrides}, str(p)), p), ServerSettings(**server)
 
 
 def _recommend_keys() -> set[str]:
