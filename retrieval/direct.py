@@ -22,6 +22,7 @@ class DirectConversationSearch:
     router's "direct" strategy (retrieval.strategy.SearcherStrategy passes it the conversations as they are)."""
 
     masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
+    masks_allow = True  # conv.meta["allow"] is a mask in the trie too: k allowed items whenever k exist
 
     def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True, max_messages: int | None = None):
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
@@ -32,14 +33,23 @@ class DirectConversationSearch:
 
         return conversation_prompt(conv, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
 
-    def query_key(self, conv: Conversation) -> tuple[str, tuple[str, ...]]:
-        """What the beam search reads of a conversation: its prompt and the items it masks (retrieval.strategy
-        RankingMemo: two conversations with one key get one ranking)."""
-        return self._prompt(conv), tuple(sorted(set(conv.exclusions(mentioned=self.exclude_mentioned))))
+    def query_key(self, conv: Conversation) -> tuple[str, tuple[str, ...], tuple[str, ...] | None]:
+        """What the beam search reads of a conversation: its prompt, the items it masks and the allow list
+        (retrieval.strategy RankingMemo: two conversations with one key get one ranking)."""
+        from dlsearch.retrieval.strategy import allow_list
+
+        allow = allow_list(conv)
+        return (self._prompt(conv), tuple(sorted(set(conv.exclusions(mentioned=self.exclude_mentioned)))),
+                None if allow is None else tuple(sorted(set(allow))))
 
     def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        from dlsearch.retrieval.strategy import allow_list
+
         if any(not isinstance(c, Conversation) for c in convs):
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
         prompts = [self._prompt(c) for c in convs]
         exclude = [c.exclusions(mentioned=self.exclude_mentioned) for c in convs]
-        return self.search_engine.search(prompts, k, exclude=exclude)
+        allow = [allow_list(c) for c in convs]
+        if all(a is None for a in allow):
+            return self.search_engine.search(prompts, k, exclude=exclude)
+        return self.search_engine.search(prompts, k, exclude=exclude, allow=allow)

@@ -115,3 +115,21 @@ def test_ranking_memo_remembers_no_failed_batch(ml_catalog):
     # under the router's adapter a failing batch is retried one conversation at a time: only Heat fails
     res = SearcherStrategy("direct", RankingMemo(_Counting(ml_catalog, fail_on="Heat"))).search(_convs("Jumanji", "Heat"), 3)
     assert res.failed == [1] and res.errors[0] is None
+
+
+def test_direct_search_memo_key_holds_prompt_masks_and_allow_list(ml_catalog):
+    """Conversations that differ in what beam search reads (excluded or allowed items) never share a ranking."""
+    from types import SimpleNamespace
+
+    from dlsearch.retrieval.direct import DirectConversationSearch
+    from dlsearch.retrieval.strategy import RankingMemo
+
+    direct = DirectConversationSearch(SimpleNamespace(tokenizer=None), ml_catalog)
+    ids = ml_catalog.ids
+    conv = Conversation("c", [Message("user", f"I liked @{ids[0]}")])
+    key = direct.query_key
+    assert key(conv) == key(Conversation("other id", conv.messages, exclude=[ids[0]]))  # @-mention already masks it
+    assert key(conv) != key(Conversation("c", conv.messages, exclude=[ids[1]]))
+    assert key(conv) != key(Conversation("c", conv.messages, meta={"allow": [ids[2]]}))
+    memo = RankingMemo(direct)
+    assert memo.masks_exclusions and memo.masks_allow
