@@ -109,7 +109,12 @@ class SharedStrategies:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Conversations each shared searcher computed and reused (`dlsearch evaluate` reports them)."""
-        return {json.loads(k)[0]: {"computed": m.computed, "reused": m.reused} for k, m in self.built.items()}
+        out: dict[str, dict[str, int]] = {}
+        for key, memo in self.built.items():
+            name = json.loads(key)[0]  # the factory; a second build of it with other arguments is "<factory>#2"
+            label = name if name not in out else f"{name}#{sum(n.split('#')[0] == name for n in out) + 1}"
+            out[label] = {"computed": memo.computed, "reused": memo.reused}
+        return out
 
 
 def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:

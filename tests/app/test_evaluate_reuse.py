@@ -21,7 +21,7 @@ from dlsearch.decoding.direct import DirectSearch
 from decoding_fixtures import write_tiny_direct  # noqa: E402
 
 N_TRAIN, N_TEST = 6, 3  # first ReDial dialogues
-DEPTH, BEAMS = 5, 4
+DEPTH, BEAMS = 10, 4
 
 
 def _prepared(d, catalog, train, test) -> None:
@@ -106,3 +106,27 @@ def test_linked_mentions_search_again_only_the_conversations_they_change(setup, 
     n = len((setup / "linked" / "conversations" / "test.jsonl").read_text().splitlines())
     assert len(searched) == n + 1
     assert report["shared_searches"]["dlsearch.app.strategies:direct_from_config"] == {"computed": n + 1, "reused": n - 1}
+
+
+def test_shared_strategies_share_one_searcher_per_factory_call(tmp_path, monkeypatch):
+    """Same factory and arguments (defaults filled in, paths resolved, catalog by content) -> one searcher; any other
+    argument -> its own."""
+    import numpy as np
+
+    from dlsearch.data.catalog import Item
+
+    built = []
+
+    def factory(*, catalog, model_dir, index, beams=20):
+        built.append(beams)
+        return type("S", (), {"masks_exclusions": True, "search": lambda self, convs, k: (np.zeros((len(convs), k)), np.zeros((len(convs), k), int))})()
+
+    monkeypatch.chdir(tmp_path)
+    cat = lambda: Catalog([Item("1", "Heat (1995)")])  # noqa: E731
+    shared = SharedStrategies()
+    a = shared.build(factory, catalog=cat(), model_dir="m", index="t")
+    assert shared.build(factory, catalog=cat(), model_dir=str(tmp_path / "m"), index="./t", beams=20) is a
+    b = shared.build(factory, catalog=cat(), model_dir="m", index="t", beams=5)
+    assert b is not a and built == [20, 5] and a.masks_exclusions
+    assert set(shared.counts()) == {f"{__name__}:test_shared_strategies_share_one_searcher_per_factory_call.<locals>.factory",
+                                    f"{__name__}:test_shared_strategies_share_one_searcher_per_factory_call.<locals>.factory#2"}
