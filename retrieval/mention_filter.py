@@ -26,12 +26,9 @@ if TYPE_CHECKING:
 
 FILTER_JSON = Path(__file__).resolve().parent / "mention_filter.json"
 
-_STOP = frozenset("a an the of and or in on at to for with by from is it its i my me you your we our he she they".split())
 _CLAUSE_STOP = ".,!?;:()\n"
-_QUOTES = "\"'\u201c\u201d\u2018\u2019*_"
 _FILM_VERBS = frozenset("seen see saw watch watched watching love loved like liked enjoy enjoyed recommend recommended "
                         "suggest try tried called titled favorite favourite check rewatch rewatched".split())
-_FILM_NOUNS = frozenset("movie movies film films flick flicks".split())
 _SERIES = frozenset("series franchise trilogy saga sequel sequels prequel prequels remake reboot films movies "
                     "character characters universe comics comic cartoon show books book novel novels".split())
 _DETERMINERS = frozenset("a an the this that some any another".split())
@@ -60,6 +57,8 @@ def _zipf(linker: "MentionLinker", word: str) -> float:
 def link_features(linker: "MentionLinker", text: str, toks: Sequence["_Token"], i: int, j: int,
                   words: tuple[str, ...], fuzzy: int, row: int, title_case: bool) -> dict[str, float]:
     """Context features of the link of toks[i:j] (catalog key `words`, catalog row `row`) in `text`."""
+    from dlsearch.retrieval.mentions import _FILM_WORDS, _QUOTES, _STOP  # the linker's word lists (no import cycle)
+
     key = linker.keys[words]
     span = toks[i:j]
     start, end = span[0].start, span[-1].end
@@ -106,7 +105,7 @@ def link_features(linker: "MentionLinker", text: str, toks: Sequence["_Token"], 
         "risk_phrase": float(key.risk == "phrase"),
         "risk_short": float(key.risk == "short"),
         "film_verb_before": film_verb,
-        "film_noun_near": float(any(w in _FILM_NOUNS for w in left[:3] + right[:2])),
+        "film_noun_near": float(any(w in _FILM_WORDS for w in left[:3] + right[:2])),
         "series_after": series_after,
         "determiner_before": float(bool(left) and left[0] in _DETERMINERS),
         "preposition_before": float(bool(left) and left[0] in _PREPOSITIONS),

@@ -20,6 +20,8 @@ How a title is found (bench/bench_mentions.py measures it on ReDial, figures in 
   * one title, several works (Halloween 1978 / 2007 / 2018): a year after the title decides, else the work the
     conversation already mentions as `@id` (`find(prefer=...)`, `find_in`), else "original"/"remake" before it,
     else the work whose concepts share most words with the message, else the most mentioned/rated one.
+  * then a learned context filter (retrieval/mention_filter.py, `linker_for` loads it) drops links whose context
+    says "not a film" (a logistic regression on casing, cue words, word frequency, ...; trained on ReDial dev).
 `@<id>` mentions are left to data.formats (`Conversation.mentioned`); their digits are never read as titles.
 """
 
@@ -221,7 +223,7 @@ class MentionLinker:
                         self.deletes.setdefault(d, set()).add(w)
         self._zipf = zipf
         self._phrase_zipf: dict[str, float] = {}
-        self._longer: dict[tuple[str, ...], int] = {}  # keys that extend a key: "star wars" heads 10 titles
+        self._longer: dict[tuple[str, ...], int] = {}  # keys extending a key: "star wars" heads 9
 
         def count(node: dict, path: tuple[str, ...]) -> int:
             n = sum(count(child, path + (w,)) for w, child in node.items() if w is not None and not w.isdigit())

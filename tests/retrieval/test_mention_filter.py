@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import pytest
 
-from dlsearch.data.redial import load_redial
 from dlsearch.data.titles import normalize_title
 from dlsearch.retrieval.mention_filter import FEATURES, FILTER_JSON, load_filter
 from dlsearch.retrieval.mentions import MentionLinker, linker_for
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    return load_redial()[0]
+def catalog(redial_data):
+    return redial_data[0]
 
 
 @pytest.fixture(scope="module")
@@ -78,4 +77,8 @@ def test_real_dev_false_links_are_dropped_and_typed_films_kept(linker, catalog):
     assert _titles(linker, "i also loved the dark knihgt rises") == ["the dark knight rises (2012)"]
 
 
-DROPPED: tuple[str, ...] = ()
+# The one dev false link (of 40) the shipped filter drops (ReDial dialogue 22487, message 14, dev half; "@91327"
+# removed as the protocol does): a place, not the film Hollywood (1923). The other 39 score above the threshold,
+# which the recall budget held down (docs/retrieval.md, "Mention linking").
+DROPPED = ("  is about a kitty who takes off to Hollywood and tries to make it big in the movies.  Like, old Hollywood.  "
+           "It's fun.",)
