@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-
 import faiss  # noqa: E402
+
+from dlsearch.evaluation.metrics import recall_at_k
 
 PCA_DIMS = 128
 CPU_MS: list[float] = []  # median CPU time per single query of the last timing loop (unaffected by other load)
@@ -119,8 +120,9 @@ def single_query_ms(index: faiss.Index, q: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 def recall(labels: np.ndarray, truth: np.ndarray) -> float:
+    """Mean recall@k (the evaluation metric) of the ANN labels against the exact top k."""
     k = truth.shape[1]
-    return float(np.mean([len(set(a[:k]) & set(t)) / k for a, t in zip(labels, truth)]))
+    return float(np.mean([recall_at_k(a, t, k) for a, t in zip(labels.tolist(), truth.tolist())]))
 
 
 def summarize(times: list[float]) -> dict[str, float]:

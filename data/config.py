@@ -2,23 +2,31 @@
 
     cfg = from_dict(SweepConfig, load_yaml("configs/sweep-tiny.yaml"), "configs/sweep-tiny.yaml")
 
-Every key must name a dataclass field: an unknown or misspelled key is a `ConfigError` that names the dotted key and
-the closest valid name; a value of the wrong type is refused with the expected type; nested dataclasses, lists,
-tuples, dicts and unions (`int | None`) are checked recursively. The recipes of finetune, the evaluation entry points
-and retrieval's router policy and dual-encoder settings all load through here.
+Validation is pydantic's (pydantic-core, built from the config dataclass's type hints), with the rules a YAML
+config needs: every key must name a dataclass field (an unknown or misspelled key is a `ConfigError` that names the
+dotted key and the closest valid name); an int, bool or str field takes only that type (pydantic's strict mode:
+`enabled: 'no'`, `k: 2.7`, `k: ten` are refused, never coerced); a float field takes an int, a float or a numeric
+string (PyYAML reads `1e-3` as a string), never a bool, and never inf/nan (`lr: .inf` trained NaN weights); nested
+dataclasses, lists, tuples, dicts and `X | None` are checked recursively; a dataclass's own `__post_init__` checks
+run after its fields are valid. The recipes of finetune, the evaluation entry points, the recommend/serve config and
+retrieval's router policy and dual-encoder settings all load through here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
-import math
+import functools
 import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import yaml
+from pydantic import TypeAdapter
+from pydantic_core import SchemaValidator, ValidationError
+from pydantic_core import core_schema as cs
 
 T = TypeVar("T")
 
@@ -27,99 +35,134 @@ class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass; the message names the file, key and fix."""
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+# A float field: a strict number (int or float) or a numeric string, parsed; a bool is not a number here. Then
+# finite: no setting of ours means anything with inf/nan. (The union's custom error makes "fast" and True one
+# `float_type` error instead of one per arm.)
+_NUMBER = cs.chain_schema([
+    cs.union_schema([cs.float_schema(strict=True, allow_inf_nan=True),
+                     cs.chain_schema([cs.str_schema(strict=True), cs.float_schema(strict=False, allow_inf_nan=True)])],
+                    custom_error_type="float_type"),
+    cs.float_schema(strict=True, allow_inf_nan=False),
+])
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check (and gently convert: int -> float, "1e-3" -> float, list -> tuple) a YAML value against a type hint."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+def _yaml_rules(node: Any) -> None:
+    """Tighten pydantic's (lax) core schema of a config dataclass in place: scalar leaves strict, floats as _NUMBER,
+    unknown keys forbidden. Containers stay lax on purpose: pydantic's strict mode would refuse a mapping for a
+    dataclass (it wants an instance) and a YAML list for a tuple; their items keep their own strict schemas."""
+    if isinstance(node, list):
+        for x in node:
+            _yaml_rules(x)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key not in ("default", "metadata", "cls"):  # a field's default value is data, not schema
+            _yaml_rules(value)
+    kind = node.get("type")
+    if kind in ("int", "bool", "str"):
+        node["strict"] = True
+    elif kind == "float":
+        node.clear()
+        node.update(copy.deepcopy(_NUMBER))
+    elif kind == "dataclass-args":
+        node["extra_behavior"] = "forbid"
+
+
+@functools.cache
+def _validator(cls: type) -> SchemaValidator:
+    schema = copy.deepcopy(TypeAdapter(cls).core_schema)
+    _yaml_rules(schema)
+    return SchemaValidator(schema)
+
+
+def _dataclass_at(cls: Any, loc: Sequence[Any]) -> Any:
+    """The dataclass whose field sits at pydantic error location `loc` below `cls` (None if it is not one)."""
+    tp = cls
+    for part in loc:
+        tp = _unoptional(tp)
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp) and isinstance(part, str):
+            tp = typing.get_type_hints(tp).get(part)
+        elif origin in (list, tuple) and isinstance(part, int):
+            tp = (typing.get_args(tp) or (Any,))[0]
+        elif origin is dict:
+            tp = (typing.get_args(tp) or (Any, Any))[1]
+        else:
             return None
-        arms = [a for a in args if a is not type(None)]
-        if len(arms) == 1:  # X | None with a value: X's own error names the nested key (not "expected X or None")
-            return _convert(value, arms[0], where)
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {type(value).__name__}")
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        elem = args[0] if args else Any
-        items = [_convert(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        kt, vt = typing.get_args(tp) or (Any, Any)
-        return {_convert(k, kt, f"{where} key"): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):  # .inf / .nan: no setting of ours means anything with them (lr: .inf trained NaNs)
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    raise AssertionError(f"unsupported annotation {tp} at {where}")
+    tp = _unoptional(tp)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _unoptional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(arms) == 1:
+            return arms[0]
+    return tp
+
+
+def _path(where: str, loc: Sequence[Any]) -> str:
+    out = where
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "list_type": "a list", "tuple_type": "a list", "dict_type": "a mapping",
+}
+
+
+def _message(cls: type, err: Any, where: str) -> str:
+    """One pydantic error as a config message naming the dotted key; unknown keys get the closest valid name, the
+    dataclass's own __post_init__ message ("field: why") joins the dotted path."""
+    loc, kind, value = err["loc"], err["type"], err.get("input")
+    full = _path(where, loc)
+    got = f"got {type(value).__name__} {value!r}"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        owner = _dataclass_at(cls, loc[:-1])
+        names = [f.name for f in dataclasses.fields(owner)] if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown field '{full}'{hint}" + (f" (valid: {', '.join(names)})" if names else "")
+    if kind == "missing":
+        return f"{full}: required, missing"
+    if kind == "dataclass_type":
+        return f"{full or cls.__name__}: expected a mapping of {err['ctx']['class_name']} fields, got {type(value).__name__}"
+    if kind == "finite_number":
+        return f"{full}: expected a finite number, got {value!r}"
+    if kind in _EXPECTED:
+        return f"{full}: expected {_EXPECTED[kind]}, {got}"
+    if kind in ("value_error", "assertion_error") and "error" in (err.get("ctx") or {}):
+        msg = str(err["ctx"]["error"])
+        owner = _dataclass_at(cls, loc)
+        head = msg.split(":", 1)[0].split(".")[0]
+        if full and owner and head in {f.name for f in dataclasses.fields(owner)}:
+            return f"{full}.{msg}"
+        return f"{full}: {msg}" if full else msg
+    return f"{full}: {err['msg']}" if full else err["msg"]
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping. Unknown keys are refused with the closest valid name, wrong types with the
-    expected one, and a value the dataclass itself rejects (its __post_init__) with `where` in front."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown field '{full}'{hint} (valid: {', '.join(names)})")
-        kwargs[key] = _convert(value, hints[key], full)
+    """Build dataclass `cls` from a mapping, validated by pydantic under the rules in the module docstring.
+
+    Raises:
+        ConfigError: naming `where` + the dotted key of every bad field: an unknown key (with the closest valid name),
+            a wrong type (with the expected one), a missing required field, or a value the dataclass itself rejects
+            (its __post_init__; a ConfigError raised there is passed on unchanged).
+    """
     try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except TypeError as e:  # a required field is missing
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
-    except ValueError as e:  # the dataclass's own checks; "field: why" messages join the dotted path
-        msg = str(e)
-        head = msg.split(":", 1)[0]
-        if where and head.split(".")[0] in names:
-            raise ConfigError(f"{where}.{msg}") from None
-        raise ConfigError(f"{where}: {msg}" if where else msg) from None
+        return _validator(cls).validate_python(data)
+    except ValidationError as e:
+        errors = e.errors()
+        for err in errors:  # a ConfigError from __post_init__ already says everything
+            if isinstance((err.get("ctx") or {}).get("error"), ConfigError):
+                raise err["ctx"]["error"] from None
+        raise ConfigError("; ".join(_message(cls, err, where) for err in errors)) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

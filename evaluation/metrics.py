@@ -16,76 +16,23 @@ Conventions (shared by every function here and by the `evaluate` modules in eval
 * recall@k = |relevant in top k| / |relevant| (not divided by min(k, |relevant|)); NDCG@k uses gain 1 and discount
   1/log2(rank + 1), ideal DCG from min(k, |relevant|) hits at the top; MRR is 1/rank of the first relevant item
   (0 if none), over the whole ranking unless k is given. These agree with ranx (checked in the tests).
+* recall_at_k, hit_at_k, ndcg_at_k and reciprocal_rank are defined in retrieval/ranking.py (the dual encoder's
+  validation and the sweep score with the same functions) and re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Sequence
 
 import numpy as np
 
+# the per-query ranking metrics are defined once, in retrieval (the dual encoder validates with recall@k)
+from dlsearch.retrieval.ranking import check_optional_k, hit_at_k, ndcg_at_k, recall_at_k, reciprocal_rank
+from dlsearch.retrieval.shape import check_k
+
 RANKING_METRICS = ("recall", "hit", "ndcg", "mrr")
 _METRIC_RE = re.compile(r"^(recall|hit|ndcg|mrr)(?:@(\d+))?$")
-
-
-def _check_k(k: int | None, *, optional: bool = False) -> None:
-    if k is None and optional:
-        return
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-
-
-def _relevant_set(relevant: Collection[str]) -> set[str]:
-    rel = set(relevant)
-    if not rel:
-        raise ValueError("query has no relevant items; it cannot be scored (drop it before scoring)")
-    return rel
-
-
-def _first_occurrences(ranking: Sequence[str], k: int | None) -> list[tuple[int, str]]:
-    """(0-based position, item) for the first occurrence of each item within the top k positions."""
-    seen: set[str] = set()
-    out = []
-    for pos, item in enumerate(ranking if k is None else ranking[:k]):
-        if item not in seen:
-            seen.add(item)
-            out.append((pos, item))
-    return out
-
-
-def recall_at_k(ranking: Sequence[str], relevant: Collection[str], k: int) -> float:
-    """Fraction of the relevant items found in the top k positions."""
-    _check_k(k)
-    rel = _relevant_set(relevant)
-    return sum(1 for _, it in _first_occurrences(ranking, k) if it in rel) / len(rel)
-
-
-def hit_at_k(ranking: Sequence[str], relevant: Collection[str], k: int) -> float:
-    """1.0 if any relevant item is in the top k positions, else 0.0."""
-    _check_k(k)
-    rel = _relevant_set(relevant)
-    return 1.0 if any(it in rel for _, it in _first_occurrences(ranking, k)) else 0.0
-
-
-def ndcg_at_k(ranking: Sequence[str], relevant: Collection[str], k: int) -> float:
-    """Binary-gain NDCG@k: sum of 1/log2(rank+1) over relevant hits, divided by the ideal for min(k, |relevant|)."""
-    _check_k(k)
-    rel = _relevant_set(relevant)
-    dcg = sum(1.0 / math.log2(pos + 2) for pos, it in _first_occurrences(ranking, k) if it in rel)
-    ideal = sum(1.0 / math.log2(pos + 2) for pos in range(min(k, len(rel))))
-    return dcg / ideal
-
-
-def reciprocal_rank(ranking: Sequence[str], relevant: Collection[str], k: int | None = None) -> float:
-    """1/rank of the first relevant item (within the top k if k is given), 0.0 if there is none."""
-    _check_k(k, optional=True)
-    rel = _relevant_set(relevant)
-    for pos, it in _first_occurrences(ranking, k):
-        if it in rel:
-            return 1.0 / (pos + 1)
-    return 0.0
 
 
 def parse_metric(name: str) -> tuple[str, int | None]:
@@ -96,7 +43,7 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     kind, k = m.group(1), (int(m.group(2)) if m.group(2) else None)
     if k is None and kind != "mrr":
         raise ValueError(f"metric {name!r} needs a cut-off, e.g. {kind}@10")
-    _check_k(k, optional=True)
+    check_optional_k(k)
     return kind, k
 
 
@@ -167,7 +114,7 @@ def rank_by_score(item_ids: Sequence[str], scores: Sequence[float] | np.ndarray,
         raise ValueError(f"scores have shape {s.shape}, expected ({len(item_ids)},) to match item_ids")
     if np.isnan(s).any():
         raise ValueError("scores contain NaN; a NaN has no place in a ranking")
-    _check_k(k, optional=True)
+    check_optional_k(k)
     order = np.lexsort((id_tie_order(item_ids), -s))  # last key is primary: score desc, then id asc
     if k is not None:
         order = order[:k]
@@ -184,7 +131,7 @@ def top_k_rows(scores: np.ndarray, k: int, tie_order: np.ndarray) -> tuple[np.nd
     Returns:
         (scores float32 [n_queries, k], rows int64 [n_queries, k]), best first, padded with -inf / -1.
     """
-    _check_k(k)
+    check_k(k)
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != tie_order.shape[0]:
         raise ValueError(f"scores must be [n_queries, {tie_order.shape[0]}], got {scores.shape}")

@@ -89,7 +89,38 @@ def init_pretrained_model(catalog: Catalog, idmap: IdMap, pretrained_dir: str | 
     return out
 
 
+def safetensors_problem(path: str | Path, *, read_tensors: bool = False) -> str | None:
+    """Why a .safetensors file cannot be loaded ("<file>: <error>"), or None. The header check (safe_open) catches a
+    truncated file: its tensor offsets no longer fit the file size. `read_tensors` also reads every tensor back (a
+    checkpoint about to be resumed); a model about to be loaded needs only the header (its tensors are read next)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as st:
+            for key in st.keys() if read_tensors else ():
+                st.get_tensor(key)
+    except Exception as e:  # SafetensorError and friends: the message names no file, ours does
+        return f"{path}: {type(e).__name__}: {e}"
+    return None
+
+
+def check_weight_files(model_dir: str | Path) -> None:
+    """Refuse a model dir whose .safetensors weights are damaged, naming the file (instead of a SafetensorError
+    traceback from inside from_pretrained that names none).
+
+    Raises:
+        ValueError: a weights file that does not read back (truncated copy, full disk, interrupted download).
+    """
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        problem = safetensors_problem(f)
+        if problem is not None:
+            raise ValueError(f"{f}: damaged or truncated weights file, the model cannot be loaded; copy or save it "
+                             f"again ({problem.removeprefix(f'{f}: ')})")
+
+
 def load_base(path: str | Path, *, quantized: bool, dtype: torch.dtype = torch.float32) -> Any:
+    """The causal LM in `path` (weights checked first: check_weight_files), in `dtype` or, quantized, as NF4."""
+    check_weight_files(path)
     if not quantized:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     q = nf4_config()
@@ -165,6 +196,7 @@ def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: 
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         # A pretrained base: the id tokens were added at training time; re-add them the same way.
         add_id_tokens(model, load_tokenizer(base), IdMap.load(d / "idmap.json"))
+    check_weight_files(d / "adapter")
     peft_model = PeftModel.from_pretrained(model, d / "adapter", is_trainable=False)
     saved = check_adapter_keys(peft_model, d / "adapter")
     if not merge:

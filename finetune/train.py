@@ -28,7 +28,7 @@ from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template
 from dlsearch.finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
-from dlsearch.finetune.loading import load_base, load_finetuned, load_tokenizer, model_dtype
+from dlsearch.finetune.loading import load_base, load_finetuned, load_tokenizer, model_dtype, safetensors_problem
 from dlsearch.finetune.manifest import MANIFEST, read_manifest, write_manifest
 from dlsearch.finetune.memorization import CurveCallback, measure, save_curve, write_memorization
 from dlsearch.finetune.mixture import weighted_mixture
@@ -389,20 +389,15 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     check. Nothing is unpickled."""
     import zipfile
 
-    from safetensors import safe_open
-
     for f in sorted(ckpt.rglob("*.json")):
         try:
             json.loads(f.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             return f"{f}: {e}"
     for f in sorted(ckpt.rglob("*.safetensors")):
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                for key in st.keys():
-                    st.get_tensor(key)
-        except Exception as e:  # SafetensorError and friends: the message names no file, ours does
-            return f"{f}: {type(e).__name__}: {e}"
+        problem = safetensors_problem(f, read_tensors=True)
+        if problem is not None:
+            return problem
     for f in sorted(p for p in ckpt.rglob("*") if p.suffix in (".pt", ".pth", ".bin")):
         try:
             with zipfile.ZipFile(f) as z:

@@ -38,6 +38,7 @@ from dlsearch.data.formats import Conversation
 from dlsearch.data.prompts import ensure_pad_token
 from dlsearch.retrieval.ann import AnnIndex, build_ann
 from dlsearch.retrieval.embedding import conversation_text, embed_texts
+from dlsearch.retrieval.ranking import recall_at_k
 from dlsearch.retrieval.shape import check_k
 
 CONTEXT_TOWERS = ("encoder", "llm")
@@ -169,11 +170,12 @@ def in_batch_loss(c: torch.Tensor, i: torch.Tensor, targets: torch.Tensor, tempe
 
 
 def recall_at(model: DualEncoder, context_feats: np.ndarray, targets: np.ndarray, item_feats: np.ndarray, k: int = 10) -> float:
-    """Exact recall@k of single targets against all items (validation during training)."""
+    """Mean recall@k (retrieval.ranking, the evaluation metric) of each context's target row among all item rows,
+    ranked by exact inner product (validation during training)."""
     c = model.encode_contexts(context_feats)
     i = model.encode_items(item_feats, np.arange(len(item_feats), dtype=np.int64))
-    top = np.argsort(-(c @ i.T), axis=1)[:, :k]
-    return float(np.mean([t in row for t, row in zip(targets, top)]))
+    top = np.argsort(-(c @ i.T), axis=1)[:, :k]  # [n, k] item rows, best first
+    return float(np.mean([recall_at_k(row, (t,), k) for t, row in zip(targets.tolist(), top.tolist())]))
 
 
 def train_dual_encoder(

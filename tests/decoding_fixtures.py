@@ -85,21 +85,22 @@ def write_tiny_direct(out_dir, catalog, *, seed: int = 3, beams: int = 8, batch_
     """A tiny random model (tokenizer trained on the catalog titles) saved as a model dir, its trie index and the
     catalog, all written through the production savers; returns a serve/recommend config (direct search only)
     built from configs/serve.yaml. For `dlsearch serve` tests and bench/bench_serve.py."""
-    import json
     from pathlib import Path
 
     import yaml
 
     from dlsearch.data.ids import build_idmap
     from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.manifest import write_manifest
 
     d = Path(out_dir)
     tok = make_tokenizer(CORPUS + [it.title for it in catalog][:2000], vocab_size=600)
     model = make_model(len(tok), seed=seed, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
     model.save_pretrained(d / "model")
     tok.save_pretrained(d / "model")
-    (d / "model" / "manifest.json").write_text(json.dumps({"catalog_hash": catalog.content_hash(), "id_scheme": "random"}))
-    build_index(catalog, build_idmap(catalog, "random", seed=0), tok, mode="whole").save(d / "trie")
+    idmap = build_idmap(catalog, "random", seed=0)
+    write_manifest(d / "model", catalog=catalog, idmap=idmap, tokenizer=tok, base_model="test:tiny")
+    build_index(catalog, idmap, tok, mode="whole").save(d / "trie")
     catalog.save_jsonl(d / "catalog.jsonl")
     repo = Path(__file__).resolve().parents[1]
     cfg = yaml.safe_load((repo / "configs" / "serve.yaml").read_text())

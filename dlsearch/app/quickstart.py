@@ -77,19 +77,14 @@ def finetune(data_dir: Path, model_dir: Path, cfg: QuickstartConfig) -> dict[str
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
     """Trie over the id codes (decoding) and the dual-encoder index (retrieval); BM25 is built in memory later."""
-    from dlsearch.decoding.index import build_index
-    from dlsearch.finetune.loading import load_tokenizer
+    from dlsearch.app.trie_index import build_model_trie
     from dlsearch.retrieval.build import build_dual
     from dlsearch.retrieval.dual_encoder import DualEncoderConfig
 
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    from dlsearch.data.ids import IdMap
-
-    idmap = IdMap.load(data_dir / "idmap.json")
     trie_dir, dual_dir = out / "index" / "trie", out / "index" / "dual"
     if not (trie_dir / "manifest.json").exists():
-        tokenizer = load_tokenizer(model_dir)
-        build_index(catalog, idmap, tokenizer).save(trie_dir)
+        build_model_trie(model_dir, trie_dir, catalog_path=data_dir / "catalog.jsonl", data_dir=data_dir)
     if not (dual_dir / "manifest.json").exists():
         train = load_conversations(data_dir / "conversations" / "train.jsonl")
         val = load_conversations(data_dir / "conversations" / "validation.jsonl")

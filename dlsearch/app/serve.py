@@ -39,8 +39,6 @@ from dlsearch.data.catalog import Catalog, split_title_year
 from dlsearch.data.formats import Conversation, Message, Prediction
 from dlsearch.data.titles import titles_of
 
-SERVER_KEYS = {"host", "port", "max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch", "batch_wait_ms", "threads"}
-
 
 @dataclass
 class ServerSettings:
@@ -56,30 +54,48 @@ class ServerSettings:
     batch_wait_ms: float = 5.0
     threads: int | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # "field: why": the validator puts the dotted path (server.max_k) in front
         if self.threads is not None and int(self.threads) < 1:
-            raise ValueError(f"server.threads must be >= 1 or null, got {self.threads}")
+            raise ValueError(f"threads: must be >= 1 or null, got {self.threads}")
         for name in ("max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"server.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
-            raise ValueError(f"server.batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+            raise ValueError(f"batch_wait_ms: must be >= 0, got {self.batch_wait_ms}")
 
 
-def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], ServerSettings]:
-    """configs/serve.yaml = recommend.yaml's schema (validated by the same reader) plus a `server:` section."""
+def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None, *,
+                      sets: Sequence[str] = ()) -> tuple[dict[str, Any], ServerSettings]:
+    """configs/serve.yaml = recommend.yaml's schema (validated by the same reader) plus a `server:` section, with
+    `sets` (`a.b=c`, the --set syntax of every verb, `server.port=9000` too) applied to the file, then `overrides`
+    (top-level keys; `server` a mapping of server keys, e.g. the --host/--port flags)."""
     import yaml
 
     from dlsearch.app.recommend import _check, check_config
+    from dlsearch.data.config import apply_overrides
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such config file")
-    raw = _check(yaml.safe_load(p.read_text()) or {}, {"server"} | _recommend_keys(), str(p))
-    server = dict(_check(raw.pop("server", None), SERVER_KEYS, f"{p}: server"))
+    tree = yaml.safe_load(p.read_text()) or {}
+    if isinstance(tree, dict):
+        apply_overrides(tree, sets)
+    raw = _check(tree, {"server"} | _recommend_keys(), str(p))
     overrides = dict(overrides or {})
-    server.update(overrides.pop("server", None) or {})
-    return check_config({**raw, **overrides}, str(p)), ServerSettings(**server)
+    server = raw.pop("server", None) or {}
+    if isinstance(server, dict):
+        server = {**server, **(overrides.pop("server", None) or {})}
+    return check_config({**raw, **overrides}, str(p)), server_settings(server, str(p))
+
+
+def server_settings(tree: Any, where: str) -> ServerSettings:
+    """The `server:` section, validated by the shared config validator (types, ranges, unknown keys by name)."""
+    from dlsearch.data.config import ConfigError, from_dict
+
+    try:
+        return from_dict(ServerSettings, tree, "server")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _recommend_keys() -> set[str]:

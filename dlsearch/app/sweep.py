@@ -36,7 +36,7 @@ from dlsearch.data.catalog import Catalog, normalize_title, split_title_year
 from dlsearch.data.files import atomic_write_text
 from dlsearch.data.ids import IdMap, build_idmap
 from dlsearch.evaluation.config import config_to_dict
-from dlsearch.evaluation.metrics import exact_match, valid_item_rate
+from dlsearch.evaluation.metrics import exact_match, recall_at_k, valid_item_rate
 from dlsearch.evaluation.stats import bootstrap_ci
 from dlsearch.evaluation.synthetic import extend_with_synthetic
 
@@ -254,10 +254,7 @@ def _hits(rows: np.ndarray, catalog: Catalog, targets: Sequence[str], k: int) ->
     rows = np.asarray(rows)
     if rows.ndim != 2 or rows.shape[0] != len(targets):
         raise ValueError(f"search returned rows of shape {rows.shape}, expected ({len(targets)}, >= {k})")
-    out = []
-    for r, t in zip(rows[:, :k].tolist(), targets):
-        out.append(1.0 if catalog.index(t) in r else 0.0)
-    return out
+    return [recall_at_k(r, (catalog.index(t),), k) for r, t in zip(rows.tolist(), targets)]
 
 
 def _interval(values: Sequence[float], cfg: SweepConfig) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,33 +29,13 @@ def _trie_options(p: argparse.ArgumentParser) -> None:
 def build_trie(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
-    from dlsearch.data.catalog import load_catalog_jsonl
-    from dlsearch.data.ids import IdMap, build_idmap
-    from dlsearch.decoding.index import build_index
-    from dlsearch.finetune.loading import load_tokenizer
+    from dlsearch.app.trie_index import build_model_trie
 
     if not args.model:
         raise ValueError("--kind trie needs --model (the model dir whose tokenizer will decode)")
     t0 = time.perf_counter()
-    catalog = load_catalog_jsonl(catalog_path(args))
-    if args.idmap or args.data:
-        idmap = IdMap.load(args.idmap or Path(args.data) / "idmap.json")
-    else:
-        idmap = build_idmap(catalog, "atomic")
-    prepared = None
-    if args.data:  # a model fine-tuned on another prepared dir must not be indexed with this one's id map
-        from dlsearch.data.prepare import check_same_prepared, prepared_fingerprint
-        from dlsearch.finetune.manifest import read_manifest
-
-        if (Path(args.data) / "manifest.json").is_file():
-            prepared = prepared_fingerprint(args.data)
-            check_same_prepared(read_manifest(args.model).get("prepared"), args.data, what=f"model {args.model}")
-    tokenizer = load_tokenizer(args.model)
-    index = build_index(catalog, idmap, tokenizer, mode=args.mode, source=args.source)
-    # stored relative to the index dir: the index can be moved together with its data, and read from any directory
-    index.manifest["catalog_path"] = os.path.relpath(Path(catalog_path(args)).resolve(), Path(args.out).resolve())
-    index.manifest["prepared"] = prepared
-    index.save(args.out)
+    index = build_model_trie(args.model, args.out, catalog_path=catalog_path(args), idmap_path=args.idmap,
+                             data_dir=args.data, mode=args.mode, source=args.source)
     return {"kind": "trie", "out": args.out, "items": len(index), "bytes": index.nbytes(),
             "seconds": round(time.perf_counter() - t0, 3), "mode": args.mode}
 

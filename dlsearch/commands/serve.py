@@ -2,6 +2,7 @@
 
     dlsearch serve --config configs/serve.yaml            # model, indexes and router held once
     dlsearch serve --catalog runs/redial/catalog.jsonl    # no model: BM25 + mention linking (a first look)
+    dlsearch serve --config configs/serve.yaml --set k=20 --set server.max_batch=32
 """
 
 from __future__ import annotations
@@ -18,25 +19,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--catalog", help="catalog JSONL: serve BM25 + mention linking only, no model")
     p.add_argument("--host", default=None, help="bind address (default server.host, 127.0.0.1)")
     p.add_argument("--port", type=positive_int, default=None, help="port (default server.port, 8000)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. k=20 or server.max_batch=32 (with --catalog: server.* only)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from dlsearch.app.serve import ServerSettings, catalog_only_router, read_serve_config, serve
+    from dlsearch.app.serve import catalog_only_router, read_serve_config, serve, server_settings
     from dlsearch.data.catalog import load_catalog_jsonl
+    from dlsearch.data.config import ConfigError, apply_overrides
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.config:
         from dlsearch.app.recommend import build_router
 
-        cfg, settings = read_serve_config(args.config, {"server": server})
+        cfg, settings = read_serve_config(args.config, {"server": server}, sets=args.set)
         catalog = load_catalog_jsonl(cfg["catalog"])
         router = build_router(cfg, catalog)
     else:
+        tree = apply_overrides({"server": {}}, args.set)
+        if set(tree) != {"server"}:
+            raise ConfigError(f"--set {', '.join(sorted(set(tree) - {'server'}))}: without --config only server.* "
+                              "keys can be set (the rest is recommend.yaml's schema; use --config configs/serve.yaml)")
+        settings = server_settings({**(tree["server"] or {}), **server}, "dlsearch serve --catalog")
         catalog = load_catalog_jsonl(args.catalog)
-        router, settings = catalog_only_router(catalog), ServerSettings(**server)
+        router = catalog_only_router(catalog)
     serve(router, catalog, settings)
     return 0

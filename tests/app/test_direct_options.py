@@ -3,8 +3,6 @@ from the manifest), length normalisation of beam scores, and bfloat16 inference.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -24,14 +22,16 @@ CONV = Conversation("c1", [Message("user", "first message about @100"), Message(
 
 def _model_dir(tmp_path, recipe):
     from dlsearch.decoding.index import build_index
+    from dlsearch.finetune.manifest import write_manifest
 
     tok = make_tokenizer()
     model = make_model(len(tok), seed=3, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
-    man = {"catalog_hash": CATALOG.content_hash(), "id_scheme": "random", **({"recipe": recipe} if recipe else {})}
-    (tmp_path / "model" / "manifest.json").write_text(json.dumps(man))
-    build_index(CATALOG, build_idmap(CATALOG, "random", seed=0), tok, mode="whole").save(tmp_path / "trie")
+    idmap = build_idmap(CATALOG, "random", seed=0)
+    write_manifest(tmp_path / "model", catalog=CATALOG, idmap=idmap, tokenizer=tok, base_model="test:tiny",
+                   extra={"recipe": recipe} if recipe else None)
+    build_index(CATALOG, idmap, tok, mode="whole").save(tmp_path / "trie")
     return tmp_path / "model", tmp_path / "trie"
 
 

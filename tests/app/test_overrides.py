@@ -38,5 +38,39 @@ def test_every_config_verb_has_set() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
     build = next(a for a in sub["index"]._actions if a.__class__.__name__ == "_SubParsersAction").choices["build"]
-    for p in (sub["finetune"], sub["evaluate"], sub["sweep"], sub["recommend"], sub["quickstart"], build):
+    for p in (sub["finetune"], sub["evaluate"], sub["sweep"], sub["recommend"], sub["quickstart"], sub["serve"], build):
         assert any("--set" in a.option_strings for a in p._actions), p.prog
+
+
+def test_serve_set_overrides_the_config_and_its_server_section(tmp_path) -> None:
+    """issue 13: `dlsearch serve` had no --set. The same apply_overrides, then the same validator, for the recommend
+    part and for the server: section (whose types were not checked: `port: "x"` passed)."""
+    from dlsearch.app.serve import read_serve_config
+
+    serve_yaml = REPO / "configs" / "serve.yaml"
+    cfg, settings = read_serve_config(serve_yaml, sets=["k=20", "server.port=9001", "strategies.bm25.enabled=false"])
+    assert cfg["k"] == 20 and settings.port == 9001 and cfg["strategies"]["bm25"]["enabled"] is False
+    with pytest.raises(ConfigError, match=r"serve\.yaml: unknown field 'server\.prot'; did you mean 'port'"):
+        read_serve_config(serve_yaml, sets=["server.prot=1"])
+    with pytest.raises(ConfigError, match=r"serve\.yaml: server\.port: expected an integer, got str 'x'"):
+        read_serve_config(serve_yaml, sets=["server.port=x"])
+    with pytest.raises(ConfigError, match=r"serve\.yaml: server\.max_k: must be >= 1, got 0"):
+        read_serve_config(serve_yaml, sets=["server.max_k=0"])
+
+
+def test_serve_cli_set(monkeypatch, capsys) -> None:
+    import dlsearch.app.serve as app_serve
+    from dlsearch.cli import main
+
+    served = []
+    monkeypatch.setattr(app_serve, "serve", lambda router, catalog, settings: served.append(settings))
+    monkeypatch.setattr(app_serve, "catalog_only_router", lambda catalog: None)  # no BM25 build: only settings matter
+    catalog = str(REPO / "tests" / "app" / "data" / "none.jsonl")
+    monkeypatch.setattr("dlsearch.data.catalog.load_catalog_jsonl", lambda path: None)
+    assert main(["serve", "--catalog", catalog, "--set", "server.max_k=7", "--port", "9002"]) == 0
+    assert served[0].max_k == 7 and served[0].port == 9002
+    # without --config only the server: section can be set; a config key is refused by name
+    assert main(["serve", "--catalog", catalog, "--set", "k=5"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["serve", "--config", str(REPO / "configs" / "serve.yaml"), "--set", "server.prot=1"]) == 2
+    assert "did you mean 'port'" in capsys.readouterr().err

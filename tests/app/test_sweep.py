@@ -15,7 +15,7 @@ import pytest
 
 from dlsearch.data.catalog import Catalog, Item
 from dlsearch.evaluation.baselines import BM25Search  # noqa: F401  (the package baseline; the text fallback below is separate)
-from dlsearch.evaluation.metrics import id_tie_order, top_k_rows
+from dlsearch.evaluation.metrics import id_tie_order, per_query_scores, top_k_rows
 from dlsearch.app.sweep import SweepConfig, SweepSteps, catalog_at, crossover, held_out_requests, run_sweep
 from dlsearch.evaluation.synthetic import AttributeDistribution, synthetic_items
 
@@ -251,7 +251,11 @@ def test_default_fallback_bm25_answers_requests(movielens_catalog, tmp_path) -> 
     reqs = held_out_requests(cat, 50, seed=0)
     search = fallback("bm25", cat, tmp_path, _cfg(tmp_path))
     _, rows = search([t for t, _ in reqs], 10)
-    assert np.mean(_hits(rows, cat, [i for _, i in reqs], 10)) > 0.8  # half the title words find most items
+    hits = _hits(rows, cat, [i for _, i in reqs], 10)
+    assert np.mean(hits) > 0.8  # half the title words find most items
+    # the sweep's recall is evaluation.metrics' recall@10 on the same rankings
+    rankings = [[cat.items[r].id for r in row if r >= 0] for row in rows.tolist()]
+    assert hits == per_query_scores(rankings, [[i] for _, i in reqs], "recall@10").tolist()
     with pytest.raises(ValueError, match="unknown fallback"):
         fallback("nope", cat, tmp_path, _cfg(tmp_path))
 

@@ -56,3 +56,45 @@ def test_yaml_files_and_overrides(tmp_path) -> None:
     assert parse_override("sizes=[250, 1000]") == ("sizes", [250, 1000])
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_override("seed")
+
+
+@dataclass
+class Leaf:
+    on: bool = True
+    n: int = 1
+    lr: float = 1.0
+    tag: str = "t"
+
+
+@dataclass
+class Tree:
+    need: int
+    leaves: list[Leaf] = field(default_factory=list)
+    best: Leaf | None = None
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"need": 1, "best": {"on": "no"}}, r"t\.best\.on: expected true or false, got str 'no'"),  # never coerced to False
+    ({"need": 1, "best": {"on": 1}}, r"t\.best\.on: expected true or false, got int 1"),
+    ({"need": 1, "best": {"n": "3"}}, r"t\.best\.n: expected an integer, got str '3'"),
+    ({"need": 1, "best": {"n": 2.0}}, r"t\.best\.n: expected an integer, got float 2.0"),
+    ({"need": 1, "best": {"n": True}}, r"t\.best\.n: expected an integer, got bool True"),
+    ({"need": 1, "best": {"lr": True}}, r"t\.best\.lr: expected a number, got bool True"),
+    ({"need": 1, "best": {"lr": "nan"}}, r"t\.best\.lr: expected a finite number"),
+    ({"need": 1, "best": {"tag": 3}}, r"t\.best\.tag: expected a string, got int 3"),
+    ({"need": 1, "leaves": [{}, {"nn": 2}]}, r"unknown field 't\.leaves\[1\]\.nn'; did you mean 'n'"),
+    ({"need": 1, "leaves": {"on": True}}, r"t\.leaves: expected a list"),
+    ({}, r"t\.need: required, missing"),
+    ({"need": "x", "best": {"on": "no"}}, r"t\.need: expected an integer.*; t\.best\.on: expected true or false"),  # every bad key
+])
+def test_pydantic_rules_for_yaml(data, message) -> None:
+    """The validator is pydantic's, tightened for YAML: strict scalars, floats that accept numeric strings but not
+    bools or inf/nan, forbidden unknown keys; each error names the full dotted key."""
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Tree, data, "t")
+
+
+def test_pydantic_rules_accept_what_yaml_gives() -> None:
+    cfg = from_dict(Tree, {"need": 2, "leaves": [{"lr": 3}, {"lr": "1e-3", "on": False}], "best": None})
+    assert cfg.leaves == [Leaf(lr=3.0), Leaf(lr=1e-3, on=False)] and isinstance(cfg.leaves[0].lr, float)
+    assert from_dict(Outer, {"sizes": (5,)}).sizes == (5,)  # a tuple field takes a YAML list or a tuple

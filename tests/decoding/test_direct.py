@@ -16,6 +16,7 @@ from dlsearch.decoding.direct import DirectSearch
 from dlsearch.decoding.generate import conversation_prompt, recommend_for_conversation
 from dlsearch.decoding.index import TrieIndex, build_index
 from dlsearch.decoding.spans import generate_with_items, marker_ids
+from dlsearch.finetune.manifest import write_manifest
 from dlsearch.cli import main
 
 from decoding_fixtures import make_model, make_tokenizer
@@ -33,7 +34,8 @@ def model_dir(tmp_path_factory):
     model = make_model(len(tok), seed=3, eos=tok.eos_token_id, pad=tok.pad_token_id, bos=tok.bos_token_id)
     model.save_pretrained(d)
     tok.save_pretrained(d)
-    (d / "manifest.json").write_text(json.dumps({"catalog_hash": CATALOG.content_hash(), "id_scheme": "random"}))
+    # the model dir's manifest, idmap.json and catalog.jsonl as finetune writes them (not a hand-written stand-in)
+    write_manifest(d, catalog=CATALOG, idmap=build_idmap(CATALOG, "random", seed=0), tokenizer=tok, base_model="test:tiny")
     return d
 
 

@@ -82,3 +82,30 @@ def test_finetune_base_from_a_plain_hf_dir_and_another_catalog_refused(hf_dir: P
     other = Catalog([Item("1", "Something Else (2001)")])
     with pytest.raises(ManifestError, match="trained for catalog"):
         load_model(out, catalog=other)
+
+
+@pytest.mark.parametrize("cut", [100, 484_000])  # bytes cut off the end: the tensor data, or the header too
+def test_a_truncated_model_safetensors_is_named_not_a_traceback(hf_dir: Path, tmp_path: Path, cut: int,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """issue 13: a truncated model .safetensors (a copy cut short, a full disk) gave a SafetensorError traceback
+    naming no file. The loader names the file and says it is damaged; the CLI prints `error: ...` and exits 2."""
+    import re
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(hf_dir, d)
+    weights = d / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(max(8, weights.stat().st_size - cut))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(weights))}: damaged or truncated"):
+        load_model(d)
+    CATALOG.save_jsonl(tmp_path / "catalog.jsonl")
+    build_idmap(CATALOG, "random", seed=0).save(tmp_path / "idmap.json")
+    assert main(["index", "build", "--kind", "trie", "--catalog", str(tmp_path / "catalog.jsonl"), "--idmap",
+                 str(tmp_path / "idmap.json"), "--model", str(hf_dir), "--out", str(tmp_path / "trie")]) == 0
+    save_conversations(tmp_path / "convs.jsonl", [Conversation("c0", [Message("user", "I liked @100, what next?")])])
+    capsys.readouterr()
+    assert main(["generate", "--model", str(d), "--index", str(tmp_path / "trie"), "--input",
+                 str(tmp_path / "convs.jsonl"), "--out", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(weights) in err and "damaged or truncated" in err

@@ -39,6 +39,23 @@ def test_training_learns_what_the_frozen_encoder_cannot():
     json.dumps(model.history, allow_nan=False)
 
 
+def test_validation_recall_is_the_evaluation_metric():
+    """The recall the dual encoder keeps its best epoch by is evaluation.metrics' recall@k on the same ranking."""
+    from dlsearch.evaluation import metrics
+    from dlsearch.retrieval import ranking
+
+    assert metrics.recall_at_k is ranking.recall_at_k  # one definition, re-exported
+    items, ctx, targets = _synthetic(n_items=40, n_pairs=60, seed=1)
+    model = DualEncoder(DualEncoderConfig(out_dim=D, hidden=32), D, D)
+    scores = model.encode_contexts(ctx) @ model.encode_items(items, np.arange(40, dtype=np.int64)).T
+    ids = [f"i{r}" for r in range(40)]
+    rankings = [metrics.rank_by_score(ids, s) for s in scores]
+    for k in (1, 5, 10):
+        expected = metrics.mean_metric(rankings, [[ids[t]] for t in targets], f"recall@{k}")
+        assert 0 < expected < 1
+        assert recall_at(model, ctx, targets, items, k=k) == pytest.approx(expected, abs=1e-12)
+
+
 def test_id_embedding_and_save_load_roundtrip(tmp_path):
     items, ctx, targets = _synthetic(n_items=50, n_pairs=400)
     cfg = DualEncoderConfig(out_dim=32, hidden=32, epochs=2, batch_size=64, id_embedding=True)
