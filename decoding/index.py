@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from dlsearch.data.files import atomic_write_text
 from dlsearch.decoding.id_table import IdTable, encode_ids, gather_ids
 from dlsearch.decoding.trie import DIGEST, TokenTrie, TrieError, build_trie, pad_sequences, read_safetensors, verify_arrays
 
@@ -539,9 +540,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1 if isinstance(obj, dict) else None), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1 if isinstance(obj, dict) else None))
 
 
 def index_from_sequences(item_ids: Sequence[str] | np.ndarray | IdTable, sequences: Sequence[Sequence[int]] | tuple[np.ndarray, np.ndarray],

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 from safetensors.numpy import save_file
 
+from dlsearch.data.files import atomic_path
+
 TRIE_FORMAT_VERSION = 1
 _BLOCK = 256  # nodes per rank block: 256 bits = 32 bytes, popcount over at most 32 bytes per lookup
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -369,12 +371,9 @@ DIGEST = _default_digest()
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> dict[str, str]:
     """Write arrays to a safetensors file atomically (temp file, then rename); returns {name: digest}."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    save_file(arrays, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata=meta)
     return {k: array_digest(v) for k, v in arrays.items()}
 
 

@@ -38,10 +38,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.files import file_sha256  # the data hashes recorded with every result
 from dlsearch.data.formats import Conversation, Message, Prediction, load_conversations, load_predictions
 from dlsearch.data.titles import titles_of
 from dlsearch.evaluation.baselines import BM25Search, PopularitySearch, training_counts
-from dlsearch.evaluation.metrics import duplicate_rate, per_query_scores, valid_item_rate
+from dlsearch.evaluation.metrics import duplicate_rate, parse_metric, per_query_scores, valid_item_rate
 from dlsearch.evaluation.stats import bootstrap_ci, paired_test
 
 DEFAULT_METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "mrr")
@@ -83,15 +84,6 @@ class EvalTask:
             missing = [t for t in q.targets if t not in self.catalog]
             if missing:
                 raise ValueError(f"task {self.name}: query {q.id!r} has targets not in the catalog: {missing[:3]}")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (data hashes recorded with every result)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dialogue_of(conv: Conversation) -> str:
@@ -276,14 +268,24 @@ def evaluate_systems(
         systems: name -> search object / callable in the shared search shape, or id -> Prediction (a predictions file).
         baselines: which of the systems are baselines; the best of them (by the first metric in `metrics` that is
             PRIMARY_METRIC, else the first metric) is the reference of every paired test.
+
+    A metric cutting deeper than a system's lists is not scored for that system (recall@50 of 10-item lists is
+    recall@10 under another name): a search system's lists are `depth` long, a predictions file's as long as its
+    longest list (the k it was generated with). Its entry lists them under `not_scored`, next to `list_length`.
+
     Raises:
-        ValueError: no baseline among the systems, an unknown metric or mode.
+        ValueError: no baseline among the systems, an unknown metric or mode, a primary metric deeper than `depth`.
     """
     present = [b for b in baselines if b in systems]
     if not present:
         raise ValueError(f"no baseline among the systems {list(systems)}; every table carries one of {list(baselines)}")
     primary = PRIMARY_METRIC if PRIMARY_METRIC in metrics else metrics[0]
+    if (parse_metric(primary)[1] or 0) > depth:
+        raise ValueError(f"metric {primary} cuts deeper than the ranking depth {depth}: raise depth or lower the cutoff")
     rankings = {name: rank_queries(task, sys, depth, desc=name) for name, sys in systems.items()}
+    list_length = {name: max((len(items) for items, _ in rankings[name]), default=0) if isinstance(sys, Mapping) else depth
+                   for name, sys in systems.items()}
+    scored = {name: [m for m in metrics if (parse_metric(m)[1] or 0) <= list_length[name]] for name in systems}
     report: dict[str, Any] = {
         "task": task.name, "seed": seed, "n_resamples": n_resamples, "depth": depth, "metrics": list(metrics),
         "primary_metric": primary, "baselines": present, "config": dict(config or {}), "hashes": task.hashes,
@@ -297,7 +299,7 @@ def evaluate_systems(
         for name, ranks in in_mode.items():
             kept, ranked, gold = mode_view(task, ranks, mode, depth)
             views[name] = (kept, ranked)
-            per_system[name] = {m: per_query_scores([r[0] for r in ranked], gold, m) for m in metrics}
+            per_system[name] = {m: per_query_scores([r[0] for r in ranked], gold, m) for m in scored[name]}
         groups = [task.groups[i] for i in kept]
         best = max(present, key=lambda b: (per_system[b][primary].mean(), -present.index(b)))
         out_sys = {}
@@ -309,11 +311,12 @@ def evaluate_systems(
                 "valid_item_rate": valid_item_rate(entries, set(task.catalog.ids)) if entries else None,
                 "duplicate_rate": duplicate_rate([items[:depth] for items, _ in rankings[name]]) if entries else None,
                 "queries_without_prediction": sum(1 for items, _ in rankings[name] if not items),
+                "list_length": list_length[name], "not_scored": [m for m in metrics if m not in scored[name]],
             }
             if name != best:
                 entry["vs_best_baseline"] = {
                     m: paired_test(per_system[name][m], per_system[best][m], seed=seed, n_resamples=n_resamples * 10, groups=groups).to_json()
-                    for m in metrics
+                    for m in scored[name] if m in per_system[best]
                 }
             out_sys[name] = entry
         report["modes"][mode] = {
@@ -385,8 +388,9 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
         for name, s in d["systems"].items():
             row = [name + (" *" if s["baseline"] else "")]
             for m in report["metrics"]:
-                iv = s["metrics"][m]
-                row.append(f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]")
+                iv = s["metrics"].get(m)
+                row.append(f"n/a ({s['list_length']}-item lists)" if iv is None
+                           else f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]")
             t = s.get("vs_best_baseline", {}).get(primary)
             row.append("—" if t is None else f"{t['diff']:+.3f} (p{_p_text(t['p_value'])})")
             table.add_row(*row)

@@ -22,6 +22,7 @@ class DirectConversationSearch:
     router's "direct" strategy (retrieval.strategy.SearcherStrategy passes it the conversations as they are)."""
 
     masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
+    masks_allow = True  # conv.meta["allow"] is a mask in the trie too: k allowed items whenever k exist
 
     def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True, max_messages: int | None = None):
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
@@ -29,10 +30,14 @@ class DirectConversationSearch:
 
     def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
         from dlsearch.decoding.generate import conversation_prompt
+        from dlsearch.retrieval.strategy import allow_list
 
         if any(not isinstance(c, Conversation) for c in convs):
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
         prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
                    for c in convs]
         exclude = [c.exclusions(mentioned=self.exclude_mentioned) for c in convs]
-        return self.search_engine.search(prompts, k, exclude=exclude)
+        allow = [allow_list(c) for c in convs]
+        if all(a is None for a in allow):
+            return self.search_engine.search(prompts, k, exclude=exclude)
+        return self.search_engine.search(prompts, k, exclude=exclude, allow=allow)

@@ -8,14 +8,18 @@ How a title is found (bench/bench_mentions.py measures it on ReDial, figures in 
   * keys: every title's words (data/titles.py `title_words`) with and without its year, hyphenated words also
     joined ("spiderman"), "&" also as "and", alternative titles in parentheses ("Léon (The Professional)") and
     `meta["aliases"]`; matched on word boundaries, longest match first;
-  * one typo'd word (edit distance 1, also a swap of two letters) in a title of at least 8 letters, when the word
-    as typed is not itself a common English word;
+  * one typo'd word (edit distance 1, also a swap of two letters, never the first letter) in a title of at least 6
+    letters (8 for common-word titles), when the word as typed is not itself an English word (Zipf >= 2.5:
+    "goodie" is not "Goldie", "caper" not "Casper") and both words have 4+ letters; with the year right after the
+    title also a real word, a word of 2-3 letters and a title of 3+ letters ("Gat Out (2017)", "Efl (2003)");
   * titles that are ordinary words ("It", "Up", "Her", "Frozen", "The Game") are the trap: chat is full of them.
     A title whose words are all common English (wordfreq) or that is 3 letters or shorter is linked only with a
     cue: its year right after it, quotes around it, or capitalised words that do not start a sentence (in a message
     that does not capitalise most of its words anyway);
-  * one title, several works (Halloween 1978 / 2007 / 2018): a year after the title decides, else the work whose
-    concepts share most words with the message, else the most mentioned/rated one.
+  * a title in lower case right after "a"/"an" is a noun of the sentence ("it really is a hoot", "an orphan");
+  * one title, several works (Halloween 1978 / 2007 / 2018): a year after the title decides, else the work the
+    conversation already mentions as `@id` (`find(prefer=...)`, `find_in`), else "original"/"remake" before it,
+    else the work whose concepts share most words with the message, else the most mentioned/rated one.
 `@<id>` mentions are left to data.formats (`Conversation.mentioned`); their digits are never read as titles.
 """
 
@@ -45,11 +49,12 @@ EVERYDAY_LOGP = -4.0  # titles this likely ("Them" 6.6, "Family", "Weekend" 5.2,
 DOMAIN_ZIPF = 6.0
 DOMAIN_MIN_ITEMS = 50  # a concept word used by at least this many items is a movie-chat word
 # A typed word at or above this frequency is a real word, not a typo of a title word ("these" is not "there").
-REAL_WORD_ZIPF = 3.0
+REAL_WORD_ZIPF = 2.5
 MIN_FUZZY_CHARS = 6  # titles shorter than this are matched exactly only: one edit turns "Heat" into "Head"
 MIN_FUZZY_CHARS_RISKY = 8  # common-word titles (which need a cue anyway) from this length
-MIN_FUZZY_CHARS_YEAR = 5  # ... unless the year follows: "Cxick (2010)"
-MIN_FUZZY_WORD = 4   # the typo'd word itself has at least this many letters
+MIN_FUZZY_CHARS_YEAR = 3  # ... unless the year follows: "Cxick (2010)"
+MIN_FUZZY_WORD = 4   # the typo'd word and the title word have at least this many letters ...
+MIN_FUZZY_WORD_YEAR = 2  # ... unless the year follows: "Gat Out (2017)", "Ik (2017)"
 SHORT_CHARS = 3      # titles of at most this many letters ("It", "Up", "Her") always need a cue
 TITLE_CASE_SHARE = 0.6  # a message capitalising more than this share of its words gives no capitalisation cue
 
@@ -206,12 +211,21 @@ class MentionLinker:
         self.deletes: dict[str, set[str]] = {}
         for words in self.keys:
             for w in words:
-                if len(w) >= MIN_FUZZY_WORD and not w.isdigit():
+                if len(w) >= MIN_FUZZY_WORD_YEAR and not w.isdigit():
                     for d in {w} | {w[:i] + w[i + 1:] for i in range(len(w))}:
                         self.deletes.setdefault(d, set()).add(w)
         self._zipf = zipf
         self._corr: dict[str, set[str]] = {}
         self._popularity = [self._pop(it) for it in catalog]
+
+    def _article_rows(self, words: tuple[str, ...]) -> list[int]:
+        """Rows titled `words` with or without a leading article ("the ring" -> "Ring (1998)" and back)."""
+        other = words[1:] if words[0] in ("the", "a", "an") and len(words) > 1 else ("the",) + words
+        return [r for k in (words, other) if k in self.keys for r in self.keys[k].rows + self.keys[k].alias_rows]
+
+    def _key_pop(self, words: tuple[str, ...]) -> float:
+        key = self.keys[words]
+        return max(self._popularity[r] for r in key.rows or key.alias_rows)
 
     @staticmethod
     def _pop(it) -> float:
@@ -235,7 +249,7 @@ class MentionLinker:
             key.rows.append(row)
 
     def _corrections(self, word: str) -> set[str]:
-        """Title words one edit (or one swap) away from `word`; none when `word` is short or a real word."""
+        """Title words one edit (or one swap) away from `word` (with the same first letter)."""
         if word in self._corr:
             return self._corr[word]
         self._corr[word] = out = self._corrections_uncached(word)
@@ -244,7 +258,7 @@ class MentionLinker:
     def _corrections_uncached(self, word: str) -> set[str]:
         from rapidfuzz.distance import OSA
 
-        if len(word) < MIN_FUZZY_WORD or word.isdigit():
+        if len(word) < MIN_FUZZY_WORD_YEAR or word.isdigit():
             return set()
         if word not in self._zipf:
             self._zipf[word] = _zipf(word)
@@ -256,7 +270,8 @@ class MentionLinker:
 
     def _candidates(self, toks: list[_Token]) -> list[tuple[int, int, tuple[str, ...], int]]:
         """(start token, end token, key, fuzzy) of every key found at a word boundary; fuzzy 0: exact, 1: one word
-        typo'd, 2: one word replaced by a real word one edit away."""
+        typo'd, 2: one word replaced by a real word one edit away, or a word of 2-3 letters typo'd (both read only
+        when the title's year follows)."""
         out = []
         corr: dict[int, set[str]] = {}
         for i in range(len(toks)):
@@ -273,11 +288,13 @@ class MentionLinker:
                 if not fuzzy:  # also when w is a title word: "avenger" typed for "avengers"
                     if j not in corr:
                         corr[j] = self._corrections(w)
-                    # a real word ("girl" for "girls") is read as a typo only when the title's year follows
-                    kind = 2 if self._zipf.get(w, 0.0) >= REAL_WORD_ZIPF else 1
+                    # a real word ("girl" for "girls") or a short one ("gat" for "get") is read as a typo only when
+                    # the title's year follows
+                    real = self._zipf.get(w, 0.0) >= REAL_WORD_ZIPF
                     for c in corr[j]:
                         if c in node:
-                            stack.append((node[c], j + 1, kind))
+                            short = min(len(w), len(c)) < MIN_FUZZY_WORD
+                            stack.append((node[c], j + 1, 2 if real or short else 1))
         return out
 
     def _cue(self, text: str, toks: list[_Token], i: int, j: int, risk: str, title_case: bool) -> bool:
@@ -316,15 +333,22 @@ class MentionLinker:
         if (not before or before[-1] in _SENTENCE_END) and j < len(toks) and toks[j].norm in ("is", "was"):
             return any(t.norm in _VERDICT for t in toks[j + 1 : j + 5])
         asked = i >= 2 and toks[i - 1].norm == "about" and toks[i - 2].norm in ("what", "how")  # "what about the mask"
-        if not asked and not any(t.norm in _TOLD_BY for t in toks[max(0, i - 2) : i]):
+        if not asked and not any(self._said_after(text, toks, k, i) for k in range(max(0, i - 2), i)):
             return False
         rest = text[toks[j - 1].end :].lstrip()
         return not rest or rest[0] in _CLAUSE_END or (j < len(toks) and toks[j].norm in _CLAUSE_WORDS)
 
     @staticmethod
+    def _said_after(text: str, toks: list[_Token], k: int, i: int) -> bool:
+        """Whether toks[k] is a word like "seen" or "loved" that tells of the title starting at toks[i], in the same
+        clause ("what do you like?  was epic!" is not)."""
+        gap = text[toks[k].end : toks[i].start]
+        return toks[k].norm in _TOLD_BY and not any(c in _CLAUSE_END + _SENTENCE_END for c in gap)
+
+    @staticmethod
     def _in_context(text: str, toks: list[_Token], i: int, j: int) -> bool:
         """False when toks[i:j] is part of a longer name ("Goldie Hawn", "Alfred Hitchcock": one word next to
-        another capitalised one) or a modifier ("a Hitchcock fan", "a heist movie")."""
+        another capitalised one), a modifier ("a Hitchcock fan", "a heist movie") or a noun after "a" ("a hoot")."""
         nxt = toks[j] if j < len(toks) else None
         if nxt is not None and nxt.norm in _MODIFIED_BY:
             return False
@@ -338,11 +362,19 @@ class MentionLinker:
                 before = text[: prev.start].rstrip()
                 if before and before[-1] not in _SENTENCE_END:
                     return False
+        # "it really is a hoot", "an orphan": a title typed in lower case right after "a"/"an" (and not starting
+        # with an article itself) is a noun of the sentence; typed titles follow "seen", "like", "and", not "a"
+        if (i > 0 and toks[i - 1].norm in ("a", "an") and toks[i].norm not in ("a", "an", "the")
+                and not any(t.raw[:1].isupper() for t in toks[i:j])
+                and not any(c in _CLAUSE_END + _SENTENCE_END for c in text[toks[i - 1].end : toks[i].start])):
+            return False
         return True
 
-    def _pick(self, rows: list[int], context: set[str], near: set[str] = frozenset()) -> int:
-        """One work among same-titled items: "the original" / "the remake" just before it (oldest / newest), then
-        concept words shared with the message, then popularity."""
+    def _pick(self, rows: list[int], context: set[str], near: set[str] = frozenset(),
+              prefer: frozenset[int] = frozenset()) -> int:
+        """One work among same-titled items: one the conversation already mentions (`prefer`, groups), then
+        "the original" / "the remake" just before it (oldest / newest), then concept words shared with the message,
+        then popularity."""
         groups = {self.titles.group_of[r]: r for r in reversed(rows)}  # first row of each group
         if len(groups) == 1:
             return self.titles.members[next(iter(groups))][0]
@@ -352,20 +384,26 @@ class MentionLinker:
         def score(r: int) -> tuple:
             year = split_title_year(self.catalog.items[r].title)[1] or 0
             concepts = {w for c in self.catalog.items[r].concepts for w in title_words(c).split()}
-            return (era * year if era and year else 0, len(concepts & context), self._popularity[r], -r)
+            return (self.titles.group_of[r] in prefer, era * year if era and year else 0, len(concepts & context),
+                    self._popularity[r], -r)
 
         best = max(groups.values(), key=score)
         return self.titles.members[self.titles.group_of[best]][0]
 
-    def find(self, text: str, *, message: int = 0) -> list[Mention]:
-        """Titles linked in one message, left to right (one mention per span; overlapping matches: the longest)."""
+    def find(self, text: str, *, message: int = 0, prefer: Iterable[str] = ()) -> list[Mention]:
+        """Titles linked in one message, left to right (one mention per span; overlapping matches: the longest).
+        `prefer`: item ids the conversation already mentions; among works sharing a title ("Sherlock Holmes" 2009
+        and 2010) the one mentioned wins."""
         toks = tokenize(text)
+        groups = frozenset(self.titles.group_of[self.catalog.index(i)] for i in prefer if i in self.catalog)
         if not toks:
             return []
         alpha = [t for t in toks if t.raw[:1].isalpha()]
         title_case = len(alpha) >= 4 and sum(t.raw[:1].isupper() for t in alpha) > TITLE_CASE_SHARE * len(alpha)
         cands = self._candidates(toks)
-        cands.sort(key=lambda c: (-(c[1] - c[0]), c[3], not self.keys[c[2]].year, c[0]))
+        # ties (one typo, two titles: "thid man" is "third man" or "thin man") go to the most mentioned title, then
+        # the alphabetically first: the same answer in every process, whatever the string hash seed
+        cands.sort(key=lambda c: (-(c[1] - c[0]), c[3], not self.keys[c[2]].year, c[0], -self._key_pop(c[2]), c[2]))
         taken = [False] * len(toks)
         context = {t.norm for t in toks}
         out: list[Mention] = []
@@ -378,7 +416,10 @@ class MentionLinker:
                 taken[t] = True
             spans.append((i, j))
             near = {t.norm for t in toks[max(0, i - 3) : i]}  # "the original jumanji", "the new beauty and the beast"
-            row = self._pick(key.rows or key.alias_rows, context - set(words), near)
+            rows = key.rows or key.alias_rows
+            if groups:  # "jungle book" / "the ring" for the conversation's "The Jungle Book (2016)" / "Ring (1998)"
+                rows = rows + [r for r in self._article_rows(words) if self.titles.group_of[r] in groups]
+            row = self._pick(rows, context - set(words), near, groups)
             how = "fuzzy" if fuzzy else ("year" if key.year else "exact")
             out.append(Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
                                toks[j - 1].end, message, how))
@@ -429,8 +470,11 @@ class MentionLinker:
         return bool(between) or gap.strip() in (",", "&", "/")
 
     def find_in(self, conv: Conversation, roles: Sequence[str] = ("user", "assistant")) -> list[Mention]:
-        """Mentions in every message of `roles`, in order."""
-        return [m for n, msg in enumerate(conv.messages) if msg.role in roles for m in self.find(msg.content, message=n)]
+        """Mentions in every message of `roles`, in order; same-titled works resolved towards the conversation's
+        `@id` mentions."""
+        prefer = conv.mentioned()
+        return [m for n, msg in enumerate(conv.messages) if msg.role in roles
+                for m in self.find(msg.content, message=n, prefer=prefer)]
 
 
 def link_conversation(conv: Conversation, linker: MentionLinker, *,

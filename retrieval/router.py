@@ -18,13 +18,16 @@ Titles written as plain text in the conversation are linked to items first (`pol
 retrieval/mentions.py) and join `exclude`. Items in `conversation.exclude` and their duplicate groups (data/titles.py) are removed, and no answer holds two
 members of one group (strategies are asked for k + len(exclude) + overfetch candidates, except
 those with `masks_exclusions = True`, such as direct search, which never return them and are asked for k).
+An allow list (`conversation.meta["allow"]`, item ids) keeps only those items: a strategy with `masks_allow = True`
+(direct search: a mask in the trie) searches among them, any other ranks the whole catalog so that k allowed items
+are found whenever it ranks k of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,7 +40,7 @@ from dlsearch.retrieval.embedding import conversation_text
 from dlsearch.retrieval.fusion import RRF_K, rrf
 from dlsearch.retrieval.mentions import link_conversation, linker_for
 from dlsearch.retrieval.shape import check_k, empty_result, topk_from_lists
-from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, as_strategy, describe
+from dlsearch.retrieval.strategy import SearcherStrategy, Strategy, StrategyResult, allow_list, as_strategy, describe
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +58,21 @@ class Policy:
     weights: dict[str, float] = field(default_factory=dict)
     link_mentions: bool = True  # titles written as plain text are linked (retrieval/mentions.py) and excluded
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # "field: why": the config validator puts the dotted path in front
         if self.unmeasured not in UNMEASURED:
-            raise ValueError(f"policy.unmeasured must be one of {UNMEASURED}, got {self.unmeasured!r}")
+            raise ValueError(f"unmeasured: must be one of {UNMEASURED}, got {self.unmeasured!r}")
         for name in ("min_exact_match", "direct_alone_at"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0 + 1e-9:
-                raise ValueError(f"policy.{name} must be in [0, 1], got {v}")
-        if self.overfetch < 0 or self.direct_max_items < 0:
-            raise ValueError("policy.overfetch and policy.direct_max_items must be >= 0")
+                raise ValueError(f"{name}: must be in [0, 1], got {v}")
+        for name in ("overfetch", "direct_max_items"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.rrf_k <= 0:
-            raise ValueError(f"policy.rrf_k must be > 0, got {self.rrf_k}")
+            raise ValueError(f"rrf_k: must be > 0, got {self.rrf_k}")
         negative = {n: w for n, w in self.weights.items() if w < 0}
         if negative:  # a negative RRF weight would push a strategy's best items to the bottom
-            raise ValueError(f"policy.weights must be >= 0, got {negative}")
+            raise ValueError(f"weights: must be >= 0, got {negative}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "policy") -> "Policy":
@@ -101,6 +105,7 @@ class Router:
 
     name = "router"
     masks_exclusions = True  # it removes each conversation's `exclude` itself
+    masks_allow = True  # and keeps only each conversation's allow list
 
     def __init__(
         self,
@@ -153,6 +158,8 @@ class Router:
     def _run(self, name: str, convs: Sequence[Conversation], k: int) -> StrategyResult:
         strategy = self.strategies[name]
         kk = k if strategy.masks_exclusions else k + max(len(c.exclude) for c in convs) + self.policy.overfetch
+        if any(allow_list(c) is not None for c in convs) and not getattr(strategy, "masks_allow", False):
+            kk = len(self.catalog)  # the allowed items may rank anywhere: the whole ranking, `_finish` keeps them
         try:
             res = strategy.search(convs, kk)
         except Exception as e:  # a strategy that fails as a whole (e.g. cannot be reached): every conversation degrades
@@ -172,6 +179,8 @@ class Router:
         if self.policy.link_mentions:  # before any strategy runs: every one gets the linked items as mentioned
             linker = linker_for(self.catalog)
             convs = [link_conversation(c, linker) for c in convs]
+        else:  # `exclude` then holds Conversation.exclusions() either way: @id mentions are never recommended back
+            convs = [replace(c, exclude=c.exclusions()) for c in convs]
         plan = self.plan()
         results = {name: self._run(name, convs, k) for name in plan["run"]}
         if plan["direct_alone"]:  # fallbacks only for the conversations direct search failed or returned nothing for
@@ -197,10 +206,14 @@ class Router:
         excluded = titles.excluded_rows(conv.exclude)  # excluding one member of a duplicate group excludes the group
         degraded = {n: res.errors[i] for n, res in results.items() if res.errors[i] is not None}
         names = [n for n in results if n not in degraded]
+        allow = allow_list(conv)
+        allowed = None if allow is None else np.array([self.catalog.index(x) for x in allow if x in self.catalog], np.int64)
         lists = []
         for name in names:
             s, r = results[name].scores, results[name].rows
             keep = titles.keep(r[i], excluded)  # also one member per duplicate group
+            if allowed is not None:
+                keep = [j for j, ok in zip(keep, np.isin(r[i][keep], allowed)) if ok]
             lists.append((s[i : i + 1, keep], r[i : i + 1, keep]))
         items: list[ScoredItem] = []
         nonempty = [j for j, (_, r) in enumerate(lists) if r.shape[1] > 0]

@@ -53,6 +53,14 @@ class Strategy(Protocol):
     def search(self, convs: Sequence[Conversation], k: int) -> StrategyResult: ...
 
 
+def allow_list(conv: Conversation) -> list[str] | None:
+    """The conversation's allow list (`conv.meta["allow"]`: recommend only among these ids), or None."""
+    allow = conv.meta.get("allow")
+    if allow is not None and (isinstance(allow, str) or not all(isinstance(x, str) for x in allow)):
+        raise TypeError(f"conversation {conv.id}: meta['allow'] must be a list of item ids, got {type(allow).__name__}")
+    return None if allow is None else list(allow)
+
+
 def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -70,6 +78,7 @@ class SearcherStrategy:
     searcher: Any
     to_query: Callable[[Conversation], Any] | None = None
     masks_exclusions: bool | None = None
+    masks_allow: bool | None = None  # the searcher searches only among conv.meta["allow"] (router.allow_list)
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.searcher, "search", self.searcher)):
@@ -77,6 +86,8 @@ class SearcherStrategy:
                             "nor has a search(queries, k) method")
         if self.masks_exclusions is None:
             self.masks_exclusions = bool(getattr(self.searcher, "masks_exclusions", False))
+        if self.masks_allow is None:
+            self.masks_allow = bool(getattr(self.searcher, "masks_allow", False))
 
     def search(self, convs: Sequence[Conversation], k: int) -> StrategyResult:
         k = check_k(k)

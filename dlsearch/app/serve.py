@@ -7,7 +7,10 @@ Routes:
     GET  /                       the chat page (chat.html, package data; plain HTML + JS)
     POST /v1/recommend           {messages, k, allow, deny} -> {items: [{id, title, year, concepts, score, strategy}],
                                  degraded: {strategy: reason} for THIS request, linked: [ids found in the text]}
-    POST /v1/chat                same body -> {reply, items, degraded, linked}: the reply names the items (template)
+    POST /v1/chat                same body -> {reply, reply_mode, items, degraded, linked}: with server.span_index
+                                 (span mode) the model's reply, each item in it a span constrained to the catalog,
+                                 the cards built from those spans; else (or when the reply names no item) a template
+                                 naming the router's items
     POST /v1/chat/completions    OpenAI-compatible (stream: true -> SSE chunks, then `data: [DONE]`); items ride
                                  along in an extra `items` field
     GET  /v1/items?q=            title lookup (exact normalized title, year optional, then edit distance)
@@ -30,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,11 +56,14 @@ class ServerSettings:
     max_batch: int = 16
     batch_wait_ms: float = 5.0
     threads: int | None = None
+    access_log: bool = False
+    span_index: str | None = None
+    reply_tokens: int = 64
 
     def __post_init__(self) -> None:  # "field: why": the validator puts the dotted path (server.max_k) in front
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads: must be >= 1 or null, got {self.threads}")
-        for name in ("max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch"):
+        for name in ("max_body_bytes", "max_k", "max_messages", "max_message_chars", "max_batch", "reply_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
@@ -129,6 +135,73 @@ def link_mentions(text: str, catalog: Catalog) -> list[str]:
     return list(dict.fromkeys(m.item_id for m in linker_for(catalog).find(text)))
 
 
+# -- span-mode replies --------------------------------------------------------------------------------------------
+def reply_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any) -> str:
+    """The model's next assistant turn: the messages through the tokenizer's chat template (mentions written as
+    titles), or, for a tokenizer without one, data.prompts' 'User: ... / Assistant: ...' lines and 'Assistant:'."""
+    from dlsearch.data.formats import render_mentions
+    from dlsearch.data.prompts import item_text_in_prompt, render_conversation
+
+    if getattr(tokenizer, "chat_template", None):
+        msgs = [{"role": m.role, "content": render_mentions(m.content, lambda i: item_text_in_prompt(i, catalog))}
+                for m in conv.messages]
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return render_conversation(conv, catalog) + "\nAssistant:"
+
+
+@dataclass
+class SpanReplier:
+    """The model writes the reply; every item in it is a span constrained to the catalog (decoding.spans), and the
+    items it names become the reply's cards. Excluded items (mentioned, denied) and their duplicate groups are
+    masked in the spans. `logits_processor`: extra processors before the constraint (e.g. a repetition penalty)."""
+
+    model: Any
+    tokenizer: Any
+    index: Any  # a span-mode TrieIndex built with this tokenizer over this catalog
+    catalog: Catalog
+    max_new_tokens: int = 64
+    logits_processor: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        from dlsearch.decoding.spans import marker_ids
+
+        if self.index.mode != "span":
+            raise ValueError("server.span_index must be a span-mode trie (dlsearch index build --kind trie --mode span)")
+        marker_ids(self.tokenizer)  # ValueError when the tokenizer cannot write <item> ... </item>
+
+    def reply_many(self, convs: Sequence[Conversation], k: int = 0) -> list[Any]:
+        from dlsearch.decoding.spans import generate_with_items
+
+        titles = titles_of(self.catalog)
+        deny = [sorted(titles.excluded_ids(c.exclusions())) for c in convs]
+        prompts = [reply_prompt(c, self.catalog, self.tokenizer) for c in convs]
+        return generate_with_items(self.model, self.tokenizer, self.index, prompts, max_new_tokens=self.max_new_tokens,
+                                   deny=deny, logits_processor=list(self.logits_processor), do_sample=False)
+
+
+def span_replier(cfg: dict[str, Any], settings: ServerSettings, router: Any, catalog: Catalog) -> SpanReplier | None:
+    """The span replier of a serve config: None without `server.span_index` (template replies). The model is the
+    direct strategy's (held once), else cfg["model_dir"] loaded here."""
+    if not settings.span_index:
+        return None
+    from dlsearch.decoding.index import TrieIndex
+
+    engine = getattr(getattr(getattr(router, "strategies", {}).get("direct"), "searcher", None), "search_engine", None)
+    if engine is not None:
+        model, tokenizer = engine.model, engine.tokenizer
+    elif cfg.get("model_dir"):
+        from dlsearch.finetune.loading import load_model
+
+        model, tokenizer, _ = load_model(cfg["model_dir"], catalog=catalog)
+    else:
+        raise ValueError("server.span_index needs a model: set model_dir (or enable the direct strategy)")
+    if not Path(settings.span_index).exists():
+        raise FileNotFoundError(f"{settings.span_index}: no span index (server.span_index); build it with "
+                                "`dlsearch index build --kind trie --mode span`")
+    index = TrieIndex.load(settings.span_index, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
+    return SpanReplier(model, tokenizer, index, catalog, max_new_tokens=int(settings.reply_tokens))
+
+
 # -- request and response bodies -----------------------------------------------------------------------------------
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -158,8 +231,11 @@ class Batcher:
     """Collects concurrent requests for `wait_s` (up to `max_batch`) and answers them with one `recommend_many` in a
     worker thread. One batch runs at a time: the model is not shared between threads."""
 
-    def __init__(self, router: Any, max_batch: int, wait_s: float, on_batch: Any = None):
+    def __init__(self, router: Any, max_batch: int, wait_s: float, on_batch: Any = None, *,
+                 run: Any = None, lock: threading.Lock | None = None):
         self.router, self.max_batch, self.wait_s, self.on_batch = router, max_batch, wait_s, on_batch
+        self.run = run  # (convs, k) -> one answer per conversation; default router.recommend_many
+        self.lock = lock or threading.Lock()  # shared by batchers of one model: one batch on the model at a time
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
 
@@ -194,15 +270,48 @@ class Batcher:
                 self.on_batch(len(batch))
             for (_, k, fut), p in zip(batch, preds):
                 if not fut.done():
-                    fut.set_result(Prediction(p.id, p.items[:k], p.degraded))
+                    fut.set_result(Prediction(p.id, p.items[:k], p.degraded) if isinstance(p, Prediction) else p)
 
-    def _run(self, convs: list[Conversation], k: int) -> list[Prediction]:
-        preds = self.router.recommend_many(convs, k)
-        self.router.decisions.clear()  # a service runs forever: the per-batch log must not grow
-        return preds
+    def _run(self, convs: list[Conversation], k: int) -> list[Any]:
+        with self.lock:
+            if self.run is not None:
+                return self.run(convs, k)
+            preds = self.router.recommend_many(convs, k)
+            self.router.decisions.clear()  # a service runs forever: the per-batch log must not grow
+            return preds
 
 
 # -- the app -------------------------------------------------------------------------------------------------------
+ROUTES = frozenset({"/", "/health", "/metrics", "/v1/recommend", "/v1/chat", "/v1/chat/completions", "/v1/items"})
+
+
+class RequestMetrics:
+    """ASGI middleware counting requests by route and status and observing latency. A plain ASGI wrapper, not
+    Starlette's BaseHTTPMiddleware (`@app.middleware("http")`): that one runs every request through an extra task
+    and memory streams, and its cost per request does not batch (bench/bench_serve.py, docs/serve.md)."""
+
+    def __init__(self, app: Any, requests: Any, latency: Any):
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        route = scope.get("path") if scope["type"] == "http" else None
+        if route not in ROUTES:
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), 500
+
+        async def send_status(msg: Any) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.requests.labels(route, str(status)).inc()
+            self.latency.labels(route).observe(time.perf_counter() - t0)
+
+
 def _metrics() -> tuple[Any, dict[str, Any]]:
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -236,24 +345,22 @@ def reply_text(cards: Sequence[dict[str, Any]], linked: Sequence[dict[str, Any]]
     return f"{lead} might like {', '.join(names[:-1]) + ' and ' if len(names) > 1 else ''}{names[-1]}."
 
 
-def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = None,
+               replier: SpanReplier | None = None) -> FastAPI:
+    """The service. With a `replier` (span mode), /v1/chat and /v1/chat/completions answer with the model's own reply,
+    its items constrained to the catalog; without one, with the template naming the router's items."""
     settings = settings or ServerSettings()
     app = FastAPI(title="dlsearch recommender")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     registry, m = _metrics()
+    app.add_middleware(RequestMetrics, requests=m["requests"], latency=m["latency"])  # outermost: 413s are counted too
     batcher = Batcher(router, settings.max_batch, settings.batch_wait_ms / 1000, on_batch=m["batch"].observe)
     page = resources.files("dlsearch.app").joinpath("chat.html").read_text(encoding="utf-8")
     app.state.batcher = batcher
+    replies = None if replier is None else Batcher(router, settings.max_batch, settings.batch_wait_ms / 1000,
+                                                   run=replier.reply_many, lock=batcher.lock)
     lock = threading.Lock()
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Any:
-        route, t0 = request.url.path, time.perf_counter()
-        response = await call_next(request)
-        if route in {"/", "/health", "/metrics", "/v1/recommend", "/v1/chat", "/v1/chat/completions", "/v1/items"}:
-            m["requests"].labels(route, str(response.status_code)).inc()
-            m["latency"].labels(route).observe(time.perf_counter() - t0)
-        return response
 
     def check_limits(messages: list[ChatMessage], k: int) -> None:
         from fastapi import HTTPException
@@ -267,17 +374,23 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
                 raise HTTPException(422, f"body.messages[{i}].content: {len(msg.content)} characters exceed server.max_message_chars "
                                          f"{settings.max_message_chars}")
 
-    async def recommend(messages: list[ChatMessage], k: int, deny: list[str], allow: list[str] | None) -> dict[str, Any]:
+    def conversation(messages: list[ChatMessage], k: int, deny: list[str], allow: list[str] | None) -> Conversation:
         check_limits(messages, k)
         msgs = [Message("assistant" if x.role == "assistant" else "user", x.content) for x in messages if x.content.strip()]
         user_text = "\n".join(x.content for x in msgs if x.role == "user")
         linked = link_mentions(user_text, catalog)
         exclude = list(dict.fromkeys(linked + [i for i in deny if i in catalog]))
-        fetch = min(len(catalog), k + 50) if allow is not None else k  # an allow list filters a deeper ranking
-        conv = Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude, meta={"linked": linked})
-        pred = await batcher.submit(conv, fetch)
-        items = pred.items if allow is None else [s for s in pred.items if s.item_id in set(allow)]
-        cards = [item_card(catalog, s.item_id, s.score, s.strategy) for s in items[:k]]
+        meta: dict[str, Any] = {"linked": linked}
+        if allow is not None:  # the router searches among these (retrieval.strategy.allow_list)
+            meta["allow"] = list(allow)
+        return Conversation(f"req-{uuid.uuid4().hex[:12]}", msgs or [Message("user", "")], exclude=exclude, meta=meta)
+
+    async def recommend(messages: list[ChatMessage], k: int, deny: list[str], allow: list[str] | None,
+                        conv: Conversation | None = None) -> dict[str, Any]:
+        conv = conv or conversation(messages, k, deny, allow)
+        linked = conv.meta["linked"]
+        pred = await batcher.submit(conv, k)
+        cards = [item_card(catalog, s.item_id, s.score, s.strategy) for s in pred.items[:k]]
         with lock:
             for c in cards:
                 for name in c["strategy"].split("+"):
@@ -309,15 +422,36 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
     async def v1_recommend(req: RecommendRequest) -> dict[str, Any]:
         return await recommend(req.messages, req.k, req.deny, req.allow)
 
+    async def chat(messages: list[ChatMessage], k: int, deny: list[str], allow: list[str] | None) -> dict[str, Any]:
+        """Span mode: the model's reply, its spans' items (not excluded, not denied, allowed, one per duplicate group,
+        at most k) as the cards; the template over the router's items without span mode or when the reply names
+        no item."""
+        conv = conversation(messages, k, deny, allow)
+        if replies is not None:
+            reply = await replies.submit(conv, k)
+            titles, allowed = titles_of(catalog), None if allow is None else set(allow)
+            excluded = titles.excluded_rows(conv.exclude)
+            keep = titles.keep([catalog.index(it.item_id) for it in reply.items], excluded)  # one per group
+            items = [reply.items[j] for j in keep if allowed is None or reply.items[j].item_id in allowed][:k]
+            if items:  # the reply as a person reads it: each span written as the item's title
+                text = reply.texts[0] + "".join(catalog[it.item_id].title.strip() + t
+                                                for it, t in zip(reply.items, reply.texts[1:]))
+                cards = [item_card(catalog, it.item_id, it.score, "span") for it in items]
+                with lock:
+                    m["strategy"].labels("span").inc(len(cards))
+                return {"reply": text.strip(), "reply_mode": "span", "items": cards, "degraded": {},
+                        "linked": [item_card(catalog, i) for i in conv.meta["linked"]]}
+        out = await recommend(messages, k, deny, allow, conv)
+        return {"reply": reply_text(out["items"], out["linked"]), "reply_mode": "template", **out}
+
     @app.post("/v1/chat")
     async def v1_chat(req: RecommendRequest) -> dict[str, Any]:
-        out = await recommend(req.messages, req.k, req.deny, req.allow)
-        return {"reply": reply_text(out["items"], out["linked"]), **out}
+        return await chat(req.messages, req.k, req.deny, req.allow)
 
     @app.post("/v1/chat/completions")
     async def v1_completions(req: CompletionRequest) -> Any:
-        out = await recommend(req.messages, req.k, req.deny, None)
-        text, rid, created = reply_text(out["items"], out["linked"]), f"chatcmpl-{uuid.uuid4().hex[:16]}", int(time.time())
+        out = await chat(req.messages, req.k, req.deny, None)
+        text, rid, created = out["reply"], f"chatcmpl-{uuid.uuid4().hex[:16]}", int(time.time())
         if not req.stream:
             return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -342,7 +476,7 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
     return app
 
 
-def serve(router: Any, catalog: Catalog, settings: ServerSettings) -> None:
+def serve(router: Any, catalog: Catalog, settings: ServerSettings, replier: SpanReplier | None = None) -> None:
     """Blocking: serve until interrupted."""
     import uvicorn
 
@@ -351,7 +485,9 @@ def serve(router: Any, catalog: Catalog, settings: ServerSettings) -> None:
 
         torch.set_num_threads(int(settings.threads))
 
-    uvicorn.run(create_app(router, catalog, settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(router, catalog, settings, replier), host=settings.host, port=settings.port, log_level="info",
+                access_log=bool(settings.access_log))
 
 
-__all__ = ["create_app", "serve", "Batcher", "ServerSettings", "read_serve_config", "catalog_only_router", "link_mentions"]
+__all__ = ["create_app", "serve", "Batcher", "ServerSettings", "read_serve_config", "catalog_only_router", "link_mentions",
+           "SpanReplier", "span_replier", "reply_prompt"]

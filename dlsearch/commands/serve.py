@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from dlsearch.app.serve import catalog_only_router, read_serve_config, serve, server_settings
+    from dlsearch.app.serve import catalog_only_router, read_serve_config, serve, server_settings, span_replier
     from dlsearch.data.catalog import load_catalog_jsonl
     from dlsearch.data.config import ConfigError, apply_overrides
 
@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg, settings = read_serve_config(args.config, {"server": server}, sets=args.set)
         catalog = load_catalog_jsonl(cfg["catalog"])
         router = build_router(cfg, catalog)
+        replier = span_replier(cfg, settings, router, catalog)  # None: template replies
     else:
         tree = apply_overrides({"server": {}}, args.set)
         if set(tree) != {"server"}:
@@ -46,6 +47,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               "keys can be set (the rest is recommend.yaml's schema; use --config configs/serve.yaml)")
         settings = server_settings({**(tree["server"] or {}), **server}, "dlsearch serve --catalog")
         catalog = load_catalog_jsonl(args.catalog)
-        router = catalog_only_router(catalog)
-    serve(router, catalog, settings)
+        router, replier = catalog_only_router(catalog), None
+    serve(router, catalog, settings, replier)
     return 0

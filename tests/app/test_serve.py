@@ -52,6 +52,21 @@ def test_recommend_links_mentions_and_excludes_their_duplicate_group(client, cat
     assert [c["id"] for c in allowed["items"]] == ids[1:3]
 
 
+def test_allow_list_deeper_than_the_first_candidates_still_gets_k_items(client, catalog):
+    """An allow list of items BM25 ranks 61st to 70th: the router ranks the whole catalog for it and returns k of them
+    (it used to filter only the first k + 50 candidates: no item at all)."""
+    from dlsearch.data.formats import Conversation, Message
+
+    conv = Conversation("deep", [Message("user", MATRIX)], exclude=["85036"], meta={"linked": ["85036"]})  # as the service builds it
+    ranked = [s.item_id for s in catalog_only_router(catalog).recommend(conv, k=80).items]
+    assert len(ranked) == 80
+    allow = ranked[60:70]
+    out = client.post("/v1/recommend", json={"messages": user(MATRIX), "k": 5, "allow": allow}).json()
+    assert [c["id"] for c in out["items"]] == allow[:5]
+    none = client.post("/v1/recommend", json={"messages": user(MATRIX), "k": 5, "allow": ["no-such-id"]}).json()
+    assert none["items"] == []
+
+
 def test_chat_and_openai_completions(client):
     chat = client.post("/v1/chat", json={"messages": user(MATRIX), "k": 3}).json()
     assert chat["items"] and all(c["title"] in chat["reply"] for c in chat["items"]) and "The Matrix (1999)" in chat["reply"]

@@ -64,7 +64,10 @@ def test_report_end_to_end_with_a_predictions_file(redial_prepared, tmp_path) ->
     task = P.redial_turns_task(redial_prepared)
     systems = P.baseline_systems(task)
     # an oracle-ish predictions file: the targets first, then filler; it must beat both baselines significantly
-    preds = [Prediction(q.id, [ScoredItem(t, 1.0, r + 1, "oracle") for r, t in enumerate(q.targets)]) for q in task.queries]
+    # (10 items: a file's metrics are scored up to its longest list)
+    filler = task.catalog.ids[:10]
+    preds = [Prediction(q.id, [ScoredItem(t, 1.0, r + 1, "oracle") for r, t in enumerate(list(dict.fromkeys(q.targets + filler))[:10])])
+             for q in task.queries]
     save_predictions(tmp_path / "oracle.jsonl", preds)
     name, by_id, digest = P.predictions_system(tmp_path / "oracle.jsonl")
     assert name == "oracle"
@@ -146,3 +149,36 @@ def test_systems_that_exclude_by_themselves_are_only_in_the_excluded_mode(redial
     assert set(asked) == {10}  # asked for depth only: no over-fetch for exclusions
     assert "masked" in report["modes"]["excluded"]["systems"] and report["modes"]["included"]["not_in_mode"] == ["masked"]
     assert "masked" not in report["modes"]["included"]["systems"]
+
+
+def test_cutoffs_beyond_a_predictions_files_lists_are_not_scored(redial_prepared, tmp_path) -> None:
+    """issue 13: `evaluate` reported recall@50 for a file of 10-item lists (generate --k 10): that is recall@10 under
+    another name, set beside baselines that ranked 100 items. A predictions file is scored only at cutoffs up to its
+    longest list; the others are listed as not scored (JSON) and shown as n/a (table); the baselines keep them."""
+    import io
+
+    from rich.console import Console
+
+    task = P.redial_turns_task(redial_prepared)
+    filler = task.catalog.ids[:10]
+    preds = [Prediction(q.id, [ScoredItem(t, 1.0 / (r + 1), r + 1, "tenitems")
+                               for r, t in enumerate(list(dict.fromkeys(q.targets + filler))[:10])]) for q in task.queries]
+    save_predictions(tmp_path / "p.jsonl", preds)
+    name, by_id, _ = P.predictions_system(tmp_path / "p.jsonl")
+    systems = {"popularity": P.baseline_systems(task)["popularity"], name: by_id}
+    report = P.evaluate_systems(task, systems, modes=["excluded"], n_resamples=20)
+    paths = P.write_report(report, task, tmp_path / "ev")
+    d = json.loads(paths["json"].read_text())["modes"]["excluded"]["systems"]
+    ours = d["tenitems"]
+    assert ours["list_length"] == 10 and ours["not_scored"] == ["recall@50"]
+    assert set(ours["metrics"]) == {"recall@1", "recall@10", "ndcg@10", "mrr"} and "recall@50" not in ours["vs_best_baseline"]
+    assert "recall@50" in d["popularity"]["metrics"] and d["popularity"]["not_scored"] == []
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert {r["metric"] for r in rows if r["system"] == "tenitems"} == {"recall@1", "recall@10", "ndcg@10", "mrr"}
+    buf = io.StringIO()
+    P.print_report(report, Console(file=buf, width=250))
+    row = next(line for line in buf.getvalue().splitlines() if line.lstrip("│ ").startswith("tenitems"))
+    assert "n/a (10-item lists)" in row
+    # a primary metric deeper than the ranking depth is refused: no system could be compared on it
+    with pytest.raises(ValueError, match="recall@10 cuts deeper than the ranking depth 5"):
+        P.evaluate_systems(task, systems, depth=5)
