@@ -8,14 +8,20 @@ How a title is found (bench/bench_mentions.py measures it on ReDial, figures in 
   * keys: every title's words (data/titles.py `title_words`) with and without its year, hyphenated words also
     joined ("spiderman"), "&" also as "and", alternative titles in parentheses ("Léon (The Professional)") and
     `meta["aliases"]`; matched on word boundaries, longest match first;
-  * one typo'd word (edit distance 1, also a swap of two letters) in a title of at least 8 letters, when the word
-    as typed is not itself a common English word;
+  * one typo'd word (edit distance 1, also a swap of two letters, never the first letter) in a title of at least 6
+    letters (8 for common-word titles), when the word as typed is not itself an English word (Zipf >= 2.5:
+    "goodie" is not "Goldie", "caper" not "Casper") and both words have 4+ letters; with the year right after the
+    title also a real word, a word of 2-3 letters and a title of 3+ letters ("Gat Out (2017)", "Efl (2003)");
   * titles that are ordinary words ("It", "Up", "Her", "Frozen", "The Game") are the trap: chat is full of them.
     A title whose words are all common English (wordfreq) or that is 3 letters or shorter is linked only with a
     cue: its year right after it, quotes around it, or capitalised words that do not start a sentence (in a message
     that does not capitalise most of its words anyway);
-  * one title, several works (Halloween 1978 / 2007 / 2018): a year after the title decides, else the work whose
-    concepts share most words with the message, else the most mentioned/rated one.
+  * a title in lower case right after "a"/"an" is a noun of the sentence ("it really is a hoot", "an orphan");
+  * one title, several works (Halloween 1978 / 2007 / 2018): a year after the title decides, else the work the
+    conversation already mentions as `@id` (`find(prefer=...)`, `find_in`), else "original"/"remake" before it,
+    else the work whose concepts share most words with the message, else the most mentioned/rated one.
+  * then a learned context filter (retrieval/mention_filter.py, `linker_for` loads it) drops links whose context
+    says "not a film" (a logistic regression on casing, cue words, word frequency, ...; trained on ReDial dev).
 `@<id>` mentions are left to data.formats (`Conversation.mentioned`); their digits are never read as titles.
 """
 
@@ -31,6 +37,7 @@ from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
 from dlsearch.data.titles import split_title_year, title_words, titles_of
 from dlsearch.retrieval.bm25 import CHAT_STOPWORDS
+from dlsearch.retrieval.mention_filter import MentionFilter, link_features, load_filter
 
 # A title is "common" (linked only with a cue) when the words it is made of are likely to be typed for another
 # reason. Its likelihood is the sum over its content words of log10 frequency (wordfreq's Zipf scale minus 9, so
@@ -45,11 +52,12 @@ EVERYDAY_LOGP = -4.0  # titles this likely ("Them" 6.6, "Family", "Weekend" 5.2,
 DOMAIN_ZIPF = 6.0
 DOMAIN_MIN_ITEMS = 50  # a concept word used by at least this many items is a movie-chat word
 # A typed word at or above this frequency is a real word, not a typo of a title word ("these" is not "there").
-REAL_WORD_ZIPF = 3.0
+REAL_WORD_ZIPF = 2.5
 MIN_FUZZY_CHARS = 6  # titles shorter than this are matched exactly only: one edit turns "Heat" into "Head"
 MIN_FUZZY_CHARS_RISKY = 8  # common-word titles (which need a cue anyway) from this length
-MIN_FUZZY_CHARS_YEAR = 5  # ... unless the year follows: "Cxick (2010)"
-MIN_FUZZY_WORD = 4   # the typo'd word itself has at least this many letters
+MIN_FUZZY_CHARS_YEAR = 3  # ... unless the year follows: "Cxick (2010)"
+MIN_FUZZY_WORD = 4   # the typo'd word and the title word have at least this many letters ...
+MIN_FUZZY_WORD_YEAR = 2  # ... unless the year follows: "Gat Out (2017)", "Ik (2017)"
 SHORT_CHARS = 3      # titles of at most this many letters ("It", "Up", "Her") always need a cue
 TITLE_CASE_SHARE = 0.6  # a message capitalising more than this share of its words gives no capitalisation cue
 
@@ -158,8 +166,12 @@ def tokenize(text: str) -> list[_Token]:
 class MentionLinker:
     """Finds catalog titles in free text (see module docstring). Build with `linker_for(catalog)`."""
 
-    def __init__(self, catalog: Catalog, *, common_logp: float = COMMON_LOGP, word_zipf: float = WORD_ZIPF):
+    def __init__(self, catalog: Catalog, *, common_logp: float = COMMON_LOGP, word_zipf: float = WORD_ZIPF,
+                 filter: MentionFilter | None = None):
+        """`filter`: a learned context filter (retrieval/mention_filter.py) that drops links the rules accepted but
+        whose context says "not a film" (a character, a franchise, a director); None: the rules alone."""
         self.catalog, self.titles = catalog, titles_of(catalog)
+        self.filter = filter
         self.keys: dict[tuple[str, ...], _Key] = {}
         self.trie: dict = {}
         zipf: dict[str, float] = {}
@@ -206,12 +218,31 @@ class MentionLinker:
         self.deletes: dict[str, set[str]] = {}
         for words in self.keys:
             for w in words:
-                if len(w) >= MIN_FUZZY_WORD and not w.isdigit():
+                if len(w) >= MIN_FUZZY_WORD_YEAR and not w.isdigit():
                     for d in {w} | {w[:i] + w[i + 1:] for i in range(len(w))}:
                         self.deletes.setdefault(d, set()).add(w)
         self._zipf = zipf
+        self._phrase_zipf: dict[str, float] = {}
+        self._longer: dict[tuple[str, ...], int] = {}  # keys extending a key: "star wars" heads 9
+
+        def count(node: dict, path: tuple[str, ...]) -> int:
+            n = sum(count(child, path + (w,)) for w, child in node.items() if w is not None and not w.isdigit())
+            if path:
+                self._longer[path] = n
+            return n + (None in node)
+
+        count(self.trie, ())
         self._corr: dict[str, set[str]] = {}
         self._popularity = [self._pop(it) for it in catalog]
+
+    def _article_rows(self, words: tuple[str, ...]) -> list[int]:
+        """Rows titled `words` with or without a leading article ("the ring" -> "Ring (1998)" and back)."""
+        other = words[1:] if words[0] in ("the", "a", "an") and len(words) > 1 else ("the",) + words
+        return [r for k in (words, other) if k in self.keys for r in self.keys[k].rows + self.keys[k].alias_rows]
+
+    def _key_pop(self, words: tuple[str, ...]) -> float:
+        key = self.keys[words]
+        return max(self._popularity[r] for r in key.rows or key.alias_rows)
 
     @staticmethod
     def _pop(it) -> float:
@@ -235,7 +266,7 @@ class MentionLinker:
             key.rows.append(row)
 
     def _corrections(self, word: str) -> set[str]:
-        """Title words one edit (or one swap) away from `word`; none when `word` is short or a real word."""
+        """Title words one edit (or one swap) away from `word` (with the same first letter)."""
         if word in self._corr:
             return self._corr[word]
         self._corr[word] = out = self._corrections_uncached(word)
@@ -244,7 +275,7 @@ class MentionLinker:
     def _corrections_uncached(self, word: str) -> set[str]:
         from rapidfuzz.distance import OSA
 
-        if len(word) < MIN_FUZZY_WORD or word.isdigit():
+        if len(word) < MIN_FUZZY_WORD_YEAR or word.isdigit():
             return set()
         if word not in self._zipf:
             self._zipf[word] = _zipf(word)
@@ -256,7 +287,8 @@ class MentionLinker:
 
     def _candidates(self, toks: list[_Token]) -> list[tuple[int, int, tuple[str, ...], int]]:
         """(start token, end token, key, fuzzy) of every key found at a word boundary; fuzzy 0: exact, 1: one word
-        typo'd, 2: one word replaced by a real word one edit away."""
+        typo'd, 2: one word replaced by a real word one edit away, or a word of 2-3 letters typo'd (both read only
+        when the title's year follows)."""
         out = []
         corr: dict[int, set[str]] = {}
         for i in range(len(toks)):
@@ -273,11 +305,13 @@ class MentionLinker:
                 if not fuzzy:  # also when w is a title word: "avenger" typed for "avengers"
                     if j not in corr:
                         corr[j] = self._corrections(w)
-                    # a real word ("girl" for "girls") is read as a typo only when the title's year follows
-                    kind = 2 if self._zipf.get(w, 0.0) >= REAL_WORD_ZIPF else 1
+                    # a real word ("girl" for "girls") or a short one ("gat" for "get") is read as a typo only when
+                    # the title's year follows
+                    real = self._zipf.get(w, 0.0) >= REAL_WORD_ZIPF
                     for c in corr[j]:
                         if c in node:
-                            stack.append((node[c], j + 1, kind))
+                            short = min(len(w), len(c)) < MIN_FUZZY_WORD
+                            stack.append((node[c], j + 1, 2 if real or short else 1))
         return out
 
     def _cue(self, text: str, toks: list[_Token], i: int, j: int, risk: str, title_case: bool) -> bool:
@@ -316,15 +350,22 @@ class MentionLinker:
         if (not before or before[-1] in _SENTENCE_END) and j < len(toks) and toks[j].norm in ("is", "was"):
             return any(t.norm in _VERDICT for t in toks[j + 1 : j + 5])
         asked = i >= 2 and toks[i - 1].norm == "about" and toks[i - 2].norm in ("what", "how")  # "what about the mask"
-        if not asked and not any(t.norm in _TOLD_BY for t in toks[max(0, i - 2) : i]):
+        if not asked and not any(self._said_after(text, toks, k, i) for k in range(max(0, i - 2), i)):
             return False
         rest = text[toks[j - 1].end :].lstrip()
         return not rest or rest[0] in _CLAUSE_END or (j < len(toks) and toks[j].norm in _CLAUSE_WORDS)
 
     @staticmethod
+    def _said_after(text: str, toks: list[_Token], k: int, i: int) -> bool:
+        """Whether toks[k] is a word like "seen" or "loved" that tells of the title starting at toks[i], in the same
+        clause ("what do you like?  was epic!" is not)."""
+        gap = text[toks[k].end : toks[i].start]
+        return toks[k].norm in _TOLD_BY and not any(c in _CLAUSE_END + _SENTENCE_END for c in gap)
+
+    @staticmethod
     def _in_context(text: str, toks: list[_Token], i: int, j: int) -> bool:
         """False when toks[i:j] is part of a longer name ("Goldie Hawn", "Alfred Hitchcock": one word next to
-        another capitalised one) or a modifier ("a Hitchcock fan", "a heist movie")."""
+        another capitalised one), a modifier ("a Hitchcock fan", "a heist movie") or a noun after "a" ("a hoot")."""
         nxt = toks[j] if j < len(toks) else None
         if nxt is not None and nxt.norm in _MODIFIED_BY:
             return False
@@ -338,11 +379,19 @@ class MentionLinker:
                 before = text[: prev.start].rstrip()
                 if before and before[-1] not in _SENTENCE_END:
                     return False
+        # "it really is a hoot", "an orphan": a title typed in lower case right after "a"/"an" (and not starting
+        # with an article itself) is a noun of the sentence; typed titles follow "seen", "like", "and", not "a"
+        if (i > 0 and toks[i - 1].norm in ("a", "an") and toks[i].norm not in ("a", "an", "the")
+                and not any(t.raw[:1].isupper() for t in toks[i:j])
+                and not any(c in _CLAUSE_END + _SENTENCE_END for c in text[toks[i - 1].end : toks[i].start])):
+            return False
         return True
 
-    def _pick(self, rows: list[int], context: set[str], near: set[str] = frozenset()) -> int:
-        """One work among same-titled items: "the original" / "the remake" just before it (oldest / newest), then
-        concept words shared with the message, then popularity."""
+    def _pick(self, rows: list[int], context: set[str], near: set[str] = frozenset(),
+              prefer: frozenset[int] = frozenset()) -> int:
+        """One work among same-titled items: one the conversation already mentions (`prefer`, groups), then
+        "the original" / "the remake" just before it (oldest / newest), then concept words shared with the message,
+        then popularity."""
         groups = {self.titles.group_of[r]: r for r in reversed(rows)}  # first row of each group
         if len(groups) == 1:
             return self.titles.members[next(iter(groups))][0]
@@ -352,36 +401,56 @@ class MentionLinker:
         def score(r: int) -> tuple:
             year = split_title_year(self.catalog.items[r].title)[1] or 0
             concepts = {w for c in self.catalog.items[r].concepts for w in title_words(c).split()}
-            return (era * year if era and year else 0, len(concepts & context), self._popularity[r], -r)
+            return (self.titles.group_of[r] in prefer, era * year if era and year else 0, len(concepts & context),
+                    self._popularity[r], -r)
 
         best = max(groups.values(), key=score)
         return self.titles.members[self.titles.group_of[best]][0]
 
-    def find(self, text: str, *, message: int = 0) -> list[Mention]:
-        """Titles linked in one message, left to right (one mention per span; overlapping matches: the longest)."""
+    def find(self, text: str, *, message: int = 0, prefer: Iterable[str] = (),
+             record: list | None = None) -> list[Mention]:
+        """Titles linked in one message, left to right (one mention per span; overlapping matches: the longest).
+        `prefer`: item ids the conversation already mentions; among works sharing a title ("Sherlock Holmes" 2009
+        and 2010) the one mentioned wins. `record`: a list that receives (Mention, features, stage) for every link
+        the rules accept (stage "rules", kept or not by the filter) and every exact common title they leave for
+        want of a cue (stage "no_cue"): the filter's training data (bench/train_mention_filter.py)."""
         toks = tokenize(text)
+        groups = frozenset(self.titles.group_of[self.catalog.index(i)] for i in prefer if i in self.catalog)
         if not toks:
             return []
         alpha = [t for t in toks if t.raw[:1].isalpha()]
         title_case = len(alpha) >= 4 and sum(t.raw[:1].isupper() for t in alpha) > TITLE_CASE_SHARE * len(alpha)
         cands = self._candidates(toks)
-        cands.sort(key=lambda c: (-(c[1] - c[0]), c[3], not self.keys[c[2]].year, c[0]))
+        # ties (one typo, two titles: "thid man" is "third man" or "thin man") go to the most mentioned title, then
+        # the alphabetically first: the same answer in every process, whatever the string hash seed
+        cands.sort(key=lambda c: (-(c[1] - c[0]), c[3], not self.keys[c[2]].year, c[0], -self._key_pop(c[2]), c[2]))
         taken = [False] * len(toks)
         context = {t.norm for t in toks}
         out: list[Mention] = []
         spans: list[tuple[int, int]] = []
         listed: list[tuple[int, int, tuple[str, ...], int]] = []  # common titles without a cue of their own
 
-        def accept(i: int, j: int, words: tuple[str, ...], fuzzy: int) -> None:
+        def accept(i: int, j: int, words: tuple[str, ...], fuzzy: int, stage: str = "rules") -> None:
             key = self.keys[words]
-            for t in range(i, j):
-                taken[t] = True
-            spans.append((i, j))
+            if stage == "rules":
+                for t in range(i, j):
+                    taken[t] = True  # a span the filter drops is still read: "Star Wars" films are not "Star"
             near = {t.norm for t in toks[max(0, i - 3) : i]}  # "the original jumanji", "the new beauty and the beast"
-            row = self._pick(key.rows or key.alias_rows, context - set(words), near)
+            rows = key.rows or key.alias_rows
+            if groups:  # "jungle book" / "the ring" for the conversation's "The Jungle Book (2016)" / "Ring (1998)"
+                rows = rows + [r for r in self._article_rows(words) if self.titles.group_of[r] in groups]
+            row = self._pick(rows, context - set(words), near, groups)
             how = "fuzzy" if fuzzy else ("year" if key.year else "exact")
-            out.append(Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
-                               toks[j - 1].end, message, how))
+            mention = Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
+                              toks[j - 1].end, message, how)
+            if self.filter is not None or record is not None:
+                feats = link_features(self, text, toks, i, j, words, fuzzy, row, title_case)
+                if record is not None:
+                    record.append((mention, feats, stage))
+                if stage != "rules" or (self.filter is not None and not self.filter.keep(feats)):
+                    return
+            spans.append((i, j))
+            out.append(mention)
 
         for i, j, words, fuzzy in cands:
             if any(taken[i:j]):
@@ -397,6 +466,8 @@ class MentionLinker:
             if key.risk and not self._cue(text, toks, i, j, key.risk, title_case):
                 if key.risk != "short" and not fuzzy:
                     listed.append((i, j, words, fuzzy))
+                elif record is not None and not fuzzy:
+                    accept(i, j, words, fuzzy, "no_cue")
                 continue
             accept(i, j, words, fuzzy)
         # a common title listed with linked ones is a title too: "Inception (2010), iron man and Doctor Strange"
@@ -411,6 +482,9 @@ class MentionLinker:
                     listed.remove(c)
                     accept(*c)
                     changed = True
+        for c in listed if record is not None else ():
+            if not any(taken[c[0] : c[1]]):
+                accept(*c, "no_cue")
         return sorted(out, key=lambda m: m.start)
 
     @staticmethod
@@ -429,8 +503,11 @@ class MentionLinker:
         return bool(between) or gap.strip() in (",", "&", "/")
 
     def find_in(self, conv: Conversation, roles: Sequence[str] = ("user", "assistant")) -> list[Mention]:
-        """Mentions in every message of `roles`, in order."""
-        return [m for n, msg in enumerate(conv.messages) if msg.role in roles for m in self.find(msg.content, message=n)]
+        """Mentions in every message of `roles`, in order; same-titled works resolved towards the conversation's
+        `@id` mentions."""
+        prefer = conv.mentioned()
+        return [m for n, msg in enumerate(conv.messages) if msg.role in roles
+                for m in self.find(msg.content, message=n, prefer=prefer)]
 
 
 def link_conversation(conv: Conversation, linker: MentionLinker, *,
@@ -449,8 +526,9 @@ _CACHE: "weakref.WeakKeyDictionary[Catalog, MentionLinker]" = weakref.WeakKeyDic
 
 
 def linker_for(catalog: Catalog) -> MentionLinker:
-    """The linker of a catalog, built on first use and cached for the life of the Catalog object."""
+    """The linker of a catalog with the shipped context filter (retrieval/mention_filter.json), built on first use
+    and cached for the life of the Catalog object."""
     linker = _CACHE.get(catalog)
     if linker is None:
-        linker = _CACHE[catalog] = MentionLinker(catalog)
+        linker = _CACHE[catalog] = MentionLinker(catalog, filter=load_filter())
     return linker

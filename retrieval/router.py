@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -58,20 +58,21 @@ class Policy:
     weights: dict[str, float] = field(default_factory=dict)
     link_mentions: bool = True  # titles written as plain text are linked (retrieval/mentions.py) and excluded
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # "field: why": the config validator puts the dotted path in front
         if self.unmeasured not in UNMEASURED:
-            raise ValueError(f"policy.unmeasured must be one of {UNMEASURED}, got {self.unmeasured!r}")
+            raise ValueError(f"unmeasured: must be one of {UNMEASURED}, got {self.unmeasured!r}")
         for name in ("min_exact_match", "direct_alone_at"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0 + 1e-9:
-                raise ValueError(f"policy.{name} must be in [0, 1], got {v}")
-        if self.overfetch < 0 or self.direct_max_items < 0:
-            raise ValueError("policy.overfetch and policy.direct_max_items must be >= 0")
+                raise ValueError(f"{name}: must be in [0, 1], got {v}")
+        for name in ("overfetch", "direct_max_items"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.rrf_k <= 0:
-            raise ValueError(f"policy.rrf_k must be > 0, got {self.rrf_k}")
+            raise ValueError(f"rrf_k: must be > 0, got {self.rrf_k}")
         negative = {n: w for n, w in self.weights.items() if w < 0}
         if negative:  # a negative RRF weight would push a strategy's best items to the bottom
-            raise ValueError(f"policy.weights must be >= 0, got {negative}")
+            raise ValueError(f"weights: must be >= 0, got {negative}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "policy") -> "Policy":
@@ -178,6 +179,8 @@ class Router:
         if self.policy.link_mentions:  # before any strategy runs: every one gets the linked items as mentioned
             linker = linker_for(self.catalog)
             convs = [link_conversation(c, linker) for c in convs]
+        else:  # `exclude` then holds Conversation.exclusions() either way: @id mentions are never recommended back
+            convs = [replace(c, exclude=c.exclusions()) for c in convs]
         plan = self.plan()
         results = {name: self._run(name, convs, k) for name in plan["run"]}
         if plan["direct_alone"]:  # fallbacks only for the conversations direct search failed or returned nothing for

@@ -63,7 +63,7 @@ def test_serve_cli_set(monkeypatch, capsys) -> None:
     from dlsearch.cli import main
 
     served = []
-    monkeypatch.setattr(app_serve, "serve", lambda router, catalog, settings: served.append(settings))
+    monkeypatch.setattr(app_serve, "serve", lambda router, catalog, settings, *rest: served.append(settings))
     monkeypatch.setattr(app_serve, "catalog_only_router", lambda catalog: None)  # no BM25 build: only settings matter
     catalog = str(REPO / "tests" / "app" / "data" / "none.jsonl")
     monkeypatch.setattr("dlsearch.data.catalog.load_catalog_jsonl", lambda path: None)
