@@ -77,7 +77,7 @@ def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None,
     (top-level keys; `server` a mapping of server keys, e.g. the --host/--port flags)."""
     import yaml
 
-    from dlsearch.app.recommend import _check, check_config
+    from dlsearch.app.recommend import _check, check_config, resolve_config_paths
     from dlsearch.data.config import apply_overrides
 
     p = Path(path)
@@ -91,7 +91,7 @@ def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None,
     server = raw.pop("server", None) or {}
     if isinstance(server, dict):
         server = {**server, **(overrides.pop("server", None) or {})}
-    return check_config({**raw, **overrides}, str(p)), server_settings(server, str(p))
+    return resolve_config_paths(check_config({**raw, **overrides}, str(p)), p), server_settings(server, str(p))
 
 
 def server_settings(tree: Any, where: str) -> ServerSettings:
