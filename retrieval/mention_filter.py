@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 FILTER_JSON = Path(__file__).resolve().parent / "mention_filter.json"
 
 _CLAUSE_STOP = ".,!?;:()\n"
+# Word lists shared with the linker (retrieval/mentions.py imports them from here: one direction, no cycle).
+_QUOTES = "\"'\u201c\u201d\u2018\u2019*_"
+_STOP = frozenset("a an the of and or in on at to for with by from is it its i my me you your we our he she they".split())
+_FILM_WORDS = frozenset("movie movies film films flick flicks".split())
 _FILM_VERBS = frozenset("seen see saw watch watched watching love loved like liked enjoy enjoyed recommend recommended "
                         "suggest try tried called titled favorite favourite check rewatch rewatched".split())
 _SERIES = frozenset("series franchise trilogy saga sequel sequels prequel prequels remake reboot films movies "
@@ -57,7 +61,6 @@ def _zipf(linker: "MentionLinker", word: str) -> float:
 def link_features(linker: "MentionLinker", text: str, toks: Sequence["_Token"], i: int, j: int,
                   words: tuple[str, ...], fuzzy: int, row: int, title_case: bool) -> dict[str, float]:
     """Context features of the link of toks[i:j] (catalog key `words`, catalog row `row`) in `text`."""
-    from dlsearch.retrieval.mentions import _FILM_WORDS, _QUOTES, _STOP  # the linker's word lists (no import cycle)
 
     key = linker.keys[words]
     span = toks[i:j]

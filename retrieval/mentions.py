@@ -37,7 +37,7 @@ from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
 from dlsearch.data.titles import split_title_year, title_words, titles_of
 from dlsearch.retrieval.bm25 import CHAT_STOPWORDS
-from dlsearch.retrieval.mention_filter import MentionFilter, link_features, load_filter
+from dlsearch.retrieval.mention_filter import _FILM_WORDS, _QUOTES, _STOP, MentionFilter, link_features, load_filter
 
 # A title is "common" (linked only with a cue) when the words it is made of are likely to be typed for another
 # reason. Its likelihood is the sum over its content words of log10 frequency (wordfreq's Zipf scale minus 9, so
@@ -62,15 +62,12 @@ SHORT_CHARS = 3      # titles of at most this many letters ("It", "Up", "Her") a
 TITLE_CASE_SHARE = 0.6  # a message capitalising more than this share of its words gives no capitalisation cue
 
 _TOKEN_RE = re.compile(r"[\w'\u2019]+")
-_QUOTES = "\"'\u201c\u201d\u2018\u2019*_"
 _SENTENCE_END = ".!?\n"
-_STOP = frozenset("a an the of and or in on at to for with by from is it its i my me you your we our he she they".split())
 # After a common title, words that make it a pronoun or a name ("It is ...", "Saw it twice") rather than a title.
 _NOT_TITLE_AFTER = frozenset("is was has had will would can could does did seems looks sounds makes made gets got really "
                              "just also probably comes came goes went".split())
 # After any title, words that make it a modifier: "a Hitchcock fan", "south park humor", "a heist movie".
 _MODIFIED_BY = frozenset("fan fans humor humour vibe vibes style walker case type kind".split())
-_FILM_WORDS = frozenset("movie movies film films flick flicks".split())
 _INDEFINITE = frozenset("a an any some another other more new".split())
 # What people ask films for: "a horror movie for Halloween", "date night", "with the kids": movie-chat words.
 _OCCASIONS = frozenset("night nights date weekend weekends kids kid family friends friend christmas halloween valentine "
