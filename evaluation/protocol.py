@@ -38,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
+from dlsearch.data.files import file_sha256  # the data hashes recorded with every result
 from dlsearch.data.formats import Conversation, Message, Prediction, load_conversations, load_predictions
 from dlsearch.data.titles import titles_of
 from dlsearch.evaluation.baselines import BM25Search, PopularitySearch, training_counts
@@ -83,15 +84,6 @@ class EvalTask:
             missing = [t for t in q.targets if t not in self.catalog]
             if missing:
                 raise ValueError(f"task {self.name}: query {q.id!r} has targets not in the catalog: {missing[:3]}")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (data hashes recorded with every result)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dialogue_of(conv: Conversation) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -179,6 +179,8 @@ class Router:
         if self.policy.link_mentions:  # before any strategy runs: every one gets the linked items as mentioned
             linker = linker_for(self.catalog)
             convs = [link_conversation(c, linker) for c in convs]
+        else:  # `exclude` then holds Conversation.exclusions() either way: @id mentions are never recommended back
+            convs = [replace(c, exclude=c.exclusions()) for c in convs]
         plan = self.plan()
         results = {name: self._run(name, convs, k) for name in plan["run"]}
         if plan["direct_alone"]:  # fallbacks only for the conversations direct search failed or returned nothing for

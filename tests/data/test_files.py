@@ -8,7 +8,7 @@ import os
 import pytest
 
 from dlsearch.data import files
-from dlsearch.data.files import atomic_write_json, atomic_write_text
+from dlsearch.data.files import atomic_path, atomic_write_json, atomic_write_text
 
 
 def test_write_and_overwrite(tmp_path) -> None:
@@ -37,6 +37,23 @@ def test_resume_path_manifests_are_written_atomically() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    for rel in ("finetune/train.py", "finetune/importing.py", "finetune/manifest.py", "finetune/memorization.py"):
+    for rel in ("finetune/train.py", "finetune/importing.py", "finetune/manifest.py", "finetune/memorization.py",
+                "data/prepare.py", "data/encoder.py", "decoding/index.py", "decoding/trie.py"):
         src = (root / rel).read_text()
-        assert "MANIFEST).write_text(" not in src and ".tmp\")" not in src, rel
+        assert "MANIFEST).write_text(" not in src and ".tmp\")" not in src and ".tmp\"" not in src, rel
+
+
+def test_atomic_path_for_writers_that_take_a_file_name(tmp_path) -> None:
+    """safetensors' save_file writes to a name: atomic_path gives it one, renames on success, removes on failure."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    p = tmp_path / "x.safetensors"
+    with atomic_path(p) as tmp:
+        save_file({"a": np.arange(3)}, str(tmp))
+    assert load_file(str(p))["a"].tolist() == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(p) as tmp:
+            tmp.write_bytes(b"half a fi")
+            raise RuntimeError("killed")
+    assert load_file(str(p))["a"].tolist() == [0, 1, 2] and [x.name for x in tmp_path.iterdir()] == ["x.safetensors"]

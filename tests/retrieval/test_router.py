@@ -189,6 +189,16 @@ def test_excluding_one_member_excludes_its_duplicate_group():
     assert len(ids) == 3 and len({"140395", "85036"} & set(ids)) == 1
 
 
+@pytest.mark.parametrize("link", [False, True])
+def test_mentioned_ids_are_never_recommended_back(ml_catalog, link):
+    """The router excludes Conversation.exclusions() (exclude + @id mentions), as direct search does, with or without
+    linking plain-text titles (without linking it read `exclude` alone and gave a mentioned @2 back first)."""
+    router = Router(ml_catalog, {"bm25": build_bm25(ml_catalog)}, Policy.from_dict({"link_mentions": link}))
+    conv = Conversation("c", [Message("user", "I loved @2, something like Jumanji please")])
+    got = [s.item_id for s in router.recommend_many([conv], 5)[0].items]
+    assert len(got) == 5 and "2" not in got
+
+
 def test_policy_range_errors_name_the_dotted_key_where_it_sits():
     """Policy's own checks say "field: why", so the validator prefixes the real path: in a sweep config the policy sits
     at step_options.router_policy (it read `step_options.router_policy: policy.weights must be >= 0`)."""
