@@ -21,7 +21,8 @@ from dlsearch.data.prompts import apply_chat_template, encode_prompts
 from dlsearch.data.prompts import conversation_prompt as render_prompt
 from dlsearch.decoding.beam import constrained_beam_search
 from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens, longest_code
-from dlsearch.decoding.index import TrieIndex, _walk_exact
+from dlsearch.decoding.id_table import IdTable
+from dlsearch.decoding.index import TrieIndex
 
 DECODERS = ("prefill_once", "generate")
 PLACEHOLDER_SCORE = -1.0e8  # beam search's empty slots score -1e9; a real hypothesis scores far above this
@@ -83,6 +84,24 @@ class SearchStats:
                 "duplicate_rate": self.duplicates / max(self.valid, 1)}
 
 
+def catalog_rows(index: TrieIndex, catalog: Catalog) -> list[np.ndarray]:
+    """Catalog row of every index row, one int64 array per segment (-1 for retired rows missing from the catalog).
+
+    One vectorized hash lookup of the index's ids in the catalog's ids (decoding/id_table.py): no Python string per
+    indexed item. Raises ValueError when a live indexed item is not in the catalog."""
+    table = IdTable.from_ids(catalog.ids)
+    out = []
+    for seg in index.segments:
+        rows = table.rows_of(seg.item_ids)
+        live = seg.live_rows()
+        missing = live[rows[live] < 0]
+        if missing.size:
+            raise ValueError(f"{missing.size} indexed items are not in the catalog (e.g. "
+                             f"{seg.item_ids.tolist(missing[:3])}): wrong catalog")
+        out.append(rows)
+    return out
+
+
 class DirectSearch:
     """Constrained generation of catalog items for prompts (the model writes an item code, then EOS).
 
@@ -120,12 +139,7 @@ class DirectSearch:
         self.model, self.tokenizer, self.index, self.catalog = model, tokenizer, index, catalog
         self.beams, self.batch_size, self.length_penalty = int(beams), int(batch_size), float(length_penalty)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        missing = [i for i in index.item_ids if i not in catalog]
-        if missing:
-            raise ValueError(f"{len(missing)} indexed items are not in the catalog (e.g. {missing[:3]}): wrong catalog")
-        # index rows -> catalog rows, one array per segment
-        self._rows = [np.array([catalog.index(i) if i in catalog else -1 for i in s.item_ids], dtype=np.int64)
-                      for s in index.segments]
+        self._rows = catalog_rows(index, catalog)
         self.max_new_tokens = longest_code(index) + 1 if max_new_tokens is None else int(max_new_tokens)
         check_max_new_tokens(index, self.max_new_tokens)
 
@@ -210,11 +224,11 @@ class DirectSearch:
         has_end = is_end.any(axis=1)
         lengths = np.where(has_end, is_end.argmax(axis=1), gen.shape[1])
         toks = np.where(np.arange(gen.shape[1])[None, :] < lengths[:, None], gen, -1)
+        seg_of, row_of = self.index.locate_codes(toks, lengths)  # live items only: a retired code never answers
         cat_rows = np.full(gen.shape[0], -1, dtype=np.int64)
-        for s, seg in enumerate(self.index.segments):
-            r = _walk_exact(seg.trie, toks, lengths)
-            hit = (r >= 0) & (cat_rows < 0) & has_end
-            cat_rows[hit] = self._rows[s][r[hit]]
+        for s in range(len(self.index.segments)):
+            hit = (seg_of == s) & has_end
+            cat_rows[hit] = self._rows[s][row_of[hit]]
         real = seq_scores > PLACEHOLDER_SCORE
         stats = SearchStats(returned=int(gen.shape[0]), placeholders=int((~real).sum()))
         scores = np.full((n, k), -np.inf, dtype=np.float32)

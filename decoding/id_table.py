@@ -260,21 +260,6 @@ class IdTable:
         return t
 
 
-@dataclass
-class IdNames:
-    """Read-only names over (offsets, data) before a hash index exists (for error messages during a build)."""
-
-    offsets: np.ndarray
-    data: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.offsets.shape[0]) - 1
-
-    def __getitem__(self, row: int) -> str:
-        row = int(row)
-        return bytes(self.data[int(self.offsets[row]):int(self.offsets[row + 1])]).decode("utf-8", "replace")
-
-
 def _row_dtype(n: int) -> np.dtype:
     return np.dtype(np.int32) if n < 2**31 - 1 else np.dtype(np.int64)
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from dlsearch.data.files import atomic_write_text
-from dlsearch.decoding.id_table import IdNames, IdTable, encode_ids, gather_ids
+from dlsearch.decoding.id_table import IdTable, encode_ids, gather_ids
 from dlsearch.decoding.trie import DIGEST, TokenTrie, TrieError, build_trie, pad_sequences, read_safetensors, verify_arrays
 
 log = logging.getLogger(__name__)
@@ -506,10 +506,28 @@ def _pad_or_empty(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray
 
 
 def _check_end_token(tokens: np.ndarray, lengths: np.ndarray, end: int, names: Any) -> None:
-    inside = (tokens == end) & (np.arange(tokens.shape[1])[None, :] < np.asarray(lengths)[:, None])
-    if inside.any():
-        i = int(np.flatnonzero(inside.any(axis=1))[0])
-        raise TrieError(f"item {names[i]!r}: its tokens contain the end token {end}; the end could not be told apart")
+    cols = np.arange(tokens.shape[1])[None, :]
+    lengths = np.asarray(lengths)
+    for lo in range(0, tokens.shape[0], _CHECK_ROWS):  # chunked: no [n, width] mask at 100M items
+        inside = (tokens[lo:lo + _CHECK_ROWS] == end) & (cols < lengths[lo:lo + _CHECK_ROWS, None])
+        if inside.any():
+            i = lo + int(np.flatnonzero(inside.any(axis=1))[0])
+            raise TrieError(f"item {names[i]!r}: its tokens contain the end token {end}; the end could not be told "
+                            "apart")
+
+
+_CHECK_ROWS = 1 << 22
+
+
+@dataclass
+class _NameView:
+    """Item names for error messages during a build, read from the caller's ids on demand (no encoded copy)."""
+
+    ids: Any
+
+    def __getitem__(self, i: int) -> str:
+        x = self.ids[int(i)]
+        return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
 def _read_json(path: Path) -> Any:
@@ -535,16 +553,18 @@ def index_from_sequences(item_ids: Sequence[str] | np.ndarray | IdTable, sequenc
         tokens, lengths = sequences
     else:
         tokens, lengths = pad_sequences(sequences)
-    offsets, data = encode_ids(item_ids)
-    if offsets.shape[0] - 1 != tokens.shape[0]:
-        raise ValueError(f"{offsets.shape[0] - 1} item ids but {tokens.shape[0]} sequences")
-    names = IdNames(offsets, data)
+    if len(item_ids) != tokens.shape[0]:
+        raise ValueError(f"{len(item_ids)} item ids but {tokens.shape[0]} sequences")
+    names = _NameView(item_ids)
     _check_end_token(tokens, lengths, end_token_id, names)
     trie, order = build_trie(tokens, lengths, vocab_size, item_names=names)
     del tokens
-    # ids in row order, then their hash index: one table at a time keeps the peak low at 100M ids
-    ids = IdTable.from_bytes(*gather_ids(offsets, data, order))
-    del offsets, data, names
+    # ids in row order, then their hash index, after the trie: the build's peak never holds the id bytes twice
+    if isinstance(item_ids, np.ndarray):
+        ids = IdTable.from_bytes(*encode_ids(item_ids[order]))
+    else:
+        ids = IdTable.from_bytes(*gather_ids(*encode_ids(item_ids), order))
+    del order, names
     dup = ids.duplicate()
     if dup is not None:
         raise ValueError(f"item id {ids[dup[0]]!r} is given twice")

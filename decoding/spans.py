@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
 from dlsearch.data.prompts import ITEM_END, ITEM_START, encode_prompts
 from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens
-from dlsearch.decoding.index import TrieIndex, _walk_exact
+from dlsearch.decoding.index import TrieIndex
 
 
 @dataclass(frozen=True)
@@ -77,14 +76,7 @@ def parse_spans(tokens: Sequence[int], index: TrieIndex, tokenizer: Any, *, star
             reply.incomplete = True
             toks = toks[:j]
             break
-        item_toks = np.array([toks[j + 1:close]], dtype=np.int64)
-        lengths = np.array([close - j - 1], dtype=np.int64)
-        item_id = None
-        for s, seg in enumerate(index.segments):
-            r = int(_walk_exact(seg.trie, item_toks if item_toks.size else np.full((1, 1), -1), lengths)[0])
-            if r >= 0 and lengths[0] > 0:
-                item_id = seg.item_ids[r]
-                break
+        item_id = index.ids_of_codes([toks[j + 1:close]])[0] if close > j + 1 else None  # live items only
         if item_id is None:  # cannot happen under the constraint; kept as text if it does (unconstrained output)
             j = close + 1
             continue

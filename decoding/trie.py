@@ -456,84 +456,139 @@ def pad_sequences(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray
     return out, lengths
 
 
-def _lexicographic_order(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Row order sorting sequences lexicographically (padding -1 first, so a prefix precedes its extensions).
+_ROWS = 1 << 22  # rows per chunk when packing keys or checking tokens: bounds temporaries to tens of MB
 
-    When every row fits one uint64 key (base vocab+1 digits), one radix-friendly argsort replaces lexsort."""
+
+def _check_tokens(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int) -> None:
+    """Every token inside its sequence's length lies in [0, vocab_size) (chunked: no [n, width] mask at 100M ids)."""
+    cols = np.arange(tokens.shape[1])[None, :]
+    for lo in range(0, tokens.shape[0], _ROWS):
+        t = tokens[lo:lo + _ROWS]
+        inside = cols < lengths[lo:lo + _ROWS, None]
+        bad = inside & ((t < 0) | (t >= vocab_size))
+        if bad.any():
+            vals = t[inside]
+            raise TrieError(f"token ids must lie in [0, {vocab_size}); got {int(vals.min())}..{int(vals.max())}")
+
+
+def _packed_bits(width: int, vocab_size: int) -> int:
+    """Bits per token when a whole row fits one uint64 key (digit = token + 1, 0 = padding), else 0."""
+    bits = int(vocab_size).bit_length()
+    return bits if width * bits <= 64 else 0
+
+
+def _sorted_rows(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int):
+    """Sort the rows lexicographically (padding first, so a prefix precedes its extensions).
+
+    Returns (order, column): order [n] lists input rows in sorted order (int32 below 2^31 rows); column(d) gives the
+    sorted rows' token at depth d (1-based) as int32 (int64 for huge vocabularies), -1 past a row's length.
+
+    When a row fits one uint64 key (vocab 32k: 15 bits x 4 tokens) the key is sorted alone and the columns are read
+    back from the sorted key: no [n, width] copy of the tokens exists (16 bytes per item at width 4)."""
     n, width = tokens.shape
-    base = vocab_size + 1
-    if width * math.log2(base) < 63:
+    row_dtype = np.int32 if n < 2**31 - 1 else np.int64
+    bits = _packed_bits(width, vocab_size)
+    if bits:
         key = np.zeros(n, dtype=np.uint64)
-        for j in range(width):  # in place: one [n] uint64 buffer, not three (memory at 100M ids)
-            key *= np.uint64(base)
-            key += (tokens[:, j] + 1).astype(np.uint64)
-        return np.argsort(key, kind="stable")
-    return np.lexsort(tokens.T[::-1])
+        for lo in range(0, n, _ROWS):  # chunked packing: temporaries stay per chunk
+            k = key[lo:lo + _ROWS]
+            ln = lengths[lo:lo + _ROWS]
+            for j in range(width):
+                k <<= np.uint64(bits)
+                k |= np.where(j < ln, tokens[lo:lo + _ROWS, j].astype(np.int64) + 1, 0).astype(np.uint64)
+        order = np.argsort(key)  # keys of distinct rows differ, so stability is not needed (duplicates are refused)
+        key = key[order]
+        order = order.astype(row_dtype)
+        mask = np.uint64((1 << bits) - 1)
+
+        def column(d: int) -> np.ndarray:
+            col = key >> np.uint64(bits * (width - d))
+            col &= mask
+            out = col.astype(np.int32 if bits < 31 else np.int64)
+            out -= 1
+            return out
+        return order, column
+    valid = np.arange(width)[None, :] < lengths[:, None]
+    padded = np.where(valid, tokens, -1).astype(np.int32 if vocab_size < 2**31 - 1 else np.int64, copy=False)
+    del valid
+    order = np.lexsort(padded.T[::-1]).astype(row_dtype)
+    srt = padded[order]
+    del padded
+    return order, lambda d: srt[:, d - 1]
 
 
 def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int,
                *, item_names: Sequence[str] | None = None) -> tuple[TokenTrie, np.ndarray]:
     """Build the flat trie from padded token sequences by one sort and one pass per depth (no Python per item).
 
+    Memory: beyond the inputs, about 60 bytes per 4-token item at the peak (sorted key, row order, per-row node ids,
+    the arrays being built); every [n]-sized temporary is int32 / bool where the sizes allow.
+
     Args:
-        tokens: int [n, max_len], padded with -1 after each sequence's length. Sequences exclude the end token.
+        tokens: int [n, max_len], padded after each sequence's length (pad values are ignored). Sequences exclude the
+            end token.
         lengths: int [n], each >= 1.
         vocab_size: tokens must lie in [0, vocab_size).
         item_names: optional names for error messages (duplicates).
 
     Returns:
-        (trie, order): order int64 [n] lists input positions in index-row order (index row r = item order[r]).
+        (trie, order): order int32 (int64 from 2^31 items) [n] lists input positions in index-row order (index row
+        r = item order[r]).
 
     Raises:
         TrieError: empty sequences, tokens outside the vocabulary, or two items with the same token sequence.
     """
     tokens = np.asarray(tokens)
-    lengths = np.asarray(lengths, dtype=np.int64)
+    lengths = np.asarray(lengths)
     n = tokens.shape[0]
     if n == 0:
         raise TrieError("cannot build a trie of zero items")
+    if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
+        raise TrieError(f"lengths must be integers of shape ({n},), got {lengths.dtype} {lengths.shape}")
     if lengths.min() < 1:
         bad = int(np.argmin(lengths))
         raise TrieError(f"item {_name(item_names, bad)} has an empty token sequence")
-    if lengths.max() > tokens.shape[1]:
-        raise TrieError(f"a length of {int(lengths.max())} exceeds the {tokens.shape[1]} token columns")
-    valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
-    for j in range(tokens.shape[1]):  # column by column: tokens[valid] would copy every token (1.6 GB at 100M ids)
-        col = tokens[valid[:, j], j]
-        if col.size and (int(col.min()) < 0 or int(col.max()) >= vocab_size):
-            raise TrieError(f"token ids must lie in [0, {vocab_size}); got {int(col.min())}..{int(col.max())}")
-    tokens = np.where(valid, tokens, -1).astype(np.int32 if vocab_size < 2**31 - 1 else np.int64, copy=False)
-    del valid
+    width = tokens.shape[1]
+    if lengths.max() > width:
+        raise TrieError(f"a length of {int(lengths.max())} exceeds the {width} token columns")
+    _check_tokens(tokens, lengths, vocab_size)
 
-    order = _lexicographic_order(tokens, vocab_size)
-    srt = tokens[order]
-    del tokens
-    lens = lengths[order].astype(np.int16 if srt.shape[1] < 2**15 else np.int64)
+    order, column = _sorted_rows(tokens, lengths, vocab_size)
+    lens = lengths.astype(np.uint8 if width < 256 else np.int64)[order]
     # node ids fit int32 below 2^31 nodes (n * width bounds them): half the memory of the per-row arrays
-    node_dtype = np.dtype(np.int32) if n * max(srt.shape[1], 1) < 2**31 - 2 else np.dtype(np.int64)
+    node_dtype = np.dtype(np.int32) if n * max(width, 1) < 2**31 - 2 else np.dtype(np.int64)
+    start_dtype = node_dtype
+    tok_dtype = _token_dtype(vocab_size)
 
-    width = srt.shape[1]
-    differs = np.zeros(n, dtype=bool)
+    differs = np.zeros(n, dtype=bool)  # row r's prefix (through the current depth) differs from row r - 1's
     differs[0] = True
-    row_node = np.zeros(n, dtype=node_dtype)  # each row's node at the previous depth (root at depth 0)
+    row_node = np.zeros(n, dtype=node_dtype)  # each row's node at the previous depth (root at depth 0), -1 past it
     level_start = [0, 1]
     edge_tokens: list[np.ndarray] = []
-    degree: list[np.ndarray] = []  # child count of the nodes of each depth (root first)
+    starts_of: list[np.ndarray] = []  # child_start[1:] for the nodes of each depth that has children (root first)
     terminal_nodes: list[np.ndarray] = []
     terminal_rows: list[np.ndarray] = []
     offset = 1
+    last_parent = 0
     for d in range(1, width + 1):
-        col = srt[:, d - 1]
+        col = column(d)
         differs[1:] |= col[1:] != col[:-1]
         live = lens >= d
         starts = differs & live
-        count = int(starts.sum())
+        count = int(np.count_nonzero(starts))
         if count == 0:
             break
         parents = row_node[starts]
-        prev_lo = level_start[-2]
-        degree.append(np.bincount(parents - prev_lo, minlength=level_start[-1] - prev_lo))
-        edge_tokens.append(col[starts])
+        prev_lo, prev_hi = level_start[-2], level_start[-1]
+        # sorted rows make each node's children consecutive: inclusive cumulative child counts are its edge ends
+        ends_here = np.bincount(parents - prev_lo, minlength=prev_hi - prev_lo).astype(start_dtype)
+        np.cumsum(ends_here, out=ends_here)
+        ends_here += offset - 1
+        starts_of.append(ends_here)
+        last_parent = int(parents[-1])
+        del parents, ends_here
+        edge_tokens.append(col[starts].astype(tok_dtype))
+        del col
         ids = np.cumsum(starts, dtype=node_dtype)
         ids += offset - 1
         ends = lens == d
@@ -542,33 +597,38 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int,
             r = int(np.flatnonzero(dup)[0])
             raise TrieError(f"items {_name(item_names, int(order[r - 1]))} and {_name(item_names, int(order[r]))} "
                             "have the same token sequence; ids must tokenize differently")
+        del dup, starts
         terminal_nodes.append(ids[ends])
         terminal_rows.append(order[ends])
-        row_node = np.where(live, ids, -1)
+        del ends
+        ids[~live] = -1
+        row_node = ids
+        del ids, live
         offset += count
         level_start.append(offset)
     n_nodes = offset
-    del srt, lens, row_node, differs
-    degree.append(np.zeros(level_start[-1] - level_start[-2], dtype=np.int64))  # deepest level: leaves
-    deg = np.concatenate(degree)
-    last_inner = int(np.flatnonzero(deg)[-1]) + 1 if deg.any() else 1
-    start_dtype = np.int32 if n_nodes < 2**31 - 1 else np.int64
-    child_start = np.zeros(last_inner + 1, dtype=start_dtype)
-    np.cumsum(deg[:last_inner], out=child_start[1:])
-    child_token = np.concatenate(edge_tokens).astype(_token_dtype(vocab_size))
+    del column, lens, row_node, differs, order
+    # nodes after the last one with children keep an implicit empty range (see the module docstring)
+    child_start = np.concatenate([np.zeros(1, dtype=start_dtype)] + starts_of)[:last_parent + 2]
+    del starts_of
+    max_degree = int(np.diff(child_start[1:]).max()) if child_start.shape[0] > 2 else 0
+    child_token = np.concatenate(edge_tokens)
+    del edge_tokens
 
     term = np.concatenate(terminal_nodes)
+    del terminal_nodes
     bits = np.zeros(n_nodes, dtype=bool)
     bits[term] = True
+    del term
     packed = np.packbits(bits, bitorder="little")
     per_block = np.add.reduceat(bits, np.arange(0, n_nodes, _BLOCK)) if n_nodes else np.zeros(0, dtype=np.int64)
+    del bits
     rank_block = np.zeros(per_block.shape[0] + 1, dtype=np.int64)
     np.cumsum(per_block, out=rank_block[1:])
-    max_degree = int(deg[1:].max()) if deg.shape[0] > 1 else 0
     trie = TokenTrie(child_token, child_start, packed, rank_block, np.array(level_start, dtype=np.int64),
                      vocab_size=int(vocab_size), max_degree=max_degree)
     # terminal node ids come out of the loop in increasing order (by depth, then row), i.e. in rank order
-    return trie, np.concatenate(terminal_rows).astype(np.int64)
+    return trie, np.concatenate(terminal_rows)
 
 
 def _name(names: Sequence[str] | None, i: int) -> str:

@@ -150,3 +150,23 @@ def test_direct_search_checks_tokenizer_fingerprint(model_dir):
     index = build_index(CATALOG, build_idmap(CATALOG, "title"), tok)
     with pytest.raises(ValueError, match="max_new_tokens"):
         DirectSearch(model, tok, index, CATALOG, beams=4, max_new_tokens=2)
+
+
+def test_direct_search_names_the_live_item_of_a_reused_retired_code(model_dir):
+    """Retire an item, add another with its code: DirectSearch returns the added item's catalog row (regression: the
+    rank step walked the base segment first and returned the retired item)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    catalog = Catalog(list(CATALOG) + [Item("200", "The Matrix Reloaded (2003)")])
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), tok)
+    code = index.code("103")
+    index.retire_items(["103"])
+    index.add_items(["200"], [code])
+    search = DirectSearch(model, tok, index, catalog, beams=4)
+    prompt = conversation_prompt(Conversation("x", [Message("user", "a film")]), CATALOG)
+    scores, rows = search.search([prompt], k=2, allow=[["200"]])
+    assert rows[0].tolist() == [catalog.index("200"), -1] and np.isfinite(scores[0, 0])
+    with pytest.raises(ValueError, match="not in the catalog"):
+        DirectSearch(model, tok, index, CATALOG, beams=4)  # "200" is live but CATALOG lacks it

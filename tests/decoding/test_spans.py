@@ -96,3 +96,16 @@ def test_span_torch_backend_equals_numpy():
                              logits_processor=[Push(width, {2: START, 9: START, 20: TOK.eos_token_id}), proc], **kw)
         assert proc.steps >= 20 and out.shape[0] == n
         assert (out[:, width:] == END).any()  # spans were closed: the item path was exercised
+
+
+def test_parse_spans_names_the_live_item_of_a_reused_retired_code():
+    """A retired base item whose code an added (delta) item now holds: the span names the added item (regression:
+    parse_spans walked the base segment first and returned the retired id)."""
+    index = build_index(CATALOG, build_idmap(CATALOG, "title"), TOK, mode="span")
+    code = index.code("103")
+    index.retire_items(["103"])
+    index.add_items(["200"], [code])
+    reply = parse_spans([START, *code, END], index, TOK, start_id=START, end_id=END)
+    assert [it.item_id for it in reply.items] == ["200"]
+    index.retire_items(["200"])  # no live item holds the code any more: the span stays text
+    assert parse_spans([START, *code, END], index, TOK, start_id=START, end_id=END).items == []

@@ -45,6 +45,35 @@ def test_trie_matches_reference(seqs):
         assert all(walk(trie, p + (t,)) == -1 for t in range(10) if p + (t,) not in prefixes)
 
 
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.lists(st.lists(st.integers(0, 9), min_size=1, max_size=5).map(tuple), min_size=1, max_size=40, unique=True))
+def test_packed_key_sort_equals_column_sort(seqs):
+    """The packed uint64 key path (rows that fit 64 bits, columns read back from the sorted key) builds the same
+    arrays and row order as the lexsort path used for wide rows."""
+    import dlsearch.decoding.trie as trie_mod
+
+    tokens, lengths = pad_sequences(seqs)
+    assert trie_mod._packed_bits(tokens.shape[1], 10) > 0
+    packed, order_p = build_trie(tokens, lengths, 10)
+    saved = trie_mod._packed_bits
+    trie_mod._packed_bits = lambda width, vocab: 0
+    try:
+        wide, order_w = build_trie(tokens, lengths, 10)
+    finally:
+        trie_mod._packed_bits = saved
+    assert np.array_equal(order_p, order_w) and packed.meta() == wide.meta()
+    for name, a in packed.arrays().items():
+        assert np.array_equal(a, wide.arrays()[name]) and a.dtype == wide.arrays()[name].dtype, name
+
+
+def test_wide_rows_use_the_column_sort():
+    """Rows too wide for one key (21-bit tokens x 4) still build: order and edges match a Python reference."""
+    seqs = [(1_000_000, 5, 7, 9), (3, 2, 1), (1_000_000, 5, 7), (3, 2, 1, 2_000_000), (3,)]
+    trie, order = build_trie(*pad_sequences(seqs), 2_000_001)
+    assert [seqs[i] for i in order] == [(3,), (3, 2, 1), (1_000_000, 5, 7), (3, 2, 1, 2_000_000), (1_000_000, 5, 7, 9)]
+    assert walk(trie, (3, 2, 1, 2_000_000)) > 0 and walk(trie, (3, 2, 1, 5)) == -1
+
+
 def test_uint16_tokens_and_dense_root():
     trie, _ = build_trie(*pad_sequences([[1, 2], [40000, 3]]), 50000)
     assert trie.child_token.dtype == np.uint16 and trie.root_child.shape == (50000,)
