@@ -196,6 +196,16 @@ def resolve_config_path(path: str | Path, *, relative_to: str | Path | None = No
     return packaged if packaged.exists() else p
 
 
+def resolve_input_path(value: str | None, config: str | Path | None) -> str | None:
+    """A path a config file names for reading (a dataset, a model, an index), resolved by resolve_config_path
+    relative to that file's folder first; None or "" unchanged, as is every path when there is no config file.
+    Outputs (output_dir, out, cache_dir) stay relative to the working directory: a shipped config must not write
+    into the installed package."""
+    if not value or config is None:
+        return value
+    return str(resolve_config_path(value, relative_to=Path(config).resolve().parent))
+
+
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any, *, defaults: Any) -> None:
     """Set `a.b.c` in a raw YAML tree; list elements by index or (stages) by name."""
     parts = dotted.split(".")

@@ -16,8 +16,8 @@ import numpy as np
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
-from dlsearch.data.prompts import render_conversation
 from dlsearch.evaluation.metrics import id_tie_order
+from dlsearch.retrieval.embedding import conversation_text  # the one query text of BM25 and the encoders
 
 
 def training_counts(train: Iterable[Conversation]) -> Counter[str]:
@@ -26,11 +26,6 @@ def training_counts(train: Iterable[Conversation]) -> Counter[str]:
     for conv in train:
         counts.update(conv.targets)
     return counts
-
-
-def conversation_text(conv: Conversation, catalog: Catalog, *, max_messages: int | None = None) -> str:
-    """The conversation as plain text with @<id> mentions rendered as titles (what BM25 and encoders read)."""
-    return render_conversation(conv, catalog, max_messages=max_messages)
 
 
 class PopularitySearch:

@@ -84,9 +84,11 @@ def typo(word: str, rng: random.Random) -> str:
     return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
 
 
-def render_title(title: str, rng: random.Random, *, plain_share: float = 0.5, typo_share: float = 0.1) -> str:
-    """A title as typed: with probability plain_share without year and lower case; with typo_share one typo in
-    the longest word of the title (never in the year)."""
+def render_title(title: str, rng: random.Random, *, plain_share: float = 0.5, typo_share: float = 0.1,
+                 cased_share: float = 0.0) -> str:
+    """A title as typed: with probability plain_share without year and lower case (of those, cased_share keep the
+    catalog's capitals: "Toy Story"; 0 in the protocol, used to train the mention filter); with typo_share one typo
+    in the longest word of the title (never in the year)."""
     base, year = split_title_year(title)
     plain = rng.random() < plain_share
     if rng.random() < typo_share:
@@ -94,15 +96,21 @@ def render_title(title: str, rng: random.Random, *, plain_share: float = 0.5, ty
         longest = max(range(len(words)), key=lambda n: (len(words[n]), -n))
         words[longest] = typo(words[longest], rng)
         base = " ".join(words)
-    return base.lower() if plain else (f"{base} ({year})" if year is not None else base)
+    if plain:
+        return base if cased_share and rng.random() < cased_share else base.lower()
+    return f"{base} ({year})" if year is not None else base
 
 
 def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: int = 0, plain_share: float = 0.5,
-                   typo_share: float = 0.1, examples: int = 10,
-                   typed: Collection[tuple[str, int, str]] = ()) -> dict[str, Any]:
+                   typo_share: float = 0.1, examples: int = 10, cased_share: float = 0.0,
+                   typed: Collection[tuple[str, int, str]] = (), links: list | None = None) -> dict[str, Any]:
     """Precision and recall of the links in rendered messages, and false links per 1,000 messages with the
     mentions removed (see module docstring; `typed`: `load_typed_titles`). Counting is per message and per
-    duplicate group."""
+    duplicate group. `links`: a list that receives one dict per link the linker's rules considered
+    (`MentionLinker.find(record=)`), labelled as this protocol counts it: {"conversation", "message_index", "part"
+    ("typed": a rendered message, "bare": mentions removed), "stage", "text", "item", "features", "label"
+    (1: right / a film of the conversation / a checked typed title; 0: wrong or false)}: the training data of the
+    mention filter (bench/train_mention_filter.py)."""
     catalog: Catalog = linker.catalog
     titles = titles_of(catalog)
     rng = random.Random(seed)
@@ -113,6 +121,17 @@ def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: 
     dialogue_links = 0  # links to a film the same conversation mentions as @id elsewhere: typed titles
     typed_links = 0  # links to a checked plain-text title of that message
     typed_groups = {(c, n, titles.group_of[catalog.index(i)]) for c, n, i in typed if i in catalog}
+
+    def find(text: str, prefer: Collection[str], conv: Conversation, n_msg: int, part: str, good: set[int]) -> list:
+        if links is None:
+            return linker.find(text, prefer=prefer)
+        rec: list = []
+        found = linker.find(text, prefer=prefer, record=rec)
+        for m, feats, stage in rec:
+            links.append({"conversation": conv.id, "message_index": n_msg, "part": part, "stage": stage,
+                          "text": m.text, "item": m.item_id, "features": feats,
+                          "label": int(titles.group_of[catalog.index(m.item_id)] in good)})
+        return found
     for conv in conversations:
         mentioned = conv.mentioned()
         in_dialogue = {titles.group_of[catalog.index(i)] for i in mentioned if i in catalog}
@@ -121,7 +140,8 @@ def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: 
             ids = [i for i in mention_ids(text) if i in catalog]
             n_plain += 1
             bare = render_mentions(text, lambda _id: "")
-            for m in linker.find(bare, prefer=mentioned):  # as link_conversation: the conversation's @ids known
+            good = in_dialogue | {g for c, n, g in typed_groups if c == conv.id and n == n_msg}
+            for m in find(bare, mentioned, conv, n_msg, "bare", good):  # as link_conversation: the @ids known
                 group = titles.group_of[catalog.index(m.item_id)]
                 if group in in_dialogue:
                     dialogue_links += 1
@@ -137,9 +157,10 @@ def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: 
                 continue
             n_msgs += 1
             typed = render_mentions(text, lambda i: render_title(catalog[i].title, rng, plain_share=plain_share,
-                                                                 typo_share=typo_share) if i in catalog else None)
+                                                                 typo_share=typo_share, cased_share=cased_share)
+                                    if i in catalog else None)
             gold = {titles.group_of[catalog.index(i)] for i in ids}
-            found = {titles.group_of[catalog.index(m.item_id)]: m for m in linker.find(typed)}
+            found = {titles.group_of[catalog.index(m.item_id)]: m for m in find(typed, (), conv, n_msg, "typed", gold)}
             tp += len(gold & set(found))
             fp += len(set(found) - gold)
             fn += len(gold - set(found))
@@ -160,5 +181,6 @@ def linking_report(linker: Any, conversations: Sequence[Conversation], *, seed: 
         "false_links_strict_per_1000": round(1000 * (false_links + typed_links) / max(n_plain, 1), 3),
         "links_per_1000_any": round(1000 * (false_links + dialogue_links + typed_links) / max(n_plain, 1), 3),
         "examples_wrong": wrong, "examples_false_links": false,
-        "protocol": {"seed": seed, "plain_share": plain_share, "typo_share": typo_share},
+        "protocol": {"seed": seed, "plain_share": plain_share, "typo_share": typo_share,
+                     **({"cased_share": cased_share} if cased_share else {})},
     }

@@ -119,3 +119,32 @@ def title_word_overlap(a: Sequence[Item], b: Sequence[Item]) -> float:
     vocab = {w.lower() for it in a for w in _WORD_RE.findall(split_title_year(it.title)[0])}
     words = [w.lower() for it in b for w in _WORD_RE.findall(split_title_year(it.title)[0])]
     return sum(w in vocab for w in words) / max(1, len(words))
+
+
+# A product-like catalog (issue 11, item 8): brand and product-line prefixes shared by many titles, '|' categories,
+# and product variants listed under one title. tests/data/test_semantic_products.py and
+# bench/bench_semantic_collisions.py measure semantic-id collisions and their memorization on it.
+PRODUCT_BRANDS = ("Acme", "Lumina", "Northwind", "Brightway")
+PRODUCT_LINES = ("ProLight", "Classic")
+PRODUCTS = (("LED Bulb", "Home|Lighting|Bulbs"), ("Desk Lamp", "Home|Lighting|Lamps"), ("Floor Lamp", "Home|Lighting|Lamps"),
+            ("Power Strip", "Electronics|Power"), ("USB Charger", "Electronics|Power|Chargers"), ("Extension Cord", "Electronics|Power"),
+            ("Ceiling Fan", "Home|Climate|Fans"), ("Space Heater", "Home|Climate|Heaters"), ("Smoke Detector", "Home|Safety"),
+            ("Door Bell", "Home|Safety|Smart Home"))
+PRODUCT_SIZES = ("6 in", "8 in", "10 in", "12 in")
+PRODUCT_COLORS = ("White", "Black", "Silver", "Bronze", "Soft White")
+
+
+def product_catalog(variants: bool = True) -> Catalog:
+    """4 brands x 2 lines x 10 products x 4 sizes x 5 colors = 1,600 items "B0-00000".., '|'-separated categories.
+    With variants, items n = 1, 2 (mod 10) repeat the title and categories of item n - n % 10 (variants listed under
+    one title: 480 items in 160 groups of three identical texts)."""
+    import itertools
+
+    rows = [(f"{b} {l} {p} {s}, {c}", cats) for b, l, (p, cats), s, c
+            in itertools.product(PRODUCT_BRANDS, PRODUCT_LINES, PRODUCTS, PRODUCT_SIZES, PRODUCT_COLORS)]
+    items = []
+    for n, (title, cats) in enumerate(rows):
+        if variants and n % 10 in (1, 2):
+            title, cats = rows[n - n % 10]
+        items.append(Item(f"B0-{n:05d}", title, concepts=tuple(cats.split("|"))))
+    return Catalog(items)

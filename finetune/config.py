@@ -164,17 +164,23 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, base:
     except ConfigError as e:
         raise ConfigError(f"{label}: {e}") from None
     if path is not None:
-        _resolve_paths(cfg, Path(path).parent)
+        _resolve_paths(cfg, Path(path))
     return cfg
 
 
-def _resolve_paths(cfg: RecipeConfig, config_dir: Path) -> None:
-    # Model-size presets: relative to the recipe file, else the working directory, else the shipped configs
-    # ('configs/models/x.yaml' also resolves after a non-editable install, from any directory).
-    from dlsearch.data.config import resolve_config_path
+BUNDLED_DATASETS = ("movielens", "redial")  # data.dataset names that are not paths (finetune/sources.py)
 
-    if cfg.model.size:
-        cfg.model.size = str(resolve_config_path(cfg.model.size, relative_to=config_dir))
+
+def _resolve_paths(cfg: RecipeConfig, config: Path) -> None:
+    # Inputs the recipe names (model-size preset, prepared dir, pretrained model dir): relative to the recipe file,
+    # else the working directory, else the shipped configs ('configs/models/x.yaml' also resolves after a
+    # non-editable install, from any directory). output_dir stays relative to the working directory.
+    from dlsearch.data.config import resolve_input_path
+
+    cfg.model.size = resolve_input_path(cfg.model.size, config)
+    cfg.model.pretrained = resolve_input_path(cfg.model.pretrained, config)
+    if cfg.data.dataset not in BUNDLED_DATASETS:
+        cfg.data.dataset = resolve_input_path(cfg.data.dataset, config)
 
 
 def validate(cfg: RecipeConfig) -> None:

@@ -28,14 +28,26 @@ class DirectConversationSearch:
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
         self.max_messages = max_messages  # the context window the model was trained on (recipe data.max_messages)
 
-    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _prompt(self, conv: Conversation) -> str:
         from dlsearch.decoding.generate import conversation_prompt
+
+        return conversation_prompt(conv, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
+
+    def query_key(self, conv: Conversation) -> tuple[str, tuple[str, ...], tuple[str, ...] | None]:
+        """What the beam search reads of a conversation: its prompt, the items it masks and the allow list
+        (retrieval.strategy RankingMemo: two conversations with one key get one ranking)."""
+        from dlsearch.retrieval.strategy import allow_list
+
+        allow = allow_list(conv)
+        return (self._prompt(conv), tuple(sorted(set(conv.exclusions(mentioned=self.exclude_mentioned)))),
+                None if allow is None else tuple(sorted(set(allow))))
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
         from dlsearch.retrieval.strategy import allow_list
 
         if any(not isinstance(c, Conversation) for c in convs):
             raise TypeError("direct search in the router takes Conversations (the prompt is built here)")
-        prompts = [conversation_prompt(c, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
-                   for c in convs]
+        prompts = [self._prompt(c) for c in convs]
         exclude = [c.exclusions(mentioned=self.exclude_mentioned) for c in convs]
         allow = [allow_list(c) for c in convs]
         if all(a is None for a in allow):

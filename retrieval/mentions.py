@@ -20,6 +20,8 @@ How a title is found (bench/bench_mentions.py measures it on ReDial, figures in 
   * one title, several works (Halloween 1978 / 2007 / 2018): a year after the title decides, else the work the
     conversation already mentions as `@id` (`find(prefer=...)`, `find_in`), else "original"/"remake" before it,
     else the work whose concepts share most words with the message, else the most mentioned/rated one.
+  * then a learned context filter (retrieval/mention_filter.py, `linker_for` loads it) drops links whose context
+    says "not a film" (a logistic regression on casing, cue words, word frequency, ...; trained on ReDial dev).
 `@<id>` mentions are left to data.formats (`Conversation.mentioned`); their digits are never read as titles.
 """
 
@@ -35,6 +37,7 @@ from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
 from dlsearch.data.titles import split_title_year, title_words, titles_of
 from dlsearch.retrieval.bm25 import CHAT_STOPWORDS
+from dlsearch.retrieval.mention_filter import _FILM_WORDS, _QUOTES, _STOP, MentionFilter, link_features, load_filter
 
 # A title is "common" (linked only with a cue) when the words it is made of are likely to be typed for another
 # reason. Its likelihood is the sum over its content words of log10 frequency (wordfreq's Zipf scale minus 9, so
@@ -59,15 +62,12 @@ SHORT_CHARS = 3      # titles of at most this many letters ("It", "Up", "Her") a
 TITLE_CASE_SHARE = 0.6  # a message capitalising more than this share of its words gives no capitalisation cue
 
 _TOKEN_RE = re.compile(r"[\w'\u2019]+")
-_QUOTES = "\"'\u201c\u201d\u2018\u2019*_"
 _SENTENCE_END = ".!?\n"
-_STOP = frozenset("a an the of and or in on at to for with by from is it its i my me you your we our he she they".split())
 # After a common title, words that make it a pronoun or a name ("It is ...", "Saw it twice") rather than a title.
 _NOT_TITLE_AFTER = frozenset("is was has had will would can could does did seems looks sounds makes made gets got really "
                              "just also probably comes came goes went".split())
 # After any title, words that make it a modifier: "a Hitchcock fan", "south park humor", "a heist movie".
 _MODIFIED_BY = frozenset("fan fans humor humour vibe vibes style walker case type kind".split())
-_FILM_WORDS = frozenset("movie movies film films flick flicks".split())
 _INDEFINITE = frozenset("a an any some another other more new".split())
 # What people ask films for: "a horror movie for Halloween", "date night", "with the kids": movie-chat words.
 _OCCASIONS = frozenset("night nights date weekend weekends kids kid family friends friend christmas halloween valentine "
@@ -163,8 +163,12 @@ def tokenize(text: str) -> list[_Token]:
 class MentionLinker:
     """Finds catalog titles in free text (see module docstring). Build with `linker_for(catalog)`."""
 
-    def __init__(self, catalog: Catalog, *, common_logp: float = COMMON_LOGP, word_zipf: float = WORD_ZIPF):
+    def __init__(self, catalog: Catalog, *, common_logp: float = COMMON_LOGP, word_zipf: float = WORD_ZIPF,
+                 filter: MentionFilter | None = None):
+        """`filter`: a learned context filter (retrieval/mention_filter.py) that drops links the rules accepted but
+        whose context says "not a film" (a character, a franchise, a director); None: the rules alone."""
         self.catalog, self.titles = catalog, titles_of(catalog)
+        self.filter = filter
         self.keys: dict[tuple[str, ...], _Key] = {}
         self.trie: dict = {}
         zipf: dict[str, float] = {}
@@ -215,6 +219,16 @@ class MentionLinker:
                     for d in {w} | {w[:i] + w[i + 1:] for i in range(len(w))}:
                         self.deletes.setdefault(d, set()).add(w)
         self._zipf = zipf
+        self._phrase_zipf: dict[str, float] = {}
+        self._longer: dict[tuple[str, ...], int] = {}  # keys extending a key: "star wars" heads 9
+
+        def count(node: dict, path: tuple[str, ...]) -> int:
+            n = sum(count(child, path + (w,)) for w, child in node.items() if w is not None and not w.isdigit())
+            if path:
+                self._longer[path] = n
+            return n + (None in node)
+
+        count(self.trie, ())
         self._corr: dict[str, set[str]] = {}
         self._popularity = [self._pop(it) for it in catalog]
 
@@ -390,10 +404,13 @@ class MentionLinker:
         best = max(groups.values(), key=score)
         return self.titles.members[self.titles.group_of[best]][0]
 
-    def find(self, text: str, *, message: int = 0, prefer: Iterable[str] = ()) -> list[Mention]:
+    def find(self, text: str, *, message: int = 0, prefer: Iterable[str] = (),
+             record: list | None = None) -> list[Mention]:
         """Titles linked in one message, left to right (one mention per span; overlapping matches: the longest).
         `prefer`: item ids the conversation already mentions; among works sharing a title ("Sherlock Holmes" 2009
-        and 2010) the one mentioned wins."""
+        and 2010) the one mentioned wins. `record`: a list that receives (Mention, features, stage) for every link
+        the rules accept (stage "rules", kept or not by the filter) and every exact common title they leave for
+        want of a cue (stage "no_cue"): the filter's training data (bench/train_mention_filter.py)."""
         toks = tokenize(text)
         groups = frozenset(self.titles.group_of[self.catalog.index(i)] for i in prefer if i in self.catalog)
         if not toks:
@@ -410,19 +427,27 @@ class MentionLinker:
         spans: list[tuple[int, int]] = []
         listed: list[tuple[int, int, tuple[str, ...], int]] = []  # common titles without a cue of their own
 
-        def accept(i: int, j: int, words: tuple[str, ...], fuzzy: int) -> None:
+        def accept(i: int, j: int, words: tuple[str, ...], fuzzy: int, stage: str = "rules") -> None:
             key = self.keys[words]
-            for t in range(i, j):
-                taken[t] = True
-            spans.append((i, j))
+            if stage == "rules":
+                for t in range(i, j):
+                    taken[t] = True  # a span the filter drops is still read: "Star Wars" films are not "Star"
             near = {t.norm for t in toks[max(0, i - 3) : i]}  # "the original jumanji", "the new beauty and the beast"
             rows = key.rows or key.alias_rows
             if groups:  # "jungle book" / "the ring" for the conversation's "The Jungle Book (2016)" / "Ring (1998)"
                 rows = rows + [r for r in self._article_rows(words) if self.titles.group_of[r] in groups]
             row = self._pick(rows, context - set(words), near, groups)
             how = "fuzzy" if fuzzy else ("year" if key.year else "exact")
-            out.append(Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
-                               toks[j - 1].end, message, how))
+            mention = Mention(self.catalog.items[row].id, text[toks[i].start : toks[j - 1].end], toks[i].start,
+                              toks[j - 1].end, message, how)
+            if self.filter is not None or record is not None:
+                feats = link_features(self, text, toks, i, j, words, fuzzy, row, title_case)
+                if record is not None:
+                    record.append((mention, feats, stage))
+                if stage != "rules" or (self.filter is not None and not self.filter.keep(feats)):
+                    return
+            spans.append((i, j))
+            out.append(mention)
 
         for i, j, words, fuzzy in cands:
             if any(taken[i:j]):
@@ -438,6 +463,8 @@ class MentionLinker:
             if key.risk and not self._cue(text, toks, i, j, key.risk, title_case):
                 if key.risk != "short" and not fuzzy:
                     listed.append((i, j, words, fuzzy))
+                elif record is not None and not fuzzy:
+                    accept(i, j, words, fuzzy, "no_cue")
                 continue
             accept(i, j, words, fuzzy)
         # a common title listed with linked ones is a title too: "Inception (2010), iron man and Doctor Strange"
@@ -452,6 +479,9 @@ class MentionLinker:
                     listed.remove(c)
                     accept(*c)
                     changed = True
+        for c in listed if record is not None else ():
+            if not any(taken[c[0] : c[1]]):
+                accept(*c, "no_cue")
         return sorted(out, key=lambda m: m.start)
 
     @staticmethod
@@ -493,8 +523,9 @@ _CACHE: "weakref.WeakKeyDictionary[Catalog, MentionLinker]" = weakref.WeakKeyDic
 
 
 def linker_for(catalog: Catalog) -> MentionLinker:
-    """The linker of a catalog, built on first use and cached for the life of the Catalog object."""
+    """The linker of a catalog with the shipped context filter (retrieval/mention_filter.json), built on first use
+    and cached for the life of the Catalog object."""
     linker = _CACHE.get(catalog)
     if linker is None:
-        linker = _CACHE[catalog] = MentionLinker(catalog)
+        linker = _CACHE[catalog] = MentionLinker(catalog, filter=load_filter())
     return linker

@@ -10,10 +10,14 @@ A searcher underneath keeps the faiss-like shape `search(queries, k) -> (scores,
 (text, concept lists, prompts, or the conversations themselves); `SearcherStrategy` is the one adapter from
 conversations to that shape. A batch that raises is retried one conversation at a time, so one bad conversation
 (a search API that chokes on one query, a prompt the model cannot take) degrades only its own answer.
+`RankingMemo` lets two users of one searcher in one run (evaluation's own 'direct' system and the router's
+'direct' strategy) share its rankings, so it searches each conversation once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
@@ -128,6 +132,51 @@ class SearcherStrategy:
         if (r < PAD_ROW).any():
             raise ValueError("returned negative catalog rows other than the -1 padding")
         scores[idx], rows[idx] = s, r
+
+
+def conversation_key(conv: Conversation) -> str:
+    """Everything a conversation holds, as one string: the memo key of a searcher that does not say what it reads."""
+    return json.dumps(dataclasses.asdict(conv), sort_keys=True, default=str)
+
+
+class RankingMemo:
+    """A searcher over conversations that remembers each ranking it returned, for the length of one run.
+
+        memo = RankingMemo(direct)               # direct: search(convs, k) -> (scores, rows)
+        memo.search(convs, 100)                  # searches every conversation
+        memo.search(linked_convs, 100)           # searches only those whose query changed (e.g. a linked mention)
+
+    The key is what the searcher reads, `searcher.query_key(conv)` (direct search: the prompt and the items it masks;
+    default: the whole conversation), and k: a conversation whose query is unchanged gets the very arrays computed
+    before, one that differs is searched. The conversations not yet seen go to the searcher as one batch; an
+    exception propagates and nothing of that batch is remembered. Unbounded: scope it to one evaluation, not to a
+    server. `computed` / `reused` count conversations."""
+
+    def __init__(self, searcher: Any):
+        if not callable(getattr(searcher, "search", None)):
+            raise TypeError(f"RankingMemo needs a searcher with search(conversations, k), got {type(searcher).__name__}")
+        self.searcher = searcher
+        self.masks_exclusions = bool(getattr(searcher, "masks_exclusions", False))
+        self.masks_allow = bool(getattr(searcher, "masks_allow", False))
+        self._key = getattr(searcher, "query_key", conversation_key)
+        self._seen: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.computed = self.reused = 0
+
+    def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = [(self._key(c), k) for c in convs]
+        todo = [i for i, key in enumerate(keys) if key not in self._seen]
+        if todo:
+            s, r = self.searcher.search([convs[i] for i in todo], k)
+            s, r = np.asarray(s), np.asarray(r)  # dtypes kept: a reused ranking is the computed one, bit for bit
+            if s.shape != (len(todo), k) or r.shape != (len(todo), k):
+                raise ValueError(f"returned shapes {s.shape}/{r.shape}, expected {(len(todo), k)}")
+            for j, i in enumerate(todo):
+                self._seen[keys[i]] = (s[j], r[j])
+        self.computed += len(todo)
+        self.reused += len(convs) - len(todo)
+        if not convs:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.stack([self._seen[key][0] for key in keys]), np.stack([self._seen[key][1] for key in keys])
 
 
 def as_strategy(name: str, obj: Any, *, to_query: Callable[[Conversation], Any] | None = None) -> Strategy:

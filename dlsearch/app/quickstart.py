@@ -112,7 +112,7 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     from dlsearch.data.prepare import prepare
     from dlsearch.evaluation.protocol import baseline_systems, conversation_turns_task, evaluate_systems, print_report, write_report
-    from dlsearch.app.recommend import build_router
+    from dlsearch.app.recommend import SharedStrategies, build_router
 
     console = console or Console(width=max(Console().width, 150))
     out = Path(cfg.out)
@@ -148,7 +148,8 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     t = step(5, "recommend", f"router on {cfg.show} real test conversations")
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    router = build_router(router_config(data_dir, model_dir, indexes, out, cfg), catalog)
+    # shared: step 6 evaluates the router's direct strategy on its own and the router; one search per turn serves both
+    router = build_router(router_config(data_dir, model_dir, indexes, out, cfg), catalog, shared=SharedStrategies())
     plan = router.plan()
     console.print(f"router plan: {json.dumps(plan, default=str)}", highlight=False)
     test = load_conversations(data_dir / "conversations" / "test.jsonl")

@@ -3,7 +3,9 @@
     router, k = load_router("configs/recommend.yaml", overrides={"k": 20})
     preds = recommend_file("configs/recommend.yaml", "conversations.jsonl", "preds.jsonl")
 
-Every section rejects unknown keys by name; paths are relative to the working directory.
+Every section rejects unknown keys by name. The paths a config reads (catalog, model_dir, each index, direct search's
+index and adapter) resolve relative to the config file, else the working directory (data.config.resolve_input_path);
+cache_dir, where it writes, is relative to the working directory.
 """
 
 from __future__ import annotations
@@ -61,6 +63,58 @@ def strategy_factory(name: str) -> Callable[..., Any]:
         return _registered(name).load()
     except ValueError as e:
         raise ConfigError(f"strategies.direct.{e}") from None
+
+
+class SharedStrategies:
+    """Searchers built once per run and their rankings remembered (retrieval.strategy.RankingMemo): one `dlsearch
+    evaluate` asks for the same direct search as its own system and inside the router; both get one object, so the
+    model is loaded once and each conversation is searched once.
+
+        shared = SharedStrategies()
+        a = shared.build(direct_from_config, catalog=catalog, model_dir="m", index="t")
+        b = shared.build(direct_from_config, catalog=catalog, model_dir="./m", index="t", beams=20)   # a is b
+
+    Two calls share when they name one factory with the same arguments once defaults are filled in (the catalog
+    compared by content hash, path arguments once resolved). For one run only: a memo is never emptied."""
+
+    PATH_ARGS = ("model_dir", "index", "adapter")
+
+    def __init__(self) -> None:
+        self.built: dict[str, Any] = {}
+
+    def key(self, factory: Callable[..., Any], kwargs: dict[str, Any]) -> str:
+        import inspect
+
+        try:
+            bound = inspect.signature(factory).bind(**kwargs)
+            bound.apply_defaults()
+            args = dict(bound.arguments)
+        except (TypeError, ValueError):  # a signature inspect cannot read: the arguments as given
+            args = dict(kwargs)
+        for name, v in list(args.items()):
+            if isinstance(v, Catalog):
+                args[name] = "catalog:" + v.content_hash()
+            elif name in self.PATH_ARGS and v:
+                args[name] = str(Path(v).resolve())
+        return json.dumps([f"{factory.__module__}:{factory.__qualname__}", args], sort_keys=True, default=repr)
+
+    def build(self, factory: Callable[..., Any], **kwargs: Any) -> Any:
+        """`factory(**kwargs)` wrapped in a RankingMemo, built on the first call with these arguments."""
+        from dlsearch.retrieval.strategy import RankingMemo
+
+        key = self.key(factory, kwargs)
+        if key not in self.built:
+            self.built[key] = RankingMemo(factory(**kwargs))
+        return self.built[key]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Conversations each shared searcher computed and reused (`dlsearch evaluate` reports them)."""
+        out: dict[str, dict[str, int]] = {}
+        for key, memo in self.built.items():
+            name = json.loads(key)[0]  # the factory; a second build of it with other arguments is "<factory>#2"
+            label = name if name not in out else f"{name}#{sum(n.split('#')[0] == name for n in out) + 1}"
+            out[label] = {"computed": memo.computed, "reused": memo.reused}
+        return out
 
 
 def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -186,7 +240,27 @@ def read_config(path: str | Path, overrides: dict[str, Any] | None = None, *, se
     verb) applied, validated by check_config."""
     tree = {**load_yaml(path), **(overrides or {})}
     apply_overrides(tree, sets)
-    return check_config(tree, str(path))
+    return resolve_config_paths(check_config(tree, str(path)), path)
+
+
+def resolve_config_paths(cfg: dict[str, Any], config: str | Path) -> dict[str, Any]:
+    """The checked config with every path it reads resolved relative to the config file `config` first (then the
+    working directory, then the shipped configs: data.config.resolve_input_path)."""
+    from dlsearch.data.config import resolve_config_path, resolve_input_path
+
+    config = resolve_config_path(config)
+    for key in ("catalog", "model_dir"):
+        cfg[key] = resolve_input_path(cfg.get(key), config)
+    for name, sc in (cfg.get("strategies") or {}).items():
+        if not isinstance(sc, dict):
+            continue
+        if "index" in sc:
+            sc["index"] = resolve_input_path(sc["index"], config)
+        options = sc.get("options") or {}
+        for key in ("index", "adapter"):
+            if isinstance(options.get(key), str):
+                options[key] = resolve_input_path(options[key], config)
+    return cfg
 
 
 def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
@@ -205,9 +279,10 @@ def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return checked
 
 
-def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
+def build_router(cfg: dict[str, Any], catalog: Catalog | None = None, *, shared: SharedStrategies | None = None) -> Router:
     """Construct every enabled strategy; a strategy that cannot be built (missing index, bad endpoint) is an error,
-    not a silent fallback: the config says it should exist."""
+    not a silent fallback: the config says it should exist. With `shared` (one evaluation run), direct search is
+    built through it: the same searcher, and the rankings, as the run's own 'direct' system."""
     from dlsearch.retrieval.build import load_bm25, load_concept_search, load_dual_search
     from dlsearch.retrieval.concept import snap_to_vocabulary
     from dlsearch.retrieval.search_api import HTTPSearchAPI
@@ -234,7 +309,8 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None) -> Router:
         if not sc.get("enabled", True):
             continue
         if name == "direct":
-            searcher = strategy_factory(sc["factory"])(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
+            factory, options = strategy_factory(sc["factory"]), dict(catalog=catalog, model_dir=model_dir, **(sc.get("options") or {}))
+            searcher = shared.build(factory, **options) if shared is not None else factory(**options)
             strategies[name] = searcher  # reads conversations (the router passes them to "direct" as they are)
         elif name == "dual":
             strategies[name] = load_dual_search(sc["index"], catalog, cache_dir=cache_dir)  # the router feeds it conversation text

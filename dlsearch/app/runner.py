@@ -70,6 +70,27 @@ class EvaluateConfig:
             raise ValueError("depth must be >= 1 and n_resamples >= 10")
 
 
+OPTION_PATHS = ("model_dir", "trie", "adapter", "dual_index", "recommend_config")  # strategy_options that name inputs
+
+
+def resolve_config_paths(tree: dict[str, Any], config: str | Path) -> dict[str, Any]:
+    """An evaluate config tree (file plus --set) with the paths it reads — data, predictions, the strategy options
+    naming a model, index or config — relative to the config file first, then the working directory
+    (data.config.resolve_input_path). `out` stays relative to the working directory."""
+    from dlsearch.data.config import resolve_config_path, resolve_input_path
+
+    config = resolve_config_path(config)
+    tree = dict(tree)
+    if isinstance(tree.get("data"), str):
+        tree["data"] = resolve_input_path(tree["data"], config)
+    if isinstance(tree.get("predictions"), list):
+        tree["predictions"] = [resolve_input_path(p, config) if isinstance(p, str) else p for p in tree["predictions"]]
+    if isinstance(tree.get("strategy_options"), dict):
+        tree["strategy_options"] = {k: resolve_input_path(v, config) if k in OPTION_PATHS and isinstance(v, str) else v
+                                    for k, v in tree["strategy_options"].items()}
+    return tree
+
+
 def build_task(cfg: EvaluateConfig) -> EvalTask:
     """The evaluation task named by the config, from its data directory."""
     if cfg.task in ("turns", "redial-turns", "next-item"):
@@ -84,14 +105,16 @@ def build_task(cfg: EvaluateConfig) -> EvalTask:
 
 def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate baselines + strategies + prediction files on the task; write JSON/CSV/TREC under cfg.out."""
+    from dlsearch.app.recommend import SharedStrategies
     from dlsearch.app.strategies import build_strategy
 
     t0 = time.perf_counter()
     task = build_task(cfg)
     systems: dict[str, System] = dict(baseline_systems(task, bm25_max_messages=cfg.bm25_max_messages or None))
+    shared = SharedStrategies()  # 'direct' and the router's direct search: one model, one search per conversation
     for name in cfg.strategies:
         if name not in systems:
-            systems[name] = build_strategy(name, task, cfg.strategy_options)
+            systems[name] = build_strategy(name, task, cfg.strategy_options, shared=shared)
     pred_hashes = {}
     for path in cfg.predictions:
         name, by_id, digest = predictions_system(path)
@@ -107,6 +130,8 @@ def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: boo
         n_resamples=cfg.n_resamples, config=config_to_dict(cfg),
     )
     report["hashes"] = {**report["hashes"], **pred_hashes}
+    # per shared searcher: conversations searched, and rankings reused by another system (the router)
+    report["shared_searches"] = shared.counts()
     report["wall_seconds"] = round(time.perf_counter() - t0, 2)
     paths = write_report(report, task, cfg.out)
     if print_table:

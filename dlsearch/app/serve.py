@@ -77,7 +77,7 @@ def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None,
     (top-level keys; `server` a mapping of server keys, e.g. the --host/--port flags)."""
     import yaml
 
-    from dlsearch.app.recommend import _check, check_config
+    from dlsearch.app.recommend import _check, check_config, resolve_config_paths
     from dlsearch.data.config import apply_overrides
 
     p = Path(path)
@@ -91,7 +91,7 @@ def read_serve_config(path: str | Path, overrides: dict[str, Any] | None = None,
     server = raw.pop("server", None) or {}
     if isinstance(server, dict):
         server = {**server, **(overrides.pop("server", None) or {})}
-    return check_config({**raw, **overrides}, str(p)), server_settings(server, str(p))
+    return resolve_config_paths(check_config({**raw, **overrides}, str(p)), p), server_settings(server, str(p))
 
 
 def server_settings(tree: Any, where: str) -> ServerSettings:
@@ -337,7 +337,7 @@ def item_card(catalog: Catalog, item_id: str, score: float | None = None, strate
 
 
 def reply_text(cards: Sequence[dict[str, Any]], linked: Sequence[dict[str, Any]]) -> str:
-    """The template reply (span mode needs a model trained with <item> spans; the catalog-only service has none)."""
+    """The template reply: without span mode (server.span_index), or when the model's reply named no item."""
     if not cards:
         return "I could not find anything for that yet. Tell me a film you liked, or what you are in the mood for."
     names = [c["title"] for c in cards]
@@ -360,7 +360,6 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
     replies = None if replier is None else Batcher(router, settings.max_batch, settings.batch_wait_ms / 1000,
                                                    run=replier.reply_many, lock=batcher.lock)
     lock = threading.Lock()
-
 
     def check_limits(messages: list[ChatMessage], k: int) -> None:
         from fastapi import HTTPException

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlsearch.evaluation.baselines import BM25Search, PopularitySearch
 from dlsearch.evaluation.protocol import EvalTask, System
 from dlsearch.retrieval.strategy import SearcherStrategy
 
-Builder = Callable[[EvalTask, dict[str, Any]], System]
+if TYPE_CHECKING:
+    from dlsearch.app.recommend import SharedStrategies
+
+# (task, options, shared): `shared` (one per evaluation run, or None) builds searchers that other systems of the
+# run may use too, so each is built and run once (the router's direct search is the run's 'direct' system)
+Builder = Callable[[EvalTask, dict[str, Any], "SharedStrategies | None"], System]
 _BUILDERS: dict[str, Builder] = {}
 
 
@@ -37,12 +42,14 @@ def available_strategies() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_strategy(name: str, task: EvalTask, options: dict[str, Any] | None = None) -> System:
-    """The system for a strategy name; ValueError naming the missing option when it cannot be built."""
+def build_strategy(name: str, task: EvalTask, options: dict[str, Any] | None = None, *,
+                   shared: "SharedStrategies | None" = None) -> System:
+    """The system for a strategy name; ValueError naming the missing option when it cannot be built. Systems built
+    with one `shared` reuse each other's searchers and rankings (the router and 'direct' run direct search once)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown strategy {name!r}; available: {available_strategies()} "
                          f"(or run it elsewhere and pass its output with --predictions FILE)")
-    return _BUILDERS[name](task, dict(options or {}))
+    return _BUILDERS[name](task, dict(options or {}), shared)
 
 
 def _need(opts: dict[str, Any], key: str, strategy: str, what: str) -> Any:
@@ -92,29 +99,30 @@ def direct_from_config(*, catalog: Any, model_dir: str | None, index: str, beams
     return DirectConversationSearch(search, catalog, max_messages=trained_max_messages(adapter or model_dir))
 
 
-def _direct(task: EvalTask, opts: dict[str, Any]) -> System:
-    return direct_from_config(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
-                              index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
-                              beams=int(opts.get("beams", 20)), length_penalty=float(opts.get("length_penalty", 0.0)),
-                              dtype=str(opts.get("dtype", "float32")))
+def _direct(task: EvalTask, opts: dict[str, Any], shared: "SharedStrategies | None" = None) -> System:
+    args = dict(catalog=task.catalog, model_dir=_need(opts, "model_dir", "direct", "the fine-tuned model dir"),
+                index=_need(opts, "trie", "direct", "a trie index dir from `dlsearch index build --kind trie`"),
+                beams=int(opts.get("beams", 20)), length_penalty=float(opts.get("length_penalty", 0.0)),
+                dtype=str(opts.get("dtype", "float32")))
+    return shared.build(direct_from_config, **args) if shared is not None else direct_from_config(**args)
 
 
-def _dual(task: EvalTask, opts: dict[str, Any]) -> System:
+def _dual(task: EvalTask, opts: dict[str, Any], shared: "SharedStrategies | None" = None) -> System:
     from dlsearch.retrieval.build import load_dual_search
 
     index = _need(opts, "dual_index", "dual", "a dir from `dlsearch index build --kind dual`")
     return text_strategy("dual", load_dual_search(index, task.catalog, cache_dir=opts.get("cache_dir")), task.catalog)
 
 
-def _router(task: EvalTask, opts: dict[str, Any]) -> System:
+def _router(task: EvalTask, opts: dict[str, Any], shared: "SharedStrategies | None" = None) -> System:
     from dlsearch.app.recommend import build_router, read_config
 
     cfg = read_config(_need(opts, "recommend_config", "router", "a recommend config such as configs/recommend.yaml"))
-    return build_router(cfg, task.catalog)  # the router is a strategy itself (it removes exclusions)
+    return build_router(cfg, task.catalog, shared=shared)  # the router is a strategy itself (it removes exclusions)
 
 
-register_strategy("popularity", lambda task, opts: PopularitySearch(task.catalog, {i: c for i, c in task.train_counts.items() if i in task.catalog}))
-register_strategy("bm25", lambda task, opts: BM25Search(task.catalog, max_messages=opts.get("bm25_max_messages")))
+register_strategy("popularity", lambda task, opts, shared=None: PopularitySearch(task.catalog, {i: c for i, c in task.train_counts.items() if i in task.catalog}))
+register_strategy("bm25", lambda task, opts, shared=None: BM25Search(task.catalog, max_messages=opts.get("bm25_max_messages")))
 register_strategy("direct", _direct)
 register_strategy("dual", _dual)
 register_strategy("router", _router)

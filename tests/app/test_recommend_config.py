@@ -76,6 +76,29 @@ def test_set_overrides_dotted_keys(tmp_path: Path) -> None:
         read_config(p, sets=["strategy.bm25.enabled=false"])
 
 
+def test_paths_resolve_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    """catalog, model_dir and every index named in a recommend config are read next to the config (they were read
+    from the working directory); cache_dir, where it writes, stays in the working directory."""
+    project = tmp_path / "project"
+    for d in ("data", "model", "index/dual", "index/trie"):
+        (project / d).mkdir(parents=True)
+    (project / "data" / "catalog.jsonl").write_text("")
+    cfg = base()
+    cfg.update(catalog="data/catalog.jsonl", model_dir="model", cache_dir=".cache/emb")
+    cfg["strategies"]["dual"]["index"] = "index/dual"
+    cfg["strategies"]["direct"]["options"]["index"] = "index/trie"
+    (project / "recommend.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    for read in (lambda: read_config(project / "recommend.yaml"),
+                 lambda: __import__("dlsearch.app.serve", fromlist=["x"]).read_serve_config(project / "recommend.yaml")[0]):
+        got = read()
+        assert Path(got["catalog"]).resolve() == (project / "data" / "catalog.jsonl").resolve()
+        assert Path(got["model_dir"]).resolve() == (project / "model").resolve()
+        assert Path(got["strategies"]["dual"]["index"]).resolve() == (project / "index" / "dual").resolve()
+        assert Path(got["strategies"]["direct"]["options"]["index"]).resolve() == (project / "index" / "trie").resolve()
+        assert got["cache_dir"] == ".cache/emb"
+
+
 def test_factory_comes_from_the_registry_not_an_import() -> None:
     assert callable(strategy_factory("direct"))
     assert strategy_factory("dlsearch.retrieval.direct:direct_from_config") is strategy_factory("direct")  # old spelling

@@ -1,38 +1,17 @@
 """Semantic ids on a product-like catalog. Measured on the 1,600-title catalog below: with distinct titles the
 nearest-centroid residual k-means already gives every item its own 3-level path; the collisions come from items
 whose text is identical (product variants listed under one title: a third of the items here, as in the product
-catalog of issue 11, where 30 % collided). The last level now gives items under one prefix distinct codes."""
+catalog of issue 11, where 30 % collided). The last level now gives items under one prefix distinct codes.
+The catalog is evaluation.synthetic.product_catalog; bench/bench_semantic_collisions.py measures how well the
+formerly colliding items are memorized."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
-from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.ids import build_idmap
 from dlsearch.data.semantic_ids import residual_kmeans, semantic_stats
-
-BRANDS = ["Acme", "Lumina", "Northwind", "Brightway"]
-LINES = ["ProLight", "Classic"]
-PRODUCTS = [("LED Bulb", "Home|Lighting|Bulbs"), ("Desk Lamp", "Home|Lighting|Lamps"), ("Floor Lamp", "Home|Lighting|Lamps"),
-            ("Power Strip", "Electronics|Power"), ("USB Charger", "Electronics|Power|Chargers"), ("Extension Cord", "Electronics|Power"),
-            ("Ceiling Fan", "Home|Climate|Fans"), ("Space Heater", "Home|Climate|Heaters"), ("Smoke Detector", "Home|Safety"),
-            ("Door Bell", "Home|Safety|Smart Home")]
-SIZES = ["6 in", "8 in", "10 in", "12 in"]
-COLORS = ["White", "Black", "Silver", "Bronze", "Soft White"]
-
-
-def product_catalog(variants: bool = True) -> Catalog:
-    """4 brands x 2 lines x 10 products x 4 sizes x 5 colors = 1,600 items, '|'-separated categories. With
-    variants, items n = 1, 2 (mod 10) repeat the title of item n - n % 10 (variants listed under one title)."""
-    rows = [(f"{b} {l} {p} {s}, {c}", cats) for b, l, (p, cats), s, c in itertools.product(BRANDS, LINES, PRODUCTS, SIZES, COLORS)]
-    items = []
-    for n, (title, cats) in enumerate(rows):
-        if variants and n % 10 in (1, 2):
-            title, cats = rows[n - n % 10]
-        items.append(Item(f"B0-{n:05d}", title, concepts=tuple(cats.split("|"))))
-    return Catalog(items)
+from dlsearch.evaluation.synthetic import product_catalog
 
 
 def test_product_catalog_collision_rate_at_most_5_percent(embedding_cache):

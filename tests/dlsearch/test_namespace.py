@@ -24,7 +24,7 @@ def test_user_data_module_and_folder_do_not_shadow_ours(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "user module | user package | dlsearch.data.redial | dlsearch.evaluation.metrics"
+    assert out.stdout.strip() == "user module | user package | dlsearch.data.redial | dlsearch.retrieval.ranking"
     cli = subprocess.run([sys.executable, "-m", "dlsearch", "data", "validate", "--help"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr

@@ -127,6 +127,28 @@ def test_cli_evaluate_writes_results(redial_prepared, tmp_path, capsys) -> None:
     assert main(["evaluate", "--data", str(redial_prepared), "--strategies", "dual", "--out", str(tmp_path / "x")]) == 2
 
 
+def test_cli_evaluate_reads_config_paths_relative_to_the_config(redial_prepared, tmp_path, monkeypatch) -> None:
+    """`data` and `predictions` in an evaluate config are read next to the config (they were read from the working
+    directory); `out` is written in the working directory."""
+    import shutil
+
+    import yaml
+
+    from dlsearch.cli import main
+    from dlsearch.data.formats import load_conversations
+
+    project = tmp_path / "project"
+    shutil.copytree(redial_prepared, project / "prep")
+    test = load_conversations(project / "prep" / "conversations" / "test.jsonl")
+    save_predictions(project / "preds.jsonl", [Prediction(c.id, [ScoredItem(c.targets[0], 1.0, 1, "oracle")]) for c in test if c.targets])
+    (project / "evaluate.yaml").write_text(yaml.safe_dump({"task": "turns", "data": "prep", "predictions": ["preds.jsonl"],
+                                                           "n_resamples": 20, "modes": ["excluded"], "out": "ev"}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--config", str(project / "evaluate.yaml")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert "oracle" in res["modes"]["excluded"]["systems"] and res["modes"]["excluded"]["n_queries"] > 0
+
+
 def test_systems_that_exclude_by_themselves_are_only_in_the_excluded_mode(redial_prepared) -> None:
     task = P.redial_turns_task(redial_prepared)
     pop = P.baseline_systems(task)["popularity"]

@@ -105,7 +105,8 @@ def test_a_truncated_model_safetensors_is_named_not_a_traceback(hf_dir: Path, tm
                  str(tmp_path / "idmap.json"), "--model", str(hf_dir), "--out", str(tmp_path / "trie")]) == 0
     save_conversations(tmp_path / "convs.jsonl", [Conversation("c0", [Message("user", "I liked @100, what next?")])])
     capsys.readouterr()
-    assert main(["generate", "--model", str(d), "--index", str(tmp_path / "trie"), "--input",
-                 str(tmp_path / "convs.jsonl"), "--out", str(tmp_path / "p.jsonl")]) == 2
+    with pytest.warns(UserWarning, match="no catalog stamp"):  # a plain HF dir: warned, then its weights refused
+        assert main(["generate", "--model", str(d), "--index", str(tmp_path / "trie"), "--input",
+                     str(tmp_path / "convs.jsonl"), "--out", str(tmp_path / "p.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(weights) in err and "damaged or truncated" in err

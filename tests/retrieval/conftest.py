@@ -47,3 +47,12 @@ def redial_sample():
     dialogues = dialogues[:N_DIALOGUES]
     ids = dict.fromkeys(i for d in dialogues for m in d.messages for i in mention_ids(m.content))
     return catalog.subset(ids), all_recommender_turns(dialogues)
+
+
+@pytest.fixture(scope="session")
+def redial_data():
+    """The bundled ReDial movies and dialogues, loaded once: the mention tests share its catalog, and with it the
+    linker that `linker_for` caches per catalog (building it takes seconds)."""
+    from dlsearch.data.redial import load_redial
+
+    return load_redial()

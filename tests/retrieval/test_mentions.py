@@ -7,15 +7,14 @@ import pytest
 
 from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.formats import Conversation, Message
-from dlsearch.data.redial import load_redial
 from dlsearch.data.titles import normalize_title, titles_of
 from dlsearch.evaluation.mentions import linking_report, load_typed_titles
 from dlsearch.retrieval.mentions import MentionLinker, link_conversation, linker_for
 
 
 @pytest.fixture(scope="module")
-def redial():
-    return load_redial()
+def redial(redial_data):
+    return redial_data
 
 
 @pytest.fixture(scope="module")

@@ -64,3 +64,72 @@ def test_as_strategy_and_run_strategy(ml_catalog):
     assert isinstance(wrapped, SearcherStrategy) and as_strategy("again", wrapped) is wrapped
     plain = run_strategy(bm25, ["Jumanji"], 2)  # a plain (scores, rows) searcher: no per-conversation errors
     assert isinstance(plain, StrategyResult) and plain.errors == [None]
+
+
+class _Counting:
+    """A conversation searcher (BM25 over the last message) that records what it was asked."""
+
+    masks_exclusions = True
+
+    def __init__(self, catalog, fail_on: str = ""):
+        self.bm25, self.asked, self.fail_on = build_bm25(catalog), [], fail_on
+
+    def search(self, convs, k):
+        self.asked.append([c.id for c in convs])
+        if any(_text(c) == self.fail_on for c in convs):
+            raise RuntimeError("down")
+        return self.bm25.search([_text(c) for c in convs], k)
+
+
+def test_ranking_memo_searches_each_query_once_and_returns_the_same_arrays(ml_catalog):
+    from dlsearch.retrieval.strategy import RankingMemo
+
+    inner = _Counting(ml_catalog)
+    memo = RankingMemo(inner)
+    convs = _convs("Jumanji", "Heat", "Toy Story")
+    first = memo.search(convs, 4)
+    assert memo.masks_exclusions and inner.asked == [["c0", "c1", "c2"]]
+    # a batch with one new conversation: only that one is searched; the others' rows are the ones computed before
+    again = memo.search([convs[2], Conversation("c9", [Message("user", "Balto")]), convs[0]], 4)
+    assert inner.asked[-1] == ["c9"] and memo.computed == 4 and memo.reused == 2
+    assert np.array_equal(again[1][[0, 2]], first[1][[2, 0]]) and np.array_equal(again[0][[0, 2]], first[0][[2, 0]])
+    memo.search(convs[:1], 5)  # another k is another query
+    assert inner.asked[-1] == ["c0"]
+    changed = Conversation("c0", [Message("user", "Jumanji")], exclude=["1"])  # same id, other query: searched again
+    memo.search([changed], 4)
+    assert inner.asked[-1] == ["c0"] and memo.computed == 6
+
+
+def test_ranking_memo_remembers_no_failed_batch(ml_catalog):
+    import pytest
+
+    from dlsearch.retrieval.strategy import RankingMemo
+
+    inner = _Counting(ml_catalog, fail_on="Heat")
+    memo = RankingMemo(inner)
+    with pytest.raises(RuntimeError):
+        memo.search(_convs("Jumanji", "Heat"), 3)
+    assert memo.computed == 0
+    memo.search(_convs("Jumanji"), 3)
+    assert inner.asked[-1] == ["c0"]  # searched: the failed batch left nothing behind
+    # under the router's adapter a failing batch is retried one conversation at a time: only Heat fails
+    res = SearcherStrategy("direct", RankingMemo(_Counting(ml_catalog, fail_on="Heat"))).search(_convs("Jumanji", "Heat"), 3)
+    assert res.failed == [1] and res.errors[0] is None
+
+
+def test_direct_search_memo_key_holds_prompt_masks_and_allow_list(ml_catalog):
+    """Conversations that differ in what beam search reads (excluded or allowed items) never share a ranking."""
+    from types import SimpleNamespace
+
+    from dlsearch.retrieval.direct import DirectConversationSearch
+    from dlsearch.retrieval.strategy import RankingMemo
+
+    direct = DirectConversationSearch(SimpleNamespace(tokenizer=None), ml_catalog)
+    ids = ml_catalog.ids
+    conv = Conversation("c", [Message("user", f"I liked @{ids[0]}")])
+    key = direct.query_key
+    assert key(conv) == key(Conversation("other id", conv.messages, exclude=[ids[0]]))  # @-mention already masks it
+    assert key(conv) != key(Conversation("c", conv.messages, exclude=[ids[1]]))
+    assert key(conv) != key(Conversation("c", conv.messages, meta={"allow": [ids[2]]}))
+    memo = RankingMemo(direct)
+    assert memo.masks_exclusions and memo.masks_allow
