@@ -317,6 +317,7 @@ class TrieIndex:
         parts_tok, parts_len, parts_ids = [], [], []
         for seg in self.segments:
             tok, ln = seg.trie.sequences(dtype=tok_dtype)
+            ln = ln.astype(np.int16 if tok.shape[1] < 2**15 else np.int64)  # 2 bytes per item instead of 8
             if seg.retired_rows.size:  # without retired rows the arrays are used as they are (no copy)
                 keep = seg.live_rows()
                 tok, ln = tok[keep], ln[keep]
@@ -330,9 +331,11 @@ class TrieIndex:
         tokens = np.concatenate([_widen(t, width) for t in parts_tok])
         lengths = np.concatenate(parts_len)
         ids = parts_ids[0] if len(parts_ids) == 1 else IdTable.concat(parts_ids[0], parts_ids[1])
+        del parts_tok, parts_len, parts_ids  # the build below is the peak: hold one copy of the codes and ids only
         if tokens.shape[0] == 0:
             raise TrieError("every item is retired: an index needs at least one live item")
         trie, order = build_trie(tokens, lengths, self.base.trie.vocab_size, item_names=ids)
+        del tokens, lengths
         manifest = {**self.manifest, "retired": [], "n_items": len(ids)}
         return TrieIndex(Segment(trie, ids.take(order)), manifest)
 
