@@ -1,6 +1,6 @@
 """The trie index at catalog scale: build, save, load, one constrained step, add / retire, with peak RSS per stage.
 
-    flock /tmp/bigmem.lock nice -n 5 python bench/bench_trie_scale.py --n 10000000 --out bench/results/trie_scale_10m.json
+    flock /tmp/bigmem.lock nice -n 5 python bench/bench_trie_scale.py --n 100000000 --out bench/results/trie_scale_100m.json
 
 Catalog: n random 4-token codes over a 32k vocabulary (distinct by construction: the first two tokens spell the row
 through two random permutations, the last two are uniform) with 10-character string ids ("i000000042"), both numpy

@@ -254,12 +254,13 @@ class TokenTrie:
             self._cache["subtree_items"] = self.subtree_counts(np.arange(self.n_nodes, dtype=np.int64))
         return self._cache["subtree_items"]
 
-    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every item's token sequence (without end token) in index-row order: tokens int64 [n, max_depth] padded
-        with -1, lengths int64 [n]. Used to merge deltas and to rebuild."""
+    def sequences(self, dtype: Any = np.int64) -> tuple[np.ndarray, np.ndarray]:
+        """Every item's token sequence (without end token) in index-row order: tokens [n, max_depth] of `dtype`
+        (int32 halves a compaction's copy at 100M items) padded with -1, lengths int64 [n]. Used to merge deltas and
+        to rebuild."""
         term = self.terminal_nodes()
         depth = np.searchsorted(np.asarray(self.level_start), term, side="right") - 1
-        out = np.full((term.shape[0], max(self.max_depth, 1)), -1, dtype=np.int64)
+        out = np.full((term.shape[0], max(self.max_depth, 1)), -1, dtype=dtype)
         cur = term.copy()
         pos = depth - 1
         for _ in range(self.max_depth):

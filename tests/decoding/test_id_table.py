@@ -42,3 +42,19 @@ def test_hash_collisions_cost_time_not_correctness(monkeypatch):
 def test_non_string_id_refused():
     with pytest.raises(TypeError, match="position 1"):
         IdTable.from_ids(["a", 7])
+
+
+def test_fixed_width_gather_equals_variable_width_gather():
+    """Ids of one width take the [n, width] matrix path; the result equals the general per-byte path's."""
+    fixed = [f"i{i:05d}" for i in range(300)]
+    rows = np.random.default_rng(0).permutation(300)[:120]
+    got = IdTable.from_ids(fixed).take(rows)
+    assert got.tolist() == [fixed[r] for r in rows] and got.rows_of(fixed[:5]).tolist() == \
+        [int(np.flatnonzero(rows == r)[0]) if r in rows else -1 for r in range(5)]
+    off, data = id_table.encode_ids(fixed)
+    new, out = id_table.gather_ids(off, data, rows)
+    mixed_off, mixed_data = id_table.encode_ids(fixed + ["longer-id"])  # one other width: the general path
+    new2, out2 = id_table.gather_ids(mixed_off, mixed_data, rows)
+    assert np.array_equal(new, new2) and np.array_equal(out, out2)
+    empty_rows = id_table.gather_ids(off, data, np.zeros(0, dtype=np.int64))
+    assert empty_rows[0].tolist() == [0] and empty_rows[1].shape == (0,)

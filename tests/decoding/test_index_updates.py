@@ -191,3 +191,7 @@ def test_updates_equal_rebuild_from_scratch(tmp_path, base, steps):
     probe = sorted(seen_codes)
     assert index.ids_of_codes([list(c) for c in probe]) == ref.ids_of_codes([list(c) for c in probe])
     assert sorted(index.item_ids) == sorted(live)
+    merged = index.merged()  # compaction gives exactly the arrays and row order of a build from scratch
+    assert merged.base.item_ids.tolist() == ref.base.item_ids.tolist() and merged.delta is None
+    for name, a in ref.base.trie.arrays().items():
+        assert np.array_equal(merged.base.trie.arrays()[name], a), name
