@@ -16,17 +16,20 @@ token each, copying the B-row cache to follow the surviving beams. Here:
   wider forwards win. This lookahead is used only where the step keeps every candidate (beams no longer compete, so
   the nodes fed ahead are likely read); a step where no beam leaves the computed tree runs no model call at all.
 
-The search itself is unchanged and step by step: the log-probs of every running beam at every step are those the
-model gives its prefix (a full row where the trie branches, the forced token's log-prob where it does not: the only
-allowed token, so the row is otherwise -inf after masking anyway), and the selection rule is transformers' own
-(generation/utils.py `_beam_search`, early_stopping=True): per query the top 2B continuations of all beams, the best B
-that did not end continue, candidates among the first B that end with EOS (or reach max_new_tokens) enter a pool of B
-finished hypotheses scored sum(log p) / generated_length ** length_penalty, and a query stops when its pool is full or
-no running beam can still beat the pool's worst. The scores therefore equal `generate`'s `sequences_scores`
-(property-tested: identical items, scores within float noise). Nodes fed ahead that beam search prunes or never
-picks are the only extra compute. Beams that score as placeholders (below -1e8: the copies of
-beam 0 after the first step, or continuations with no allowed token) are never fed; their candidates stay
-placeholders, as in `generate`.
+The search itself is unchanged and step by step, over sparse candidates: each beam's allowed tokens come from the
+trie as (row, token) pairs (`DeviceTrieState.allowed_pairs`: one forced token or a handful inside a title), each fed
+node keeps the log-probs of its allowed tokens only (torch's log_softmax over the vocabulary, then a gather), and the
+top 2B continuations are picked among those pairs, never among a dense [B, V] matrix (every other entry of
+transformers' matrix is -inf). The selection rule is transformers' own (generation/utils.py `_beam_search`,
+early_stopping=True): per query the top 2B continuations of all beams, the best B that did not end continue,
+candidates among the first B that end with EOS (or reach max_new_tokens) enter a pool of B finished hypotheses
+scored sum(log p) / generated_length ** length_penalty, and a query stops when its pool is full or no running beam
+can still beat the pool's worst. The scores therefore equal `generate`'s `sequences_scores` (property-tested:
+identical items, scores within float noise). Nodes fed ahead that beam search prunes or never picks are the only
+extra compute. Beams that score as placeholders (below -1e8: the copies of beam 0 after the first step, or
+continuations with no allowed token) are never fed; their candidates stay placeholders, as in `generate`; when they
+reach a query's top 2B (tries with fewer than 2B candidates) their tied scores make torch.topk's order matter, so
+that step ranks the dense matrix `generate` ranks.
 
 The trie constraint is the device-native one (decoding/device_trie.py) of the TrieConstraint passed in.
 """
@@ -44,39 +47,49 @@ PLACEHOLDER = -1.0e8  # a running score below this is a placeholder (real ones a
 
 
 class _Tree:
-    """The token tree of every prompt: node arrays (one entry per computed token, plus one root per prompt) and the
-    log-prob rows the search reads. Node i: the next token if the trie forces it (-1 if not) with its log-prob, the
-    fed child that continues a forced run (-1 if not fed yet), the row of its full log-probs in `full` (nodes where
-    the trie branches), and the cache columns it attends to (its prompt, its ancestors, itself)."""
+    """The token tree of every prompt: node arrays (one entry per computed token, plus one root per prompt), the
+    fed children of each node, the cache columns each node attends to (its prompt, its ancestors, itself), and the
+    log-probs the search reads, kept sparse: for each node only its allowed next tokens (a forced token, a handful
+    inside a title, the title starts at a root), as sorted keys node * V + token with their log-probs."""
 
-    def __init__(self, prompt_mask: torch.Tensor, root_lp: torch.Tensor, root_forced: torch.Tensor):
+    def __init__(self, prompt_mask: torch.Tensor, vocab: int, lp_key: torch.Tensor, lp_val: torch.Tensor):
         n, width = prompt_mask.shape
         dev = prompt_mask.device
         self.dev = dev
-        self.forced_tok = root_forced
-        self.forced_lp = torch.where(root_forced >= 0, root_lp.gather(1, root_forced.clamp(min=0)[:, None])[:, 0], 0.0)
         self.size = n
-        self.vocab = root_lp.shape[1]
+        self.vocab = vocab
         self.child_key = torch.zeros(0, dtype=torch.int64, device=dev)  # sorted parent * V + token of fed nodes
         self.child_id = torch.zeros(0, dtype=torch.int64, device=dev)
-        self.full_row = torch.arange(n, device=dev)
         self.anc = prompt_mask.bool()  # [nodes, cache columns]
-        self.full = root_lp  # [rows, V] log-probs of branching nodes
-        self.full_used = n
         self.columns = width
+        order = torch.argsort(lp_key)
+        self.lp_key, self.lp_val = lp_key[order], lp_val[order]  # [pairs]: node * V + allowed token, its log-prob
+
+    @staticmethod
+    def _find(keys: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position of each key in the sorted keys, and whether it is there."""
+        if keys.shape[0] == 0:
+            return torch.zeros_like(key), torch.zeros(key.shape, dtype=torch.bool, device=key.device)
+        pos = torch.searchsorted(keys, key).clamp(max=keys.shape[0] - 1)
+        return pos, keys[pos] == key
 
     def child(self, parent: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """Fed child of each (parent node, token), -1 where not fed (parent < 0 included)."""
         if self.child_key.shape[0] == 0:
             return torch.full_like(parent, -1)
-        key = parent * self.vocab + token
-        pos = torch.searchsorted(self.child_key, key).clamp(max=self.child_key.shape[0] - 1)
-        return torch.where((self.child_key[pos] == key) & (parent >= 0), self.child_id[pos], -1)
+        pos, found = self._find(self.child_key, parent * self.vocab + token)
+        return torch.where(found & (parent >= 0), self.child_id[pos], -1)
 
-    def add(self, parent: torch.Tensor, token: torch.Tensor, anc: torch.Tensor, forced_tok: torch.Tensor,
-            lp: torch.Tensor, columns: int) -> torch.Tensor:
-        """Append k nodes, children of `parent` by `token`: attention rows anc bool [k, columns], forced next
-        tokens int64 [k] (-1: none), log-probs lp [k, V] after each; returns their ids (consecutive)."""
+    def log_probs(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """float32 [pairs]: the log-prob of each token at each node (node -1, a placeholder beam: 0, the value its
+        row has in `generate` before masking)."""
+        pos, found = self._find(self.lp_key, nodes.clamp(min=0) * self.vocab + tokens)
+        return torch.where(found & (nodes >= 0), self.lp_val[pos], 0.0)
+
+    def add(self, parent: torch.Tensor, token: torch.Tensor, anc: torch.Tensor, columns: int,
+            pair_node: torch.Tensor, pair_tok: torch.Tensor, pair_lp: torch.Tensor) -> torch.Tensor:
+        """Append k nodes, children of `parent` by `token`: attention rows anc bool [k, columns]; the log-probs
+        pair_lp of their allowed next tokens pair_tok (pair_node: 0..k-1, which new node). Returns their ids."""
         k = anc.shape[0]
         first = self.size
         self.size += k
@@ -86,40 +99,17 @@ class _Tree:
         self.child_key, self.child_id = keys[order], torch.cat([self.child_id, ids])[order]
         self.anc = torch.cat([torch.nn.functional.pad(self.anc, (0, columns - self.columns)), anc], dim=0)
         self.columns = columns
-        forced = forced_tok >= 0
-        self.forced_tok = torch.cat([self.forced_tok, forced_tok])
-        self.forced_lp = torch.cat([self.forced_lp, torch.where(
-            forced, lp.gather(1, forced_tok.clamp(min=0)[:, None])[:, 0], 0.0)])
-        branching = (~forced).nonzero()[:, 0]
-        rows = torch.full((k,), -1, dtype=torch.int64, device=self.dev)
-        m = int(branching.shape[0])
-        if m:
-            if self.full_used + m > self.full.shape[0]:  # grow by doubling: amortised copies
-                grow = max(self.full.shape[0], m)
-                self.full = torch.cat([self.full, self.full.new_empty((grow, self.full.shape[1]))])
-            self.full[self.full_used:self.full_used + m] = lp[branching]
-            rows[branching] = torch.arange(self.full_used, self.full_used + m, device=self.dev)
-            self.full_used += m
-        self.full_row = torch.cat([self.full_row, rows])
+        keys = torch.cat([self.lp_key, (first + pair_node) * self.vocab + pair_tok])
+        order = torch.argsort(keys)
+        self.lp_key, self.lp_val = keys[order], torch.cat([self.lp_val, pair_lp])[order]
         return ids
 
-    def log_probs(self, nodes: torch.Tensor, vocab: int) -> torch.Tensor:
-        """float32 [rows, V]: the log-probs at each node (a forced node: its token's log-prob, -inf elsewhere;
-        node -1, a placeholder beam: zeros)."""
-        ok = nodes >= 0
-        nd = nodes.clamp(min=0)
-        lp = self.full[self.full_row[nd].clamp(min=0)]
-        ftok = self.forced_tok[nd]
-        forced = ok & (ftok >= 0)
-        lp[forced] = -float("inf")
-        lp[forced, ftok[forced]] = self.forced_lp[nd[forced]]
-        lp[~ok] = 0.0
-        return lp
 
-
-def _only_token(allowed: torch.Tensor) -> torch.Tensor:
-    """int64 [rows]: the only allowed token of each row of a bool [rows, V] mask, or -1 where several are allowed."""
-    return torch.where(allowed.sum(dim=1) == 1, allowed.to(torch.uint8).argmax(dim=1), -1)
+def _pair_log_probs(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """float32 [pairs]: log_softmax(logits)[rows, tokens], the few allowed entries of each row. torch's own
+    log_softmax (not logits - logsumexp: its summation rounds differently, ~1e-5 per token), so the scores add up
+    as `generate`'s do; only the gathered entries are kept."""
+    return torch.log_softmax(logits.float(), dim=-1)[rows, tokens]
 
 
 @torch.no_grad()
@@ -157,17 +147,24 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1)
     cache = out.cache  # a transformers DynamicCache (per layer keys/values [n, heads, length, dim]): rows never copied
-    root_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # [n, V]
+    root_logits = out.logits[:, -1, :]  # [n, V]
     del out
-    vocab = root_lp.shape[-1]
+    vocab = root_logits.shape[-1]
     state = constraint.device_state(dev, vocab)
     query_of_row = constraint.query_rows(n * b, dev)
     phase, nodes = state.initial(input_ids[:, -1].repeat_interleave(b, dim=0))
-    allowed = state.allowed(phase, nodes, query_of_row, vocab)  # [n * b, V]: what each beam may emit next
-    tree = _Tree(attention_mask, root_lp, _only_token(allowed[::b]))
+    # what each beam may emit next, as (row, token) pairs sorted by row: the candidates of the next step
+    p_row, p_tok = state.allowed_pairs(phase, nodes, query_of_row, vocab)
+    first = p_row % b == 0  # every beam of a prompt starts at its root: beam 0's pairs are the root's
+    root = p_row[first] // b
+    tree = _Tree(attention_mask, vocab, root * vocab + p_tok[first],
+                 _pair_log_probs(root_logits, root, p_tok[first]))
+    del root_logits
     beam_node = torch.arange(n, device=dev).repeat_interleave(b)  # every beam starts at its prompt's root
     row_query = torch.arange(n, device=dev).repeat_interleave(b)  # the query of each flat beam row
     mask_dtype = next(model.parameters()).dtype  # the 4D mask is added to the attention scores
+    floor = state.floor
+    query_ids = torch.arange(n, device=dev)
 
     base = (torch.arange(n, device=dev) * b)[:, None]  # [n, 1]: first row of each query
     running_scores = torch.zeros((n, b), dtype=torch.float32, device=dev)
@@ -180,11 +177,37 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
     top_b = torch.arange(2 * b, device=dev)[None, :] < b  # only the first b candidates may finish
 
     for t in range(max_new_tokens):
-        log_probs = state.mask(tree.log_probs(beam_node, vocab), phase, nodes, query_of_row, allowed=allowed)
-        acc = (log_probs.view(n, b, vocab) + running_scores[:, :, None]).view(n, b * vocab)
-        top_lp, top_idx = torch.topk(acc, k=2 * b)  # [n, 2b]
-        cand_beam = top_idx // vocab
-        cand_tok = top_idx % vocab
+        # the candidates: each beam's allowed tokens only (transformers scores the dense [beams, V] matrix, where
+        # every other entry is -inf); allowed tokens' NaN / -inf / scores below the floor become the floor, as
+        # DeviceTrieState.mask does
+        lp = tree.log_probs(beam_node[p_row], p_tok).nan_to_num_(nan=floor, neginf=floor).clamp_min_(floor)
+        p_q = p_row // b
+        val = lp + running_scores.view(-1)[p_row]
+        real_pairs = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, p_q, (val > PLACEHOLDER).long())
+        placeholder = (running_scores > -float("inf")) & (running_scores <= PLACEHOLDER)
+        if bool((placeholder.any(dim=1) & (real_pairs < 2 * b)).any()):
+            # placeholders reach the top 2b: their scores tie (-1e9 + lp rounds to -1e9 in float32), and which of
+            # them torch.topk returns decides which slots of the finished pool fill, so the pick follows the very
+            # [n, beams * V] matrix `generate` ranks (tiny tries only: a real catalog has >= 2b candidates)
+            dense = torch.full((n * b, vocab), -float("inf"), dtype=torch.float32, device=dev)
+            dense[p_row, p_tok] = val
+            top_lp, top_idx = torch.topk(dense.view(n, b * vocab), k=2 * b)  # [n, 2b]
+            cand_beam, cand_tok = top_idx // vocab, top_idx % vocab
+        else:
+            starts = torch.searchsorted(p_q, query_ids)  # pairs are sorted by row, so by query
+            slot = torch.arange(p_row.shape[0], device=dev) - starts[p_q]
+            cols = max(int(slot.max()) + 1 if slot.numel() else 0, 2 * b)
+            # [n, cols]: each query's candidates in (beam, token) order, as the flat index transformers ranks;
+            # padding -inf (as the disallowed tokens there), never EOS
+            acc = torch.full((n, cols), -float("inf"), dtype=torch.float32, device=dev)
+            acc[p_q, slot] = val
+            beam_of = torch.zeros((n, cols), dtype=torch.int64, device=dev)
+            beam_of[p_q, slot] = p_row % b
+            tok_of = torch.full((n, cols), (eos_token_id + 1) % vocab, dtype=torch.int64, device=dev)
+            tok_of[p_q, slot] = p_tok
+            top_lp, top_i = torch.topk(acc, k=2 * b)  # [n, 2b]
+            cand_beam = torch.gather(beam_of, 1, top_i)
+            cand_tok = torch.gather(tok_of, 1, top_i)
         cand_seq = torch.gather(running_seq, 1, cand_beam[:, :, None].expand(-1, -1, max_new_tokens)).clone()
         cand_seq[:, :, t] = cand_tok
         ends = (cand_tok == eos_token_id) | (t + 1 >= max_new_tokens)  # transformers' stopping criteria
@@ -217,7 +240,7 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
 
         # the kept beams follow their parents in the trie and in the token tree
         phase, nodes = state.advance(phase[parent], nodes[parent], tokens, query_of_row)
-        allowed = state.allowed(phase, nodes, query_of_row, vocab)
+        p_row, p_tok = state.allowed_pairs(phase, nodes, query_of_row, vocab)
         pn = beam_node[parent]
         beam_node = tree.child(pn, tokens)
         real = running_scores.view(-1) > PLACEHOLDER
@@ -226,12 +249,12 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
             # the subtree below a fed token is fed too only where the next step keeps every candidate (at most 2b
             # of them, the trie says how many): there it is likely to be used; where beams still compete, the
             # lookahead is mostly wasted on beams pruned before they reach it
-            load = (allowed.sum(dim=1) * real).view(n, b).sum(dim=1)
+            load = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, p_row // b, real[p_row].long())
             calm = (load <= 2 * b).repeat_interleave(b)
             rows = need.nonzero()[:, 0]
             beam_node = beam_node.clone()
             beam_node[rows] = _feed(model, cache, tree, state, pn[rows], tokens[rows], phase[rows], nodes[rows],
-                                    allowed[rows], calm[rows], query_of_row[rows], row_query[rows], prompt_len, t,
+                                    calm[rows], query_of_row[rows], row_query[rows], prompt_len, t,
                                     max_new_tokens, eos_token_id, pad_token_id, mask_dtype)
     return fin_seq.view(n * b, max_new_tokens), fin_scores.view(n * b)
 
@@ -240,48 +263,52 @@ SPECULATE_DEGREE = 3  # feed every continuation of a node with at most this many
 SPECULATE_PER_BEAM = 8  # at most this many speculative nodes per fed beam (plus a few), per forward
 
 
-def _feed(model, cache, tree: _Tree, state, parent, token, phase, nodes, allowed, calm, q_state, q, prompt_len, t,
+def _feed(model, cache, tree: _Tree, state, parent, token, phase, nodes, calm, q_state, q, prompt_len, t,
           max_new_tokens, eos, pad, mask_dtype) -> torch.Tensor:
     """One forward for r beams that took a token the tree has not computed (parent node, token, the trie state
-    after it and its allowed mask, per beam). Besides each such token, where `calm`, the subtree below it is fed as
-    far as its nodes have at most SPECULATE_DEGREE continuations other than EOS (EOS ends a hypothesis and is never
-    fed): forced runs, and the small branchings of titles (a year's digits, a remake's suffix), level by level,
-    while the levels fit the budget and a later step can still read them. One forward then saves the forwards of
-    several later steps, each of which costs the weights' whole memory traffic however few tokens it feeds.
+    after it, per beam). Besides each such token, where `calm`, the subtree below it is fed as far as its nodes
+    have at most SPECULATE_DEGREE continuations other than EOS (EOS ends a hypothesis and is never fed): forced
+    runs, and the small branchings of titles (a year's digits, a remake's suffix), level by level, while the
+    levels fit the budget and a later step can still read them. One forward then saves the forwards of several
+    later steps, each of which costs the weights' whole memory traffic however few tokens it feeds.
     Returns the node of each beam."""
     dev = parent.device
     r = parent.shape[0]
-    vocab = allowed.shape[1]
+    vocab = tree.vocab
     n = prompt_len.shape[0]
     first = tree.size
     budget = SPECULATE_PER_BEAM * r + 4 * SPECULATE_DEGREE
-    # levels of the fed subtree: parent (tree id, or index into the nodes fed here), token, query, depth, allowed
-    par, tok, qs, qn, dep, alw = [parent], [token], [q_state], [q], [torch.full((r,), t + 1, device=dev)], [allowed]
+    # levels of the fed subtree: parent (tree id, or index into the nodes fed here), token, query, depth, and the
+    # allowed (node, token) pairs of its nodes (node numbered among all the nodes fed here)
+    pr, pt = state.allowed_pairs(phase, nodes, q_state, vocab)
+    par, tok, qs, qn, dep = [parent], [token], [q_state], [q], [torch.full((r,), t + 1, device=dev)]
+    pairs_node, pairs_tok = [pr], [pt]
     ph, nd, live_calm, count = phase, nodes, calm, r
     while True:
-        cont = alw[-1].clone()
-        cont[:, eos] = False  # EOS is scored, never fed
-        deg = cont.sum(dim=1)
+        width = qn[-1].shape[0]
+        cont = pt != eos  # EOS is scored, never fed
+        deg = torch.zeros(width, dtype=torch.int64, device=dev).index_add_(0, pr, cont.long())
         # a node at depth d is read at step d, which exists only below max_new_tokens
         grow = live_calm & (deg >= 1) & (deg <= SPECULATE_DEGREE) & (dep[-1] + 1 < max_new_tokens)
-        cont &= grow[:, None]
-        src, ctok = cont.nonzero(as_tuple=True)  # children: index into the last level, token
+        sel = cont & grow[pr]
+        src, ctok = pr[sel], pt[sel]  # children: index into the last level, token
         k = int(src.shape[0])
         if k == 0 or count + k > budget:
             break
-        ids_last = first + count - qn[-1].shape[0] + torch.arange(qn[-1].shape[0], device=dev)
+        level_first = count - width  # the last level's first node among the nodes fed here
         qq = qs[-1][src]
         ph, nd = state.advance(ph[src], nd[src], ctok, qq)
-        par.append(ids_last[src])
+        par.append(first + level_first + src)
         tok.append(ctok)
         qs.append(qq)
         qn.append(qn[-1][src])
         dep.append(dep[-1][src] + 1)
-        alw.append(state.allowed(ph, nd, qq, vocab))
+        pr, pt = state.allowed_pairs(ph, nd, qq, vocab)
+        pairs_node.append(count + pr)
+        pairs_tok.append(pt)
         live_calm = live_calm[src]
         count += k
     par_t, tok_t, q_t, dep_t = (torch.cat(x) for x in (par, tok, qn, dep))
-    forced_t = _only_token(torch.cat(alw))
     m = count
     # lay the nodes out per query, in level order: offset of each inside its query's new columns
     order = torch.argsort(q_t, stable=True)
@@ -314,7 +341,8 @@ def _feed(model, cache, tree: _Tree, state, parent, token, phase, nodes, allowed
     mask[q_t, off] = anc
     bias = torch.zeros(mask.shape, dtype=mask_dtype, device=dev).masked_fill_(~mask, torch.finfo(mask_dtype).min)[:, None]
     out = model(input_ids=ids, attention_mask=bias, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=0)
-    lp = torch.log_softmax(out.logits.float(), dim=-1)[q_t, off]  # [m, V]
+    pn_t, ptok_t = torch.cat(pairs_node), torch.cat(pairs_tok)
+    logits = out.logits[q_t, off]  # [m, V]
     del out
-    new = tree.add(par_t, tok_t, anc, forced_t, lp, columns)
+    new = tree.add(par_t, tok_t, anc, columns, pn_t, ptok_t, _pair_log_probs(logits, pn_t, ptok_t))
     return new[:r]

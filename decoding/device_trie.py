@@ -202,6 +202,35 @@ class DeviceTrieState:
         allowed[:, self.eos] |= (phase == DONE) | (phase == DEAD)
         return allowed
 
+    def allowed_pairs(self, phase: torch.Tensor, nodes: torch.Tensor, q: torch.Tensor,
+                      width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same tokens as `allowed` (whole mode only), as sparse (row, token) pairs, int64 [pairs] each, sorted
+        by row then token: inside a title a row allows a handful of tokens, so a beam search over these pairs never
+        touches a [rows, width] matrix except at the root."""
+        assert not self.span, "sparse allowed pairs are for whole-mode indexes"
+        inside = phase == IN
+        at_root = inside & (nodes[:, 0] == 0)
+        root = self._root[width]
+        r_rows = at_root.nonzero()[:, 0]
+        rq = q[r_rows] if root.shape[0] > 1 else torch.zeros_like(r_rows)
+        i, tok = root[rq].nonzero(as_tuple=True)
+        rows, toks = [r_rows[i]], [tok]
+        inner = inside & ~at_root
+        for s, trie in enumerate(self.tries):
+            cur = torch.where(inner, nodes[:, s], -1)
+            etok, child, valid = trie.edges(cur)
+            valid = valid & self.edge_ok(s, q[:, None].expand_as(child), child)
+            r, j = valid.nonzero(as_tuple=True)
+            rows += [r, (inner & self.end_ok(s, q, cur)).nonzero()[:, 0]]
+            toks += [etok[r, j], None]
+        finished = ((phase == DONE) | (phase == DEAD)).nonzero()[:, 0]
+        rows.append(finished)
+        toks.append(None)
+        toks = [torch.full_like(r, self.end if k < len(toks) - 1 else self.eos) if t is None else t
+                for k, (r, t) in enumerate(zip(rows, toks))]
+        key = torch.unique(torch.cat(rows) * width + torch.cat(toks))  # sorted; a token listed twice counts once
+        return key // width, key % width
+
     def mask(self, scores: torch.Tensor, phase: torch.Tensor, nodes: torch.Tensor, q: torch.Tensor,
              *, inplace: bool = True, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Scores with disallowed tokens at -inf; allowed tokens' NaN / -inf / scores below the floor become the

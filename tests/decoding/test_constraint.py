@@ -340,3 +340,34 @@ def test_max_new_tokens_below_longest_code_refused():
         check_max_new_tokens(index, 3)
     with pytest.raises(ValueError, match="max_new_tokens"):
         TrieConstraint(index, eos_token_id=EOS, max_new_tokens=2)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(seqs=catalogs(), batch=st.integers(1, 4), seed=st.integers(0, 10_000), updates=st.integers(0, 3),
+       data=st.data())
+def test_property_sparse_allowed_pairs_equal_dense_mask(seqs, batch, seed, updates, data):
+    """DeviceTrieState.allowed_pairs (the beam search's sparse candidates) lists exactly the dense mask's tokens,
+    sorted by row then token, along random walks (mostly allowed tokens, some not: dead rows, and EOS: done rows),
+    with allow/deny lists, a delta segment and retired items."""
+    names = [f"i{i}" for i in range(len(seqs))]
+    split = len(seqs) - (updates if updates < len(seqs) else 0)
+    index = index_from_sequences(names[:split], seqs[:split], vocab_size=V, end_token_id=EOS)
+    if split < len(seqs):
+        index.add_items(names[split:], seqs[split:])
+    if updates >= 2 and len(seqs) > 1:
+        index.retire_items([names[0]])
+    allow, deny = data.draw(lists_for(names, batch))
+    proc = TrieConstraint(index, eos_token_id=EOS, rows_per_query=1, allow=allow, deny=deny, backend="torch")
+    dev = torch.device("cpu")
+    state = proc.device_state(dev, V)
+    q = proc.query_rows(batch, dev)
+    phase, nodes = state.initial(torch.zeros(batch, dtype=torch.int64))
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(max(map(len, seqs)) + 2):
+        dense = state.allowed(phase, nodes, q, V)
+        rows, toks = state.allowed_pairs(phase, nodes, q, V)
+        want_rows, want_toks = dense.nonzero(as_tuple=True)
+        assert torch.equal(rows, want_rows) and torch.equal(toks, want_toks)
+        pick = torch.multinomial(dense.float() + 0.05, 1, generator=g)[:, 0]  # mostly allowed tokens
+        phase, nodes = state.advance(phase, nodes, pick, q)
