@@ -46,10 +46,14 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 def quiet_third_party_loggers() -> None:
     """peft imports bitsandbytes whenever it is installed, and on CPUs with AVX512-BF16 bitsandbytes then warns at
     import that an optional 4-bit matmul kernel (`pip install kernels`) is missing: noise on every command that loads
-    a model, relevant only to QLoRA on CPU (which falls back to its slower path). Errors still show."""
+    a model, relevant only to QLoRA on CPU (which falls back to its slower path). trl 1.x reads transformers 5's
+    deprecated `is_gradient_checkpointing` on every training step set-up, a FutureWarning the user cannot act on.
+    Errors, and every other warning, still show."""
     import logging
+    import warnings
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
