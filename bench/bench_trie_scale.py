@@ -32,12 +32,17 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def rss_gb() -> float:
+def _status_gb(field: str) -> float:
+    """A memory field of /proc/self/status (kB) in GiB; nan where the kernel has none."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 2**20
     return float("nan")
+
+
+def rss_gb() -> float:
+    return _status_gb("VmRSS")
 
 
 def reset_peak_rss() -> None:
@@ -48,11 +53,7 @@ def reset_peak_rss() -> None:
 
 def hwm_gb() -> float:
     """Peak RSS since the last reset_peak_rss (VmHWM)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
+    return _status_gb("VmHWM")
 
 
 def codes(n: int, seed: int = 0) -> np.ndarray:
