@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dlsearch.data.files import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -104,9 +106,7 @@ def main() -> None:
         "torch_threads": __import__("torch").get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    out = REPO / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(REPO / args.out, result)
     print(json.dumps(result, indent=2))
 
 

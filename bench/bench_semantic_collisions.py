@@ -28,6 +28,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from dlsearch.data.files import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -145,9 +147,7 @@ def main() -> None:
     }
     result["gap_exact"] = round(result["others"]["title_to_id_exact"] - result["formerly_colliding"]["title_to_id_exact"], 4)
     result["gap_id_to_title"] = round(result["others"]["id_to_title_exact"] - result["formerly_colliding"]["id_to_title_exact"], 4)
-    out = REPO / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(REPO / args.out, result)
     print(json.dumps(result, indent=2))
 
 
