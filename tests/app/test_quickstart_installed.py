@@ -37,7 +37,7 @@ def test_quickstart_runs_from_any_directory_after_a_non_editable_install(tmp_pat
     (CACHE / "embeddings").mkdir(parents=True, exist_ok=True)
     (work / "qs" / "embeddings").symlink_to(CACHE / "embeddings")
     overrides = ["stages.index.train.max_steps=3", "stages.conversation.train.max_steps=2", "eval.memorization=false"]
-    cmd = [sys.executable, "-m", "dlsearch", "quickstart", "--out", "qs", "--eval-turns", "5", "--set", "id_scheme=sequential", "--set", "dialogues=40",
+    cmd = [sys.executable, "-m", "dlsearch", "quickstart", "--out", "qs", "--base", "scratch", "--eval-turns", "5", "--set", "id_scheme=sequential", "--set", "dialogues=40",
            "--set", "dual_epochs=1", "--set", "show=1", "--set", "n_resamples=20", "--set", f"recipe_overrides={json.dumps(overrides)}"]
     q = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env, timeout=600)
     assert q.returncode == 0, q.stderr[-4000:]
