@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import time
@@ -62,11 +63,22 @@ def ensure_trie(run: Path, data: Path) -> Path:
     return trie
 
 
+def final_step(run: Path) -> int | None:
+    """The finished run's step count: the run dir itself is then the final model (adapter + manifest)."""
+    man = run / "manifest.json"
+    if not man.exists() or not json.loads(man.read_text()).get("complete"):
+        return None
+    return int(json.loads(man.read_text())["stage"]["steps"])
+
+
 def snapshot(run: Path, step: int, config: Path) -> Path:
-    """checkpoint-N's adapter as a model dir (manifest, tokenizer, idmap, catalog) that load_finetuned accepts."""
+    """checkpoint-N's adapter as a model dir (manifest, tokenizer, idmap, catalog) that load_finetuned accepts; the
+    final step (no checkpoint unless it falls on save_steps) is the run dir itself."""
     out = run / "curve" / f"step-{step}"
     if (out / "manifest.json").exists():
         return out
+    if not (run / "checkpoints" / f"checkpoint-{step}").exists() and final_step(run) == step:
+        return run
     ckpt = run / "checkpoints" / f"checkpoint-{step}"
     init = run / "init"
     from transformers import AutoTokenizer
@@ -83,25 +95,53 @@ def snapshot(run: Path, step: int, config: Path) -> Path:
     return out
 
 
-def evaluate(model_dir: Path, trie: Path, data: Path, out: Path, *, beams: int, length_penalty: float, dtype: str, n_resamples: int) -> dict:
-    cfg = EvaluateConfig(task="redial-turns", data=str(data), strategies=["direct"], metrics=METRICS, modes=["excluded"],
+def router_config(model_dir: Path, trie: Path, data: Path, dual: Path, out: Path, *, beams: int, length_penalty: float, dtype: str) -> Path:
+    """A recommend config whose router fuses this direct search (the same arguments as the `direct` system, so the
+    two share one search per conversation) with the dual encoder; BM25 off: the question is direct + dual."""
+    import yaml
+
+    cfg = yaml.safe_load(Path("configs/recommend.yaml").read_text())
+    cfg.update(catalog=str((data / "catalog.jsonl").resolve()), model_dir=str(model_dir.resolve()))
+    cfg["policy"]["unmeasured"] = "fallback"  # title ids: no title->id memorization measured; fuse with the fallbacks
+    cfg["strategies"]["direct"].update(enabled=True, options={"index": str(trie.resolve()), "beams": beams,
+                                                              "length_penalty": length_penalty, "dtype": dtype})
+    cfg["strategies"]["dual"].update(enabled=True, index=str(dual.resolve()))
+    cfg["strategies"]["bm25"]["enabled"] = False
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "router.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def evaluate(model_dir: Path, trie: Path, data: Path, out: Path, *, beams: int, length_penalty: float, dtype: str, n_resamples: int,
+             dual: Path | None = None) -> dict:
+    options = {"model_dir": str(model_dir), "trie": str(trie), "beams": beams, "length_penalty": length_penalty, "dtype": dtype}
+    strategies = ["direct"]
+    if dual is not None:  # the dual encoder and the router fusing direct + dual, paired with direct on the same turns
+        strategies += ["dual", "router"]
+        options.update(dual_index=str(dual), recommend_config=str(router_config(model_dir, trie, data, dual, out, beams=beams,
+                                                                                length_penalty=length_penalty, dtype=dtype)))
+    cfg = EvaluateConfig(task="redial-turns", data=str(data), strategies=strategies, metrics=METRICS, modes=["excluded"],
                          depth=10,  # the ranking depth is the beam width of direct search: 10 beams, not 100
-                         strategy_options={"model_dir": str(model_dir), "trie": str(trie), "beams": beams,
-                                           "length_penalty": length_penalty, "dtype": dtype},
-                         n_resamples=n_resamples, out=str(out))
+                         strategy_options=options, n_resamples=n_resamples, out=str(out))
     load0, t0 = os.getloadavg()[0], time.perf_counter()
     report, _ = run_evaluation(cfg, print_table=False)
     mode = report["modes"]["excluded"]
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux: the process's peak so far
     return {"wall_seconds": round(time.perf_counter() - t0, 1), "load_start": round(load0, 2), "load_end": round(os.getloadavg()[0], 2),
+            "process_peak_rss_gb": round(peak_gb, 2),
             "results_json": str(Path(cfg.out) / "results.json"), "n_queries": mode["n_queries"], "best_baseline": mode["best_baseline"],
             "systems": {name: {k: v for k, v in e.items() if k in ("metrics", "vs_best_baseline", "valid_item_rate")}
                         for name, e in mode["systems"].items()}}
 
 
-def steps_available(run: Path) -> list[int]:
+def steps_available(run: Path, every: int = 1) -> list[int]:
+    """Checkpoint steps that are multiples of `every`, and the final step once the run has finished."""
     d = run / "checkpoints"
-    return sorted(int(p.name.split("-")[1]) for p in d.glob("checkpoint-*") if (p / "adapter_model.safetensors").exists()
-                  and (p / "trainer_state.json").exists()) if d.exists() else []
+    steps = {int(p.name.split("-")[1]) for p in d.glob("checkpoint-*") if (p / "adapter_model.safetensors").exists()
+             and (p / "trainer_state.json").exists()} if d.exists() else set()
+    final = final_step(run)
+    return sorted({s for s in steps if s % every == 0} | ({final} if final else set()))
 
 
 def main() -> None:
@@ -118,6 +158,8 @@ def main() -> None:
     ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0])
     ap.add_argument("--dtype", default="float32", help="bfloat16 only on CPUs with AMX/AVX512-BF16")
     ap.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: all, as they appear)")
+    ap.add_argument("--dual", type=Path, default=None, help="test: also the dual encoder (a `dlsearch index build --kind dual` dir) and the router fusing direct + dual")
+    ap.add_argument("--every", type=int, default=1, help="curve: only checkpoints whose step is a multiple of this (and the final one)")
     ap.add_argument("--n-resamples", type=int, default=1000)
     ap.add_argument("--poll", type=float, default=60.0)
     a = ap.parse_args()
@@ -131,7 +173,7 @@ def main() -> None:
             for lp in a.length_penalty:
                 model_dir = snapshot(a.run, step, a.config)
                 rep = evaluate(model_dir, trie, data, a.run / "eval" / f"test{a.n_test or 'all'}-step{step}-lp{lp}", beams=a.beams,
-                               length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
+                               length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples, dual=a.dual)
                 rec = {"split": f"test sample {a.n_test} turns (seed {a.seed})" if a.n_test else "test (all turns)", "step": step, "beams": a.beams, "length_penalty": lp, "dtype": a.dtype,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
                 with open(a.out / "test.jsonl", "a") as f:
@@ -144,7 +186,7 @@ def main() -> None:
     if path.exists():
         done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines())}
     while True:
-        pending = [(s, lp) for s in (a.step or steps_available(a.run)) for lp in a.length_penalty if (s, lp) not in done]
+        pending = [(s, lp) for s in (a.step or steps_available(a.run, a.every)) for lp in a.length_penalty if (s, lp) not in done]
         for step, lp in pending:
             model_dir = snapshot(a.run, step, a.config)
             rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}", beams=a.beams,
