@@ -144,9 +144,37 @@ def steps_available(run: Path, every: int = 1) -> list[int]:
     return sorted({s for s in steps if s % every == 0} | ({final} if final else set()))
 
 
+def plot(out: Path, length_penalty: float = 0.0) -> Path:
+    """<out>/curve.png: direct search recall@10 (95 % interval) per checkpoint at one length penalty, with
+    popularity on the same validation turns; <out>/curve.csv the same points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in map(json.loads, (out / "curve.jsonl").read_text().splitlines()) if r["length_penalty"] == length_penalty]
+    rows.sort(key=lambda r: r["step"])
+    pts = [(r["step"], r["systems"]["direct"]["metrics"]["recall@10"], r["systems"]["popularity"]["metrics"]["recall@10"]) for r in rows]
+    with open(out / "curve.csv", "w") as f:
+        f.write("step,direct_recall@10,low,high,popularity_recall@10,split\n")
+        f.writelines(f"{s},{d['mean']:.4f},{d['low']:.4f},{d['high']:.4f},{p['mean']:.4f},{r['split']}\n" for (s, d, p), r in zip(pts, rows))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    steps = [s for s, _, _ in pts]
+    ax.errorbar(steps, [d["mean"] for _, d, _ in pts], yerr=[[d["mean"] - d["low"] for _, d, _ in pts], [d["high"] - d["mean"] for _, d, _ in pts]],
+                marker="o", capsize=3, label=f"direct search (SmolLM2 + LoRA, length penalty {length_penalty:g})")
+    ax.plot(steps, [p["mean"] for _, _, p in pts], "k--", label="popularity, same turns")
+    ax.set_xlabel("LoRA step (batch 8)")
+    ax.set_ylabel("recall@10")
+    ax.set_title(rows[0]["split"] if rows else "")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=120)
+    return out / "curve.png"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["curve", "test"])
+    ap.add_argument("mode", choices=["curve", "test", "plot"])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=Path("configs/finetune-redial-pretrained.yaml"), help="the recipe the run used")
     ap.add_argument("--data", type=Path, required=True)
@@ -165,6 +193,9 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.mode == "plot":
+        print(plot(a.out, a.length_penalty[0]))
+        return
     trie = ensure_trie(a.run, a.data)
     if a.mode == "test":
         # --n-test 0: every test turn (the headline); n > 0: a fixed seeded sample, reported as such

@@ -24,7 +24,8 @@ from dlsearch.retrieval.ann import AnnIndex
 from dlsearch.retrieval.bm25 import BM25Index, build_bm25
 from dlsearch.retrieval.concept import ConceptSearch, build_concept_index, load_concept_index, save_concept_index
 from dlsearch.retrieval.dual_encoder import (
-    DualEncoder, DualEncoderConfig, DualSearch, build_dual_index, conversation_pairs, history_pairs, train_dual_encoder,
+    DualEncoder, DualEncoderConfig, DualSearch, build_dual_index, conversation_pairs, history_pairs, resolve_negatives,
+    train_dual_encoder,
 )
 from dlsearch.retrieval.embedding import embed_items, embed_texts, encoder_info
 
@@ -101,6 +102,7 @@ def train_dual(
     model = train_dual_encoder(ctx, np.array(targets, dtype=np.int64), all_items, config, n_id_items=len(catalog),
                                validation=val, validation_items=len(catalog))
     stats = {"conversation_pairs": len(pairs), "history_pairs": n_hist, "train_seconds": round(time.perf_counter() - t0, 2),
+             "negatives": resolve_negatives(config.negatives, len(all_items)),
              "history": model.history}
     return model, item_feats, stats
 

@@ -140,3 +140,27 @@ def test_catalog_softmax_learns_popularity_that_in_batch_negatives_push_down():
     assert recall_at(full, *val, items, k=5) > recall_at(inb, *val, items, k=5) + 0.2
     with pytest.raises(ValueError, match="negatives"):
         DualEncoderConfig(negatives="hard")
+
+
+def test_auto_negatives_are_the_catalog_softmax_until_the_catalog_is_large(monkeypatch):
+    """The default (auto) trains like negatives=catalog on a catalog of ordinary size — the variant measured 0.178
+    vs 0.061 recall@10 on ReDial — and falls back to in-batch negatives above CATALOG_NEGATIVES_MAX item rows."""
+    import dlsearch.retrieval.dual_encoder as de
+    from dlsearch.retrieval.dual_encoder import resolve_negatives
+
+    assert DualEncoderConfig().negatives == "auto"
+    assert resolve_negatives("auto", 6924) == "catalog" and resolve_negatives("auto", de.CATALOG_NEGATIVES_MAX + 1) == "in_batch"
+    assert resolve_negatives("in_batch", 10) == "in_batch"
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((100, 16)).astype(np.float32)
+    targets = rng.choice(100, 400, p=np.r_[np.full(5, 0.15), np.full(95, 0.25 / 95)]).astype(np.int64)
+    ctx = rng.standard_normal((400, 16)).astype(np.float32)
+    base = dict(out_dim=16, hidden=16, epochs=2, batch_size=100, lr=1e-2, id_embedding=True)
+    weights = lambda m: [v.clone() for v in m.state_dict().values()]  # noqa: E731
+    auto = weights(train_dual_encoder(ctx, targets, items, DualEncoderConfig(**base), n_id_items=100, show_progress=False))
+    full = weights(train_dual_encoder(ctx, targets, items, DualEncoderConfig(negatives="catalog", **base), n_id_items=100, show_progress=False))
+    assert all(torch.equal(a, b) for a, b in zip(auto, full))
+    monkeypatch.setattr(de, "CATALOG_NEGATIVES_MAX", 50)  # the same 100 items now count as a large catalog
+    auto = weights(train_dual_encoder(ctx, targets, items, DualEncoderConfig(**base), n_id_items=100, show_progress=False))
+    inb = weights(train_dual_encoder(ctx, targets, items, DualEncoderConfig(negatives="in_batch", **base), n_id_items=100, show_progress=False))
+    assert all(torch.equal(a, b) for a, b in zip(auto, inb))
