@@ -1,4 +1,4 @@
-"""A generalized dual encoder: context tower and item tower trained with in-batch negatives.
+"""A generalized dual encoder: context tower and item tower trained with a catalog softmax or in-batch negatives.
 
     pairs = conversation_pairs(train_convs, catalog) + history_pairs(histories, ml_catalog)
     model = train_dual_encoder(context_vecs, target_idx, item_vecs, DualEncoderConfig(epochs=5))
@@ -14,7 +14,8 @@ Each tower is  normalize(P x + MLP(x))  with P = identity when the input already
 untrained model equals the plain encoder and training can only start from there) and the MLP's last layer
 zero-initialised. Only these heads are trained: full fine-tuning of MiniLM over ~10k pairs per epoch would take
 far longer than this machine allows and, with this little data, overfits. Loss: softmax cross-entropy of each
-context against the items of its batch (in-batch negatives), duplicates of the positive item masked out.
+context against every catalog item (negatives="catalog"; "auto" up to CATALOG_NEGATIVES_MAX rows) or against the
+items of its batch (in-batch negatives, duplicates of the positive item masked out).
 Saved as model.safetensors + manifest.json (config, feature dims, catalog hash); never pickled.
 """
 
@@ -53,11 +54,11 @@ class DualEncoderConfig:
     hidden: int = 512                # residual MLP width; bigger fits more, overfits sooner on ~10k pairs
     id_embedding: bool = False       # learned per-item vector added in the item tower (helps head items only)
     temperature: float = 0.05        # softmax temperature; lower = sharper, needs more negatives
-    negatives: str = "auto"          # in_batch: the batch's other items (popular items get pushed down, as they
-                                     # are sampled as negatives more often: ReDial test recall@10 0.061 vs 0.178 with
-                                     # catalog); catalog: full softmax over every item; auto: catalog up to
-                                     # CATALOG_NEGATIVES_MAX item rows, in_batch above
-                                     # row each step (exact, keeps the popularity prior; item tower runs on all rows)
+    negatives: str = "auto"          # catalog: full softmax over every item row each step (exact, keeps the
+                                     # popularity prior; the item tower runs on all rows); in_batch: the batch's
+                                     # other items (popular items get pushed down, as they are sampled as negatives
+                                     # more often: ReDial test recall@10 0.061 vs 0.178 with catalog); auto: catalog
+                                     # up to CATALOG_NEGATIVES_MAX item rows, in_batch above
     epochs: int = 8                  # passes over the pairs; a few suffice on frozen features
     batch_size: int = 256            # = number of in-batch negatives + 1
     lr: float = 1e-3                 # AdamW learning rate for the heads
