@@ -65,10 +65,9 @@ def ensure_trie(run: Path, data: Path) -> Path:
 
 def final_step(run: Path) -> int | None:
     """The finished run's step count: the run dir itself is then the final model (adapter + manifest)."""
-    man = run / "manifest.json"
-    if not man.exists() or not json.loads(man.read_text()).get("complete"):
-        return None
-    return int(json.loads(man.read_text())["stage"]["steps"])
+    path = run / "manifest.json"
+    man = json.loads(path.read_text()) if path.exists() else {}
+    return int(man["stage"]["steps"]) if man.get("complete") else None
 
 
 def snapshot(run: Path, step: int, config: Path) -> Path:
