@@ -84,8 +84,6 @@ def main() -> None:
     steps = n - args.warmup
     stage.train.max_steps = n
     trainer.args.max_steps = n
-    if os.environ.get("BENCH_PLAIN_LOSS"):
-        trainer.plain_loss = True
     tokens = int(sum(b["attention_mask"].sum() for b in batches[args.warmup:]))
     padded = sum(b["input_ids"].numel() for b in batches[args.warmup:])
 
@@ -105,8 +103,6 @@ def main() -> None:
         if rep > 0:
             trainer, tokenizer, _ = build_trainer(cfg, stage, base, Path(args.out) / "bench", catalog, idmap, extras)
             trainer.args.max_steps = n
-            if os.environ.get("BENCH_PLAIN_LOSS"):
-                trainer.plain_loss = True
         timer = StepTimer(args.warmup)
         trainer.add_callback(timer)
         if args.profile and rep == args.repeats - 1:
@@ -143,7 +139,7 @@ def main() -> None:
         # CPU seconds of this process: what each path computes, less sensitive to other tenants than wall time
         "raw_cpu_seconds": [round(x, 2) for x in raw_cpu], "sft_cpu_seconds": [round(x, 2) for x in sft_cpu],
         "ratio_sft_over_raw_cpu_time": round(min(raw_cpu) / min(sft_cpu), 3),
-        "plain_loss": trainer.plain_loss,
+        "loss_mode": trainer.loss_mode,  # --set stages.<name>.train.loss=plain|completion|fused to compare
         "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "profile_top_own_time": top,
         "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2), "machine": f"{os.cpu_count()} CPUs, shared",

@@ -131,7 +131,7 @@ def _trainer_class() -> type:
         layer (trainable id-token rows on a tied lm_head): trl's fused LM head reads `lm_head.weight` directly and
         would neither see nor train those rows."""
 
-        plain_loss = False
+        loss_mode = "fused"  # fused | plain | completion (see completion_loss); build_trainer sets it per stage
         _length_sampler = None
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -148,11 +148,39 @@ def _trainer_class() -> type:
             return super()._run_epoch(*args, **kwargs)
 
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            if self.plain_loss:
+            if self.loss_mode == "completion" and not return_outputs:  # callers that want the logits get the plain path
+                loss = completion_loss(model, inputs, num_items_in_batch)
+                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                    loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages the gradients
+                return loss
+            if self.loss_mode != "fused":
                 return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     return CatalogSFTTrainer
+
+
+def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    """Causal-LM cross-entropy with the output layer applied only where a next-token label exists.
+
+    The backbone runs on every token; the (batch x length x vocabulary) logits are never built. Catalog rows are mostly
+    prompt (a chat template, a title or a conversation) with a completion of a few tokens, so the output layer, a
+    fifth of SmolLM2's forward, runs on those few positions. Unlike trl's fused head, which reads `lm_head.weight`,
+    this calls the output module itself, so peft-wrapped rows (trainable id tokens on a tied head) train. Equal to the
+    model's own loss (tests/finetune/test_completion_loss.py)."""
+    labels = inputs["labels"]
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = lm.config.get_text_config()
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1.0):
+        raise ValueError(f"train.loss completion: {cfg.model_type} scales or caps its logits; use loss plain or fused")
+    kwargs = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+    hidden = getattr(lm, lm.base_model_prefix)(**kwargs, use_cache=False).last_hidden_state[:, :-1]
+    targets = labels[:, 1:].to(hidden.device)
+    mask = targets != -100
+    logits = model.get_output_embeddings()(hidden[mask])  # (completion tokens, vocabulary)
+    n = mask.sum() if num_items_in_batch is None else num_items_in_batch
+    total = torch.nn.functional.cross_entropy(logits.float(), targets[mask], reduction="sum")
+    return total / torch.as_tensor(n, device=total.device).clamp(min=1)
 
 
 def output_layer_wrapped(model: Any) -> bool:
@@ -240,6 +268,20 @@ def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:
     return prepare_model_for_kbit_training(load_base(base_dir, quantized=True), use_gradient_checkpointing=False)
 
 
+def loss_mode(setting: str, model: Any) -> str:
+    """fused (trl's tiled LM head), plain (the model's own loss on full logits) or completion (completion_loss).
+    auto: completion, which computes the output layer only where a label is; fused on CUDA when the output layer is
+    not peft-wrapped (trl's kernel cannot see wrapped rows); plain for models that scale or cap their logits."""
+    if setting == "fused" and output_layer_wrapped(model):
+        return "completion"  # trl's fused head would neither see nor train the wrapped id-token rows
+    if setting != "auto":
+        return setting
+    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config.get_text_config()
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1.0):
+        return "fused" if on_cuda() and not output_layer_wrapped(model) else "plain"
+    return "fused" if on_cuda() and not output_layer_wrapped(model) else "completion"
+
+
 def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
                   extras: dict[str, Any]) -> tuple[Any, Any, CurveCallback | None]:
     """(trainer, tokenizer, learning-curve callback or None) for one stage, ready to train."""
@@ -262,9 +304,7 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
         for p in trainer.model.parameters():
             if p.requires_grad and p.dtype == torch.bfloat16:
                 p.data = p.data.float()
-    # trl's fused LM head cannot see peft-wrapped output rows; on CPU it is also slower than the full logits.
-    loss = stage.train.loss if stage.train.loss != "auto" else ("fused" if on_cuda() else "plain")
-    trainer.plain_loss = loss == "plain" or output_layer_wrapped(trainer.model)
+    trainer.loss_mode = loss_mode(stage.train.loss, trainer.model)
     if cfg.record_shards:
         stage_dir.mkdir(parents=True, exist_ok=True)
         rank = trainer.accelerator.process_index
