@@ -77,3 +77,14 @@ def test_auto_uses_completion_where_fused_cannot_run_and_refuses_capped_logits()
     assert loss_mode("auto", capped) in ("plain", "fused")
     with pytest.raises(ValueError, match="completion.*plain or fused"):
         completion_loss(capped, batch())
+
+
+def test_other_architectures_backbone_prefix() -> None:
+    """GPT-2 keeps its backbone under `transformer`, not `model`: found through base_model_prefix, same loss."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                      bos_token_id=0, eos_token_id=0)).eval()  # eval: no dropout between the two passes
+    inputs = batch()
+    assert torch.allclose(completion_loss(gpt2, inputs), gpt2(**inputs).loss, atol=1e-5)
