@@ -127,9 +127,9 @@ def _trainer_class() -> type:
             return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
     class CatalogSFTTrainer(SFTTrainer):
-        """trl's SFTTrainer; the loss falls back to the model's own (full-logits) loss when peft wraps the output
-        layer (trainable id-token rows on a tied lm_head): trl's fused LM head reads `lm_head.weight` directly and
-        would neither see nor train those rows."""
+        """trl's SFTTrainer with a loss per `loss_mode`: trl's fused LM head, the model's own full-logits loss, or
+        completion_loss (the output module on labelled positions only; used when peft wraps the output layer, whose
+        trainable id-token rows trl's fused head, reading `lm_head.weight`, is not written for)."""
 
         loss_mode = "fused"  # fused | plain | completion (see completion_loss); build_trainer sets it per stage
         _length_sampler = None
