@@ -161,26 +161,30 @@ def _trainer_class() -> type:
 
 
 def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-    """Causal-LM cross-entropy with the output layer applied only where a next-token label exists.
+    """Causal-LM cross-entropy with the output layer applied only at the positions where a row has a next-token label.
 
-    The backbone runs on every token; the (batch x length x vocabulary) logits are never built. Catalog rows are mostly
-    prompt (a chat template, a title or a conversation) with a completion of a few tokens, so the output layer, a
-    fifth of SmolLM2's forward, runs on those few positions. Unlike trl's fused head, which reads `lm_head.weight`,
-    this calls the output module itself, so peft-wrapped rows (trainable id tokens on a tied head) train. Equal to the
-    model's own loss (tests/finetune/test_completion_loss.py)."""
-    labels = inputs["labels"]
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = lm.config.get_text_config()
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1.0):
-        raise ValueError(f"train.loss completion: {cfg.model_type} scales or caps its logits; use loss plain or fused")
+    Catalog rows are mostly prompt (a chat template, a title or a conversation) with a completion of a few tokens, so
+    the (batch x length x vocabulary) logits of the model's own loss are mostly thrown away; the output layer is a
+    fifth of SmolLM2's forward. This passes transformers' `logits_to_keep` (the positions any row of the batch has a
+    label for) to the model's own forward: the call goes through every wrapper (DDP's gradient hooks, peft's
+    trainable id-token rows on a tied head, which trl's fused head does not see) and the model's own logit scaling
+    or capping. Equal to the model's own loss (tests/finetune/test_completion_loss.py)."""
+    targets = inputs["labels"][:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().flatten()  # position t predicts token t + 1
     kwargs = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
-    hidden = getattr(lm, lm.base_model_prefix)(**kwargs, use_cache=False).last_hidden_state[:, :-1]
-    targets = labels[:, 1:].to(hidden.device)
-    mask = targets != -100
-    logits = model.get_output_embeddings()(hidden[mask])  # (completion tokens, vocabulary)
-    n = mask.sum() if num_items_in_batch is None else num_items_in_batch
-    total = torch.nn.functional.cross_entropy(logits.float(), targets[mask], reduction="sum")
+    logits = model(**kwargs, use_cache=False, logits_to_keep=keep).logits  # (batch, len(keep), vocabulary)
+    kept = targets[:, keep].to(logits.device)
+    total = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), kept.flatten(), ignore_index=-100, reduction="sum")
+    n = (kept != -100).sum() if num_items_in_batch is None else num_items_in_batch
     return total / torch.as_tensor(n, device=total.device).clamp(min=1)
+
+
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the causal LM under any peft wrapper accepts `logits_to_keep` (most transformers 5 causal LMs do)."""
+    import inspect
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(type(lm).forward).parameters
 
 
 def output_layer_wrapped(model: Any) -> bool:
@@ -270,16 +274,18 @@ def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:
 
 def loss_mode(setting: str, model: Any) -> str:
     """fused (trl's tiled LM head), plain (the model's own loss on full logits) or completion (completion_loss).
-    auto: completion, which computes the output layer only where a label is; fused on CUDA when the output layer is
-    not peft-wrapped (trl's kernel cannot see wrapped rows); plain for models that scale or cap their logits."""
-    if setting == "fused" and output_layer_wrapped(model):
-        return "completion"  # trl's fused head would neither see nor train the wrapped id-token rows
+    auto: fused on CUDA when the output layer is not peft-wrapped (trl's kernel cannot see wrapped rows), else
+    completion; plain for a model whose forward takes no `logits_to_keep`."""
+    wrapped, keeps = output_layer_wrapped(model), takes_logits_to_keep(model)
+    if setting == "completion" and not keeps:
+        raise ValueError(f"train.loss completion: {type(model).__name__}.forward takes no logits_to_keep; use plain")
+    if setting == "fused" and wrapped:  # trl's fused head would neither see nor train the wrapped id-token rows
+        return "completion" if keeps else "plain"
     if setting != "auto":
         return setting
-    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config.get_text_config()
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1.0):
-        return "fused" if on_cuda() and not output_layer_wrapped(model) else "plain"
-    return "fused" if on_cuda() and not output_layer_wrapped(model) else "completion"
+    if on_cuda() and not wrapped:
+        return "fused"
+    return "completion" if keeps else "plain"
 
 
 def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,

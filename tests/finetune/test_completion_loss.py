@@ -1,6 +1,7 @@
-"""train.loss completion: the output layer runs only where a label is, and the loss and every trainable gradient equal
-the model's own full-logits loss, on a tied Llama whose output rows peft wraps (trainable id tokens), with padding and
-masked prompts; auto picks it wherever trl's fused head cannot be used."""
+"""train.loss completion: the model's own forward computes logits only where a row has a label (logits_to_keep), and
+the loss and every trainable gradient equal the model's own full-logits loss, on a tied Llama whose output rows peft
+wraps (trainable id tokens), with padding and masked prompts, on GPT-2 and on Gemma-2's capped logits; auto picks it
+wherever trl's fused head cannot be used. Two-process DDP training through it: tests/finetune/test_train.py."""
 
 from __future__ import annotations
 
@@ -66,21 +67,42 @@ def test_completion_loss_and_gradients_equal_the_full_logits_loss(num_items) -> 
         assert torch.allclose(g_ours[n], g_full[n], atol=1e-5), n
 
 
-def test_auto_uses_completion_where_fused_cannot_run_and_refuses_capped_logits() -> None:
+def test_auto_uses_completion_where_fused_cannot_run_and_plain_without_logits_to_keep() -> None:
     peft_wrapped = wrapped(tiny_llama())
     assert loss_mode("auto", peft_wrapped) == "completion" and loss_mode("fused", peft_wrapped) == "completion"
     assert loss_mode("plain", peft_wrapped) == "plain"
     if not torch.cuda.is_available():
         assert loss_mode("auto", tiny_llama()) == "completion"
-    capped = tiny_llama()
-    capped.config.final_logit_softcapping = 30.0  # Gemma-2 style: the plain path applies it, ours would not
-    assert loss_mode("auto", capped) in ("plain", "fused")
-    with pytest.raises(ValueError, match="completion.*plain or fused"):
-        completion_loss(capped, batch())
+
+    class NoKeep(LlamaForCausalLM):  # a causal LM whose forward has no logits_to_keep
+        def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    old = NoKeep(tiny_llama().config)
+    assert loss_mode("auto", old) == "plain"
+    with pytest.raises(ValueError, match="logits_to_keep; use plain"):
+        loss_mode("completion", old)
 
 
-def test_other_architectures_backbone_prefix() -> None:
-    """GPT-2 keeps its backbone under `transformer`, not `model`: found through base_model_prefix, same loss."""
+def test_capped_logits_are_capped_by_the_model_itself() -> None:
+    """Gemma-2 caps its logits in its forward; asking the forward for the kept positions keeps the cap."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    gemma = Gemma2ForCausalLM(Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                           final_logit_softcapping=1.5, max_position_embeddings=64)).eval()
+    with torch.no_grad():
+        gemma.lm_head.weight.mul_(40.0)  # logits well past the cap of 1.5
+    inputs = batch()
+    full = gemma(**inputs).loss
+    assert torch.allclose(completion_loss(gemma, inputs), full, atol=1e-5)
+    gemma.config.final_logit_softcapping = None  # the cap matters on these logits: the loss differs without it
+    assert not torch.allclose(gemma(**inputs).loss, full, atol=1e-3)
+
+
+def test_other_architectures() -> None:
+    """GPT-2 (its own head and backbone layout) gives its own loss too."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
