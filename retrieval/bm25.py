@@ -90,6 +90,7 @@ class BM25Index:
         self.build_seconds = build_seconds
         self._genre_words: frozenset[str] | None = None  # concept words of many items, built on first search
         self._franchise_words: frozenset[str] = frozenset()
+        self._title_words: list[frozenset[str]] = []  # title words per catalog row, built with the genre words
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k catalog rows per query text. Items sharing no word with a query are not returned (padding).
@@ -140,7 +141,7 @@ class BM25Index:
         """positions (parallel to rows, best first) without the series members past the first FRANCHISE_MAX_SHOWN."""
         out, shown = [], 0
         for r, j in zip(rows, positions):
-            if words & set(tokenize([self.catalog.items[r].title])[0]):
+            if words & self._title_words[r]:
                 shown += 1
                 if shown > FRANCHISE_MAX_SHOWN:
                     continue
@@ -153,10 +154,11 @@ class BM25Index:
         if self._genre_words is None:
             genre: dict[str, int] = {}
             title: dict[str, int] = {}
-            for it in self.catalog:
+            self._title_words = [frozenset(ws) for ws in tokenize([it.title for it in self.catalog])]  # per row
+            for it, words in zip(self.catalog, self._title_words):
                 for w in set(tokenize([" ".join(it.concepts)])[0]):
                     genre[w] = genre.get(w, 0) + 1
-                for w in set(tokenize([it.title])[0]):
+                for w in words:
                     title[w] = title.get(w, 0) + 1
             # a genre word is more often a concept than a title word ("horror": 469 concepts, 20 titles); a
             # franchise word the other way round ("halloween": 2 concepts, 12 titles)
