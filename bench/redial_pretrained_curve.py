@@ -143,15 +143,16 @@ def steps_available(run: Path, every: int = 1) -> list[int]:
     return sorted({s for s in steps if s % every == 0} | ({final} if final else set()))
 
 
-def plot(out: Path, length_penalty: float = 0.0) -> Path:
-    """<out>/curve.png: direct search recall@10 (95 % interval) per checkpoint at one length penalty, with
-    popularity on the same validation turns; <out>/curve.csv the same points."""
+def plot(out: Path, length_penalty: float = 0.0, beams: int | None = None) -> Path:
+    """<out>/curve.png: direct search recall@10 (95 % interval) per checkpoint at one length penalty (and beam width,
+    when given), with popularity on the same validation turns; <out>/curve.csv the same points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in map(json.loads, (out / "curve.jsonl").read_text().splitlines()) if r["length_penalty"] == length_penalty]
+    rows = [r for r in map(json.loads, (out / "curve.jsonl").read_text().splitlines()) if r["length_penalty"] == length_penalty
+            and (beams is None or r.get("beams") == beams)]
     rows.sort(key=lambda r: r["step"])
     pts = [(r["step"], r["systems"]["direct"]["metrics"]["recall@10"], r["systems"]["popularity"]["metrics"]["recall@10"]) for r in rows]
     with open(out / "curve.csv", "w") as f:
@@ -160,7 +161,8 @@ def plot(out: Path, length_penalty: float = 0.0) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     steps = [s for s, _, _ in pts]
     ax.errorbar(steps, [d["mean"] for _, d, _ in pts], yerr=[[d["mean"] - d["low"] for _, d, _ in pts], [d["high"] - d["mean"] for _, d, _ in pts]],
-                marker="o", capsize=3, label=f"direct search (SmolLM2 + LoRA, length penalty {length_penalty:g})")
+                marker="o", capsize=3, label=f"direct search (SmolLM2 + LoRA, length penalty {length_penalty:g}"
+                + (f", {beams} beams)" if beams else ")"))
     ax.plot(steps, [p["mean"] for _, _, p in pts], "k--", label="popularity, same turns")
     ax.set_xlabel("LoRA step (batch 8)")
     ax.set_ylabel("recall@10")
@@ -181,7 +183,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=40)
     ap.add_argument("--n-test", type=int, default=0, help="test mode: 0 = every test turn; n = a seeded sample of n")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--beams", type=int, default=10)
+    ap.add_argument("--beams", type=int, default=None, help="beam width (default 10); plot: only the points at this width")
     ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0])
     ap.add_argument("--dtype", default="float32", help="bfloat16 only on CPUs with AMX/AVX512-BF16")
     ap.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: all, as they appear)")
@@ -193,8 +195,9 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     a.out.mkdir(parents=True, exist_ok=True)
     if a.mode == "plot":
-        print(plot(a.out, a.length_penalty[0]))
+        print(plot(a.out, a.length_penalty[0], a.beams))
         return
+    a.beams = a.beams or 10
     trie = ensure_trie(a.run, a.data)
     if a.mode == "test":
         # --n-test 0: every test turn (the headline); n > 0: a fixed seeded sample, reported as such
@@ -202,7 +205,7 @@ def main() -> None:
         for step in a.step or steps_available(a.run)[-1:]:
             for lp in a.length_penalty:
                 model_dir = snapshot(a.run, step, a.config)
-                rep = evaluate(model_dir, trie, data, a.run / "eval" / f"test{a.n_test or 'all'}-step{step}-lp{lp}", beams=a.beams,
+                rep = evaluate(model_dir, trie, data, a.run / "eval" / f"test{a.n_test or 'all'}-step{step}-lp{lp}-b{a.beams}", beams=a.beams,
                                length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples, dual=a.dual)
                 rec = {"split": f"test sample {a.n_test} turns (seed {a.seed})" if a.n_test else "test (all turns)", "step": step, "beams": a.beams, "length_penalty": lp, "dtype": a.dtype,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
@@ -214,12 +217,12 @@ def main() -> None:
     done = set()
     path = a.out / "curve.jsonl"
     if path.exists():
-        done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines())}
+        done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines()) if r.get("beams", a.beams) == a.beams}
     while True:
         pending = [(s, lp) for s in (a.step or steps_available(a.run, a.every)) for lp in a.length_penalty if (s, lp) not in done]
         for step, lp in pending:
             model_dir = snapshot(a.run, step, a.config)
-            rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}", beams=a.beams,
+            rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}-b{a.beams}", beams=a.beams,
                            length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
             rec = {"split": f"validation sample {a.n_val} turns (seed {a.seed})", "step": step, "beams": a.beams,
                    "length_penalty": lp, "dtype": a.dtype, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
