@@ -32,9 +32,11 @@ def test_qlora_loss_falls_and_adapter_reloads_to_identical_logits(tiny_run: tupl
 
     batch = trainer.processing_class(["### Task: Give the catalog id of this item.\nTitle: Toy Story (1995)\n### Answer:"],
                                      return_tensors="pt", add_special_tokens=False)
-    trainer.model.eval()
+    # the trained model itself, without accelerate's mixed-precision wrapper: on a CPU with bf16 units the trainer ran
+    # it under bf16 autocast, and its wrapped forward still would; the reloaded adapter runs in float32
+    trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
     with torch.no_grad():
-        want = trainer.model(**batch).logits
+        want = trained(**batch).logits
         model, _, man = load_finetuned(tmp_path, catalog=catalog)
         got = model(**batch).logits
     assert man["method"] == "qlora" and man["kind"] == "adapter"

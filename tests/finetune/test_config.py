@@ -62,16 +62,17 @@ def test_overrides_by_index_and_by_stage_name() -> None:
         load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml", ["stages.nope.train.lr=1"])
 
 
-def test_hardware_defaults_on_cpu() -> None:
-    """trl defaults bf16 and gradient checkpointing on; on CPU both must be off (6-8x slower)."""
-    import torch
+@pytest.mark.parametrize("bf16_units", [False, True])
+def test_hardware_defaults_on_cpu(bf16_units: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trl defaults bf16 and gradient checkpointing on; on a CPU without bf16 units both must be off (6-8x slower);
+    with them (amx_bf16 / avx512_bf16) bf16 autocast is on. Both branches, whatever CPU runs the test."""
+    from dlsearch.finetune import train
 
-    from dlsearch.finetune.train import sft_args
-
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda cpuinfo=None: bf16_units)
+    monkeypatch.setattr(train, "on_cuda", lambda: False)
     cfg = load_recipe(REPO / "configs" / "finetune-movielens-cpu.yaml")
-    args = sft_args(cfg.stages[0].train, Path("/tmp/x"), seed=0)
-    if not torch.cuda.is_available():
-        assert args.bf16 is False and args.gradient_checkpointing is False and args.use_cpu
+    args = train.sft_args(cfg.stages[0].train, Path("/tmp/x"), seed=0)
+    assert args.use_cpu and args.bf16 is bf16_units and args.gradient_checkpointing is False
     assert args.completion_only_loss is True and args.activation_checkpointing is False
 
 
