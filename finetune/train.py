@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.files import atomic_write_json
@@ -288,6 +289,15 @@ def loss_mode(setting: str, model: Any) -> str:
     return "completion" if keeps else "plain"
 
 
+class RecipeCadence(TrainerCallback):
+    """Logging, evaluation and checkpoint intervals from this run's settings, also when resuming. transformers restores
+    them from the checkpoint's trainer_state.json (warning only), so `--set ...save_steps=50 --resume` kept the old
+    cadence and, with save_total_limit rotating, dropped checkpoints the new one would have kept."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        state.compute_steps(args, state.max_steps)
+
+
 def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
                   extras: dict[str, Any]) -> tuple[Any, Any, CurveCallback | None]:
     """(trainer, tokenizer, learning-curve callback or None) for one stage, ready to train."""
@@ -304,7 +314,7 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
                               path=stage_dir / "learning_curve.json")
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
-                               callbacks=[curve] if curve else None)
+                               callbacks=[RecipeCadence(), *([curve] if curve else [])])
     if stage.method == "qlora" and not on_cuda():
         # trl casts QLoRA adapters to bf16 (QLoRA paper); a CPU has no bf16 units, so they train in float32 here.
         for p in trainer.model.parameters():

@@ -49,3 +49,31 @@ def test_no_intact_checkpoint_starts_over_with_a_warning(tmp_path: Path) -> None
     _truncate(only / "model.safetensors")
     with pytest.warns(UserWarning, match="checkpoint-10/model.safetensors"):
         assert last_complete_checkpoint(ckpts) is None
+
+
+def test_resume_uses_this_runs_checkpoint_cadence(tmp_path: Path) -> None:
+    """Resumed with a new save_steps, the run checkpoints at the new interval (transformers restored the old one from
+    trainer_state.json: a second ReDial epoch resumed with save_steps 50 saved every 25, and save_total_limit rotated
+    out the checkpoints the curve asked for)."""
+    from dlsearch.finetune.config import load_recipe
+    from dlsearch.finetune.sources import load_source
+    from dlsearch.finetune.train import active_stages, prepare_base, train_stage
+    from tests.finetune.conftest import RECIPE, TINY
+
+    def recipe(max_steps: int, save_steps: int):
+        return load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "stages.history.enabled=false",
+                                    "eval.memorization=false", "eval.curve_every=0",
+                                    f"stages.index.train.max_steps={max_steps}",
+                                    f"stages.index.train.save_steps={save_steps}",
+                                    "stages.index.train.save_total_limit=10"])
+
+    cfg = recipe(10, 5)
+    catalog, idmap, extras = load_source(cfg.data)
+    init = prepare_base(cfg, catalog, idmap)
+    stage_dir = tmp_path / "stage"
+    train_stage(cfg, active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras)
+    cfg = recipe(20, 4)
+    info, _ = train_stage(cfg, active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras, resume=True)
+    assert info["resumed_from"].endswith("checkpoint-10")
+    steps = sorted(int(d.name.split("-")[1]) for d in (stage_dir / "checkpoints").glob("checkpoint-*"))
+    assert steps == [5, 10, 12, 16, 20], steps
