@@ -39,8 +39,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from dlsearch.decoding.constraint import TrieConstraint, check_max_new_tokens
+
+# transformers renamed the KV cache argument and output field `past_key_values` -> `cache` during 5.x (5.24 has both
+# argument names, the old one deprecated; 5.17, which the GPU image ships, only the old one): use the installed one
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 NEG = -1.0e9  # transformers' placeholder score for empty slots and for candidates that may not be chosen
 PLACEHOLDER = -1.0e8  # a running score below this is a placeholder (real ones are >= floor * max_new_tokens)
@@ -146,7 +151,7 @@ def constrained_beam_search(model: Any, input_ids: torch.Tensor, attention_mask:
     prompt_len = attention_mask.long().sum(dim=1)  # [n]: the first generated token's position
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1)
-    cache = out.cache  # a transformers DynamicCache (per layer keys/values [n, heads, length, dim]): rows never copied
+    cache = getattr(out, CACHE)  # a transformers DynamicCache (per layer keys/values [n, heads, length, dim]): rows never copied
     root_logits = out.logits[:, -1, :]  # [n, V]
     del out
     vocab = root_logits.shape[-1]
@@ -340,7 +345,7 @@ def _feed(model, cache, tree: _Tree, state, parent, token, phase, nodes, calm, q
     pos[q_t, off] = prompt_len[q_t] + dep_t - 1  # dep_t tokens generated up to and including this one
     mask[q_t, off] = anc
     bias = torch.zeros(mask.shape, dtype=mask_dtype, device=dev).masked_fill_(~mask, torch.finfo(mask_dtype).min)[:, None]
-    out = model(input_ids=ids, attention_mask=bias, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=0)
+    out = model(input_ids=ids, attention_mask=bias, position_ids=pos, use_cache=True, logits_to_keep=0, **{CACHE: cache})
     pn_t, ptok_t = torch.cat(pairs_node), torch.cat(pairs_tok)
     logits = out.logits[q_t, off]  # [m, V]
     del out

@@ -76,6 +76,9 @@ def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
     cuda = on_cuda()
     bf16 = use_bf16(t)
     multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # transformers 5.23 renamed gradient_checkpointing -> activation_checkpointing (the old name a deprecated alias
+    # until v6); older 5.x (5.17 on the GPU image) knows only the old one
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(out), seed=seed, data_seed=seed,
         per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
@@ -83,7 +86,7 @@ def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
         num_train_epochs=t.epochs, max_steps=t.max_steps, max_length=t.max_length, max_grad_norm=t.max_grad_norm,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         logging_steps=t.logging_steps, report_to="none", disable_tqdm=False,
-        bf16=bf16, fp16=False, activation_checkpointing=t.gradient_checkpointing, train_sampling_strategy=t.sampling,
+        bf16=bf16, fp16=False, train_sampling_strategy=t.sampling, **{ckpt: t.gradient_checkpointing},
         use_cpu=not cuda, ddp_backend=("gloo" if multi and not cuda else None),
         dataloader_num_workers=t.dataloader_workers, completion_only_loss=True,
         remove_unused_columns=True, dataset_num_proc=None,
