@@ -164,7 +164,10 @@ def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None =
 def load_model(model_dir: str | Path, *, adapter: str | Path | None = None, catalog: Catalog | None = None,
                dtype: torch.dtype = torch.float32, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """load_finetuned for inference: with `adapter`, that adapter dir on model_dir as its base; the tokenizer pads on
-    the left (decoder-only batches). Every verb that takes --model / model_dir loads through here."""
+    the left (decoder-only batches). Every verb that takes --model / model_dir loads through here. device: default
+    the GPU where torch sees one (the inference paths move their inputs to the model's device), else the CPU."""
+    if device is None and torch.cuda.is_available():
+        device = "cuda"
     if adapter is not None:
         model, tokenizer, man = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, dtype=dtype, device=device)
     else:

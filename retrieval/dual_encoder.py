@@ -311,13 +311,15 @@ def llm_features(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size
 
     `model` is any transformers model that returns hidden states (a fine-tuned model loaded by the caller)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     ensure_pad_token(tokenizer)
     for s in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[s : s + batch_size]), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+        enc = tokenizer(list(texts[s : s + batch_size]), return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length).to(device)
         hs = model(**enc, output_hidden_states=True).hidden_states[-1]  # [b, t, h]
         mask = enc["attention_mask"].unsqueeze(-1).to(hs.dtype)  # [b, t, 1]
-        out.append(((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy())
+        out.append(((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 

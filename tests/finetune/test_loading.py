@@ -110,3 +110,21 @@ def test_a_truncated_model_safetensors_is_named_not_a_traceback(hf_dir: Path, tm
                      str(tmp_path / "convs.jsonl"), "--out", str(tmp_path / "p.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(weights) in err and "damaged or truncated" in err
+
+
+def test_inference_loads_on_the_gpu_when_there_is_one(hf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every inference verb loads through load_model; with a GPU it must land there without a flag (issue 10: the code
+    runs on CUDA without edits). CPU-only here, so the device choice is checked where it is passed on."""
+    import dlsearch.finetune.loading as loading
+
+    seen = []
+    real = loading.load_finetuned
+    monkeypatch.setattr(loading, "load_finetuned", lambda *a, **k: (seen.append(k["device"]), real(*a, **{**k, "device": None}))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        loading.load_model(hf_dir)
+        loading.load_model(hf_dir, device="cpu")  # an explicit device wins
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        loading.load_model(hf_dir)
+    assert seen == ["cuda", "cpu", None]
