@@ -70,7 +70,7 @@ def final_step(run: Path) -> int | None:
     return int(man["stage"]["steps"]) if man.get("complete") else None
 
 
-def snapshot(run: Path, step: int, config: Path) -> Path:
+def snapshot(run: Path, step: int, config: Path, overrides: list[str] | None = None) -> Path:
     """checkpoint-N's adapter as a model dir (manifest, tokenizer, idmap, catalog) that load_finetuned accepts; the
     final step (no checkpoint unless it falls on save_steps) is the run dir itself."""
     out = run / "curve" / f"step-{step}"
@@ -87,7 +87,7 @@ def snapshot(run: Path, step: int, config: Path) -> Path:
     for f in ("adapter_model.safetensors", "adapter_config.json"):
         shutil.copy(ckpt / f, out / "adapter" / f)
     tok.save_pretrained(out)
-    recipe = to_dict(load_recipe(config))
+    recipe = to_dict(load_recipe(config, overrides or []))  # the recipe the run was launched with, its --set included
     write_manifest(out, catalog=load_catalog_jsonl(init / "catalog.jsonl"), idmap=IdMap.load(init / "idmap.json"), tokenizer=tok,
                    base_model=str(init.resolve()), extra={"kind": "adapter", "method": "lora", "base_model_fingerprint": model_fingerprint(init),
                                                          "recipe": recipe, "checkpoint": str(ckpt), "complete": True})
@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("mode", choices=["curve", "test", "plot"])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=Path("configs/finetune-redial-pretrained.yaml"), help="the recipe the run used")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="the overrides the run was launched with (recorded in each checkpoint's manifest; repeatable)")
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--n-val", type=int, default=40)
@@ -204,7 +206,7 @@ def main() -> None:
         data = split_view(a.data, a.n_test, a.seed, a.run / "views", split="test") if a.n_test else a.data
         for step in a.step or steps_available(a.run)[-1:]:
             for lp in a.length_penalty:
-                model_dir = snapshot(a.run, step, a.config)
+                model_dir = snapshot(a.run, step, a.config, a.overrides)
                 rep = evaluate(model_dir, trie, data, a.run / "eval" / f"test{a.n_test or 'all'}-step{step}-lp{lp}-b{a.beams}", beams=a.beams,
                                length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples, dual=a.dual)
                 rec = {"split": f"test sample {a.n_test} turns (seed {a.seed})" if a.n_test else "test (all turns)", "step": step, "beams": a.beams, "length_penalty": lp, "dtype": a.dtype,
@@ -221,7 +223,7 @@ def main() -> None:
     while True:
         pending = [(s, lp) for s in (a.step or steps_available(a.run, a.every)) for lp in a.length_penalty if (s, lp) not in done]
         for step, lp in pending:
-            model_dir = snapshot(a.run, step, a.config)
+            model_dir = snapshot(a.run, step, a.config, a.overrides)
             rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}-b{a.beams}", beams=a.beams,
                            length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
             rec = {"split": f"validation sample {a.n_val} turns (seed {a.seed})", "step": step, "beams": a.beams,
