@@ -351,6 +351,7 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,
         "train_loss": result.training_loss, "train_seconds": round(wall - eval_s, 1), "curve_eval_seconds": round(eval_s, 1),
         "resumed_from": last, "world_size": trainer.accelerator.num_processes, "examples": len(trainer.train_dataset),
+        "distributed_type": str(trainer.accelerator.distributed_type.value),  # NO / MULTI_CPU / MULTI_GPU / FSDP: what ran
         "load_avg_start": load0, "load_avg_end": load_avg(), "device": "cuda" if on_cuda() else "cpu",
         "bf16": bool(trainer.args.bf16),
         "losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],

@@ -261,16 +261,14 @@ def _interval(values: Sequence[float], cfg: SweepConfig) -> dict[str, Any]:
     return bootstrap_ci(values, seed=cfg.seed, n_resamples=cfg.n_resamples).to_json()
 
 
-def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out_dir: Path, *, on_gpu: bool) -> dict[str, Any]:
-    """Measure one catalog size (cached stage by stage under out_dir/points/)."""
-    catalog = catalog_at(real, size, seed=cfg.seed, real_items=cfg.real_items)
-    n_synth = sum(1 for it in catalog if it.meta.get("synthetic"))
-    chash = catalog.content_hash()
-    pdir = out_dir / "points" / f"size-{size:06d}-{point_key(cfg, size, chash, steps.version)}"
-    head = {"size": size, "n_items": len(catalog), "synthetic_items": n_synth, "catalog_hash": chash, "dir": str(pdir)}
-    if size > cfg.cpu_max_size and not on_gpu:
-        return {**head, "status": "skipped", "reason": f"left to a GPU run: size {size} > cpu_max_size {cfg.cpu_max_size} on a CPU-only machine"}
-    cache = PointCache(pdir)
+def point_dir(cfg: SweepConfig, size: int, catalog: Catalog, out_dir: Path, steps_version: str) -> Path:
+    return out_dir / "points" / f"size-{size:06d}-{point_key(cfg, size, catalog.content_hash(), steps_version)}"
+
+
+def prepare_point(cfg: SweepConfig, catalog: Catalog, pdir: Path) -> IdMap:
+    """The point's inputs in its directory: catalog.jsonl, idmap.json (built once: semantic ids embed every item) and
+    the training requests. A directory prepared elsewhere (e.g. on a machine with the sentence encoder, for a GPU
+    machine without it) is used as it is."""
     if not (pdir / "catalog.jsonl").is_file():
         catalog.save_jsonl(pdir / "catalog.jsonl")
     idmap_path = pdir / "idmap.json"
@@ -281,6 +279,20 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
         idmap.save(idmap_path)
     if not (pdir / "queries.jsonl").is_file():  # training requests for recipes with the query->id task
         write_queries(training_requests(catalog, cfg), pdir / "queries.jsonl")
+    return idmap
+
+
+def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out_dir: Path, *, on_gpu: bool) -> dict[str, Any]:
+    """Measure one catalog size (cached stage by stage under out_dir/points/)."""
+    catalog = catalog_at(real, size, seed=cfg.seed, real_items=cfg.real_items)
+    n_synth = sum(1 for it in catalog if it.meta.get("synthetic"))
+    chash = catalog.content_hash()
+    pdir = point_dir(cfg, size, catalog, out_dir, steps.version)
+    head = {"size": size, "n_items": len(catalog), "synthetic_items": n_synth, "catalog_hash": chash, "dir": str(pdir)}
+    if size > cfg.cpu_max_size and not on_gpu:
+        return {**head, "status": "skipped", "reason": f"left to a GPU run: size {size} > cpu_max_size {cfg.cpu_max_size} on a CPU-only machine"}
+    cache = PointCache(pdir)
+    idmap = prepare_point(cfg, catalog, pdir)
     requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
     texts, targets = [r[0] for r in requests], [r[1] for r in requests]
 

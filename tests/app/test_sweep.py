@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,28 @@ def test_large_points_are_left_to_a_gpu_run(movielens_catalog, tmp_path) -> None
     result = run_sweep(cfg, StandIn().steps(), real=movielens_catalog, on_gpu=False)
     skipped = [p for p in result["points"] if p["status"] == "skipped"]
     assert [p["size"] for p in skipped] == [240] and "GPU" in skipped[0]["reason"]
+
+
+def test_points_prepared_elsewhere_are_used_as_they_are(movielens_catalog, tmp_path, monkeypatch) -> None:
+    """bench/gpu_stage.py prepares point dirs (the semantic idmap needs a sentence encoder the GPU image lacks) with
+    point_dir/prepare_point; a sweep with the same config finds them and builds no idmap of its own."""
+    import dlsearch.app.sweep as sweep_mod
+
+    cfg = _cfg(tmp_path)
+    staged = tmp_path / "staged"
+    stand = StandIn()
+    for size in cfg.point_sizes():
+        catalog = catalog_at(movielens_catalog, size, seed=cfg.seed, real_items=cfg.real_items)
+        sweep_mod.prepare_point(cfg, catalog, sweep_mod.point_dir(cfg, size, catalog, staged, stand.steps().version))
+    shutil.copytree(staged, cfg.out)
+
+    def no_build(*a, **k):
+        raise AssertionError("the staged idmap was not used")
+
+    monkeypatch.setattr(sweep_mod, "build_idmap", no_build)
+    result = run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
+    assert [p["status"] for p in result["points"]] == ["done"] * 3
+    assert {Path(p["dir"]).name for p in result["points"]} == {d.name for d in (staged / "points").iterdir()}
 
 
 def test_crossover_interpolates_in_log_size() -> None:

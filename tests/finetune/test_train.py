@@ -84,7 +84,7 @@ def test_two_processes_see_disjoint_shards(tmp_path: Path) -> None:
     p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     (info,) = json.loads((out / "run_summary.json").read_text())
-    assert info["world_size"] == 2 and info["steps"] == 3
+    assert info["world_size"] == 2 and info["steps"] == 3 and info["distributed_type"] == "MULTI_CPU"
     r0 = json.loads((out / "shard_rank0.json").read_text())
     r1 = json.loads((out / "shard_rank1.json").read_text())
     # 3 steps x per-process batch 4, plus the batch the dataloader prefetches; 2 x 16 < 50 rows: one epoch.
