@@ -138,6 +138,8 @@ def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None =
         base_model_dir: for adapters, the base to load onto (default: the manifest's base_model path).
         catalog: when given, must be the catalog the model was trained for (a base has none: warned, not refused).
         merge: merge LoRA weights into the base and return a plain model.
+        device: where the model runs; default the GPU where torch sees one (every inference path moves its inputs to
+            the model's device: evaluate, recommend, serve, generate, sweep, measured memorization), else the CPU.
     Raises:
         ManifestError: wrong catalog, wrong base model, or adapter keys that do not match.
         ValueError: a GGUF file (see model_manifest).
@@ -155,8 +157,10 @@ def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None =
         model = load_base(d, quantized=False, dtype=dtype)
     else:
         model = _load_adapter(d, man, tokenizer, base_model_dir, dtype=dtype, merge=merge)
-    if device is not None:
-        model.to(device)
+    if device is None and torch.cuda.is_available():
+        device = "cuda"
+    if device is not None and next(model.parameters()).device.type != torch.device(device).type:
+        model.to(device)  # a 4-bit base is placed on the GPU when loaded (device_map) and never moved
     model.eval()
     return model, tokenizer, man
 
@@ -164,10 +168,7 @@ def load_finetuned(model_dir: str | Path, *, base_model_dir: str | Path | None =
 def load_model(model_dir: str | Path, *, adapter: str | Path | None = None, catalog: Catalog | None = None,
                dtype: torch.dtype = torch.float32, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """load_finetuned for inference: with `adapter`, that adapter dir on model_dir as its base; the tokenizer pads on
-    the left (decoder-only batches). Every verb that takes --model / model_dir loads through here. device: default
-    the GPU where torch sees one (the inference paths move their inputs to the model's device), else the CPU."""
-    if device is None and torch.cuda.is_available():
-        device = "cuda"
+    the left (decoder-only batches). Every verb that takes --model / model_dir loads through here."""
     if adapter is not None:
         model, tokenizer, man = load_finetuned(adapter, base_model_dir=model_dir, catalog=catalog, dtype=dtype, device=device)
     else:

@@ -113,18 +113,28 @@ def test_a_truncated_model_safetensors_is_named_not_a_traceback(hf_dir: Path, tm
 
 
 def test_inference_loads_on_the_gpu_when_there_is_one(hf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every inference verb loads through load_model; with a GPU it must land there without a flag (issue 10: the code
-    runs on CUDA without edits). CPU-only here, so the device choice is checked where it is passed on."""
+    """Every inference verb loads through load_finetuned (load_model for --model, the measured memorization, `model
+    memorization`); with a GPU the model must land there without a flag (issue 10: the code runs on CUDA without
+    edits). CPU-only here, so the move is recorded instead of made."""
     import dlsearch.finetune.loading as loading
 
-    seen = []
-    real = loading.load_finetuned
-    monkeypatch.setattr(loading, "load_finetuned", lambda *a, **k: (seen.append(k["device"]), real(*a, **{**k, "device": None}))[1])
+    moved: list[str] = []
+    real_to = torch.nn.Module.to
+
+    def to(self, *a, **k):
+        if a and isinstance(a[0], str):  # a device move (not a dtype cast inside from_pretrained)
+            moved.append(a[0])
+            return self
+        return real_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         loading.load_model(hf_dir)
-        loading.load_model(hf_dir, device="cpu")  # an explicit device wins
+        loading.load_finetuned(hf_dir)
+        assert moved == ["cuda", "cuda"]
+        loading.load_model(hf_dir, device="cpu")  # an explicit device wins (already there: no move)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         loading.load_model(hf_dir)
-    assert seen == ["cuda", "cpu", None]
+    assert moved == ["cuda", "cuda"]
