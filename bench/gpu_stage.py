@@ -57,7 +57,10 @@ def stage_wheels(out: Path) -> None:
     plat = [x for p in PLATFORMS for x in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
                     "--implementation", "cp", *plat, "-d", str(whl), *WHEELS], check=True)
+    leftover = not (ROOT / "build").exists()  # setuptools builds in ./build: a stale copy of the package otherwise
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(whl), str(ROOT)], check=True)
+    if leftover:
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
 
 
 def stage_sweep(out: Path, config: str) -> None:
