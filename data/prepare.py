@@ -55,18 +55,26 @@ def default_cache_dir() -> Path:
 
 def load_dataset_source(dataset: str, columns: dict[str, str] | None = None, concept_sep: str = "|", *,
                         delimiter: str | None = None, max_items: int | None = None,
-                        limits: dict[str, int | None] | None = None) -> tuple[Catalog, list[Conversation], Histories | None, dict[str, Any]]:
+                        limits: dict[str, int | None] | None = None,
+                        extra_histories: str | None = None) -> tuple[Catalog, list[Conversation], Histories | None, dict[str, Any]]:
     """'redial' | 'movielens' | PATH (a catalog file read with the column mapping, or a dataset folder: see
     data.loaders.dataset_files and docs/own-data.md) -> (catalog, records, histories or None, counts).
 
     Records: conversations that carry targets stay one record each; whole dialogues are cut into recommender turns
     (data/turns.py). A conversation's own split (a `split` field or the file it came from) rides in meta["split"].
     Every item a conversation or history refers to must be in the catalog (CatalogError naming file and line).
-    max_items keeps the first N catalog items (and only the histories' events on them)."""
+    max_items keeps the first N catalog items (and only the histories' events on them).
+    extra_histories="movielens" (redial only) adds MovieLens's rating histories moved onto the ReDial items they link to
+    (data.redial.movielens_histories_on): training rows for history->next_item over the same catalog."""
     from dlsearch.data.loaders import dataset_files, load_catalog, load_histories_table, load_utterances
 
     limits = dict(limits or {})
     counts: dict[str, Any] = {}
+    if extra_histories not in (None, "movielens"):
+        raise ValueError(f"histories: {extra_histories!r} is not a source of extra histories; the one there is: 'movielens'")
+    if extra_histories is not None and dataset != "redial":
+        raise ValueError(f"histories: 'movielens' moves MovieLens ratings onto a catalog through its title links, which "
+                         f"only the bundled ReDial catalog has; {dataset!r} brings its own histories (docs/own-data.md)")
     if dataset == "redial":
         from dlsearch.data.redial import load_redial
 
@@ -75,7 +83,13 @@ def load_dataset_source(dataset: str, columns: dict[str, str] | None = None, con
         catalog, dialogues = load_redial()
         turns = all_recommender_turns(dialogues)
         counts = {"dialogues": len(dialogues), "dialogues_without_turns": sum(1 for d in dialogues if not recommender_turns(d))}
-        return catalog, turns, None, counts
+        linked = None
+        if extra_histories == "movielens":
+            from dlsearch.data.redial import movielens_histories_on
+
+            linked = movielens_histories_on(catalog)
+            counts["movielens_histories"] = {"users": len(linked), "events": sum(len(e) for e in linked.values())}
+        return catalog, turns, linked, counts
     if dataset == "movielens":
         from dlsearch.data.movielens import load_movielens
 
@@ -207,12 +221,14 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
             scheme_params: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
             columns: dict[str, str] | None = None, concept_sep: str = "|", split: str = "seeded",
             delimiter: str | None = None, max_items: int | None = None, name: str | None = None,
-            limits: dict[str, int | None] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+            limits: dict[str, int | None] | None = None, extra_histories: str | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the prepare steps (module docstring) and return the manifest, whose "stats" are printed.
 
     split: "seeded" (by dialogue, `ratios` under `seed`) or "keep" (the dataset's own split: a `split` field or
     column, or train/dev/test files). Histories are always split leave-one-out by time.
-    name: the dataset's name in reports (default: redial, movielens, or the file/folder name)."""
+    name: the dataset's name in reports (default: redial, movielens, or the file/folder name).
+    extra_histories: "movielens" adds MovieLens's ratings moved onto ReDial's linked items (load_dataset_source)."""
     if split not in SPLIT_MODES:
         raise ValueError(f"split must be one of {list(SPLIT_MODES)}, got {split!r}")
     t0 = time.perf_counter()
@@ -226,7 +242,7 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
 
     # 1. catalog
     catalog, turns, histories, source_counts = load_dataset_source(dataset, columns, concept_sep, delimiter=delimiter,
-                                                                   max_items=max_items, limits=limits)
+                                                                   max_items=max_items, limits=limits, extra_histories=extra_histories)
     key = _sha(["catalog", PREPARE_VERSION, catalog.content_hash()])
     if man.done("catalog", key):
         reused.append("catalog")
@@ -299,7 +315,7 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
     stats["source"] = source_counts
     man.data.update({
         "dataset": dataset, "dataset_name": name or dataset_name(dataset), "split": split,
-        "scheme": scheme, "seed": seed, "ratios": list(ratios) if split == "seeded" else None, "scheme_params": params,
+        "extra_histories": extra_histories, "scheme": scheme, "seed": seed, "ratios": list(ratios) if split == "seeded" else None, "scheme_params": params,
         "prepare_version": PREPARE_VERSION, "catalog_hash": catalog.content_hash(), "idmap_version": idmap.version,
         "versions": _versions(), "stats": stats,
         "reused_steps": reused, "seconds": round(time.perf_counter() - t0, 2),

@@ -62,6 +62,29 @@ def link_to_movielens(movies: Catalog, movielens: Catalog) -> Catalog:
     return Catalog(items, source=movies.source)
 
 
+def movielens_histories_on(catalog: Catalog, movielens_root: str | Path | None = None, *, min_events: int = 3) -> dict[str, list[tuple[str, int]]]:
+    """MovieLens rating histories moved onto a catalog linked to MovieLens (its items' meta["movielens_ids"], written
+    by link_to_movielens): a rating of a linked MovieLens movie becomes an event on the catalog item (the first in
+    catalog order where two items link to one movie); ratings of unlinked movies are dropped, and so are users left
+    with fewer than `min_events` events. The users are MovieLens's, never ReDial's: nothing of a ReDial split leaks.
+
+    On the bundled data: 75,053 of 100,836 ratings, all 610 users, over 3,751 linked MovieLens movies."""
+    to_item: dict[str, str] = {}
+    for it in catalog:
+        for m in (it.meta or {}).get("movielens_ids") or []:
+            to_item.setdefault(str(m), it.id)
+    if not to_item:
+        raise ValueError("histories 'movielens': no catalog item is linked to MovieLens (meta['movielens_ids'] is empty "
+                         "everywhere); only the bundled ReDial catalog carries these links")
+    _, ratings = load_movielens(movielens_root)
+    out = {}
+    for user, events in ratings.items():
+        kept = [(to_item[m], t) for m, t in events if m in to_item]
+        if len(kept) >= min_events:
+            out[f"ml:{user}"] = kept
+    return out
+
+
 def _dialogue(rec: Any, *, path: str, line: int, catalog: Catalog) -> Conversation:
     for key in ("conversationId", "messages", "initiatorWorkerId", "respondentWorkerId"):
         if key not in rec:

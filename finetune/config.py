@@ -58,6 +58,8 @@ class DataConfig:
     id_scheme: str = "semantic"  # atomic | sequential | random | title | semantic | collaborative
     id_seed: int = 0
     id_params: dict[str, Any] = field(default_factory=dict)  # scheme parameters, e.g. semantic {levels, codebook_size, cache_dir}
+    histories: str | None = None  # redial only: "movielens" adds MovieLens ratings moved onto the linked ReDial items
+    #   (prepare --histories movielens): the history->next_item task then trains over the ReDial catalog
     max_history: int = 10  # history->next_item: items of context before the target
     max_examples_per_task: int | None = None  # cap for the large conversation/history tasks
     length_errors: bool = False  # true: refuse a stage where > 1 % of a task's examples are cut or dropped to fit

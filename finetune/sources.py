@@ -37,6 +37,9 @@ def prepared_dir_for(cfg: DataConfig, output_dir: str | Path | None = None) -> P
         if cfg.max_items is not None:
             raise ValueError(f"data.max_items: a prepared dir ({root}) is used whole, with its own id map; "
                              "prepare a smaller catalog (`dlsearch data prepare --max-items N`) or set data.max_items: null")
+        if cfg.histories is not None:
+            raise ValueError(f"data.histories: a prepared dir ({root}) is used as it was prepared; prepare it with "
+                             f"`dlsearch data prepare --histories {cfg.histories}` or set data.histories: null")
         return root
     from dlsearch.data.prepare import prepare
 
@@ -44,7 +47,7 @@ def prepared_dir_for(cfg: DataConfig, output_dir: str | Path | None = None) -> P
     params = dict(cfg.id_params)
     cache_dir = params.pop("cache_dir", None)
     prepare(cfg.dataset, cfg.id_scheme, out, seed=cfg.id_seed, scheme_params=params, cache_dir=cache_dir,
-            max_items=cfg.max_items, log=lambda s: None)
+            max_items=cfg.max_items, extra_histories=cfg.histories, log=lambda s: None)
     return out
 
 

@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="id-scheme parameter, repeatable, e.g. --param codebook_size=128 --param levels=3")
     pr.add_argument("--cache-dir", default=None, help="embedding cache (default $DLSEARCH_CACHE_DIR or ~/.cache/dlsearch)")
+    pr.add_argument("--histories", choices=["movielens"], default=None,
+                    help="redial only: add MovieLens's rating histories moved onto the ReDial movies they link to "
+                         "(training rows for history->next_item over the same catalog)")
     _reading(pr)
     pr.set_defaults(func=cmd_prepare)
 
@@ -101,7 +104,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     prepare(args.dataset, args.ids, args.out, seed=args.seed, scheme_params=dict(map(_param, args.param)),
             cache_dir=args.cache_dir, columns=args.columns, concept_sep=args.concept_sep, split=args.split,
             delimiter=args.delimiter, max_items=args.max_items, name=args.name,
-            limits={"max_title_chars": args.max_title_chars, "max_text_bytes": args.max_text_bytes})
+            limits={"max_title_chars": args.max_title_chars, "max_text_bytes": args.max_text_bytes},
+            extra_histories=args.histories)
     return 0
 
 

@@ -65,6 +65,48 @@ def test_cli_prepare_redial_atomic(tmp_path, capsys):
     assert all(t.targets and not set(t.targets) & set(t.exclude) for t in test)
 
 
+def test_cli_prepare_redial_with_linked_movielens_histories(tmp_path, capsys, movielens):
+    """--histories movielens: MovieLens ratings land on the ReDial items their movies link to, with the ReDial
+    conversation splits unchanged; history rows name ReDial titles and target ReDial items."""
+    from dlsearch.data.catalog import read_jsonl
+
+    plain, linked = tmp_path / "plain", tmp_path / "linked"
+    assert main(["data", "prepare", "--dataset", "redial", "--ids", "title", "--out", str(plain)]) == 0
+    capsys.readouterr()
+    assert main(["data", "prepare", "--dataset", "redial", "--ids", "title", "--histories", "movielens", "--out", str(linked)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    catalog = load_catalog_jsonl(linked / "catalog.jsonl")
+    # the conversation splits are the ones prepared without histories: models stay comparable
+    for s in SPLIT_NAMES:
+        assert (linked / "conversations" / f"{s}.jsonl").read_bytes() == (plain / "conversations" / f"{s}.jsonl").read_bytes()
+    # every event is a ReDial item linked to the MovieLens movie the user rated
+    ml_catalog, ml_hist = movielens
+    user = "1"
+    events = {str(r["id"]): r["events"] for _, r in read_jsonl(linked / "histories" / "test.jsonl")}[f"ml:{user}"]
+    rated = {m for m, _ in ml_hist[user]}
+    assert len(events) > 100
+    for item, _ in events:
+        assert item in catalog and set(catalog[item].meta["movielens_ids"]) & rated
+    assert stats["source"]["movielens_histories"]["users"] == stats["histories"]["test"]["users"] == 610
+    assert stats["histories"]["test"]["events"] < sum(len(ev) for ev in ml_hist.values())  # unlinked ratings dropped
+    rows = [r for _, r in read_jsonl(linked / "examples" / "train.jsonl") if r["task"] == "history->next_item"]
+    assert rows and all(r["item_id"] in catalog for r in rows)
+    idmap = IdMap.load(linked / "idmap.json")
+    assert all(r["completion"].strip() == idmap.code(r["item_id"]).strip() for r in rows[:50])
+    assert idmap.code(rows[0]["item_id"]).strip() in rows[1]["prompt"] or any(
+        idmap.code(r["item_id"]).strip() in q["prompt"] for r in rows[:20] for q in rows[:200])  # contexts name titles
+    assert json.loads((linked / "manifest.json").read_text())["extra_histories"] == "movielens"
+
+
+def test_linked_histories_are_refused_for_other_datasets(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="histories: 'movielens'.*only the bundled ReDial"):
+        prepare("movielens", "atomic", tmp_path / "x", extra_histories="movielens", log=lambda s: None)
+    with pytest.raises(ValueError, match="not a source of extra histories"):
+        prepare("redial", "atomic", tmp_path / "y", extra_histories="netflix", log=lambda s: None)
+
+
 def test_cli_prepare_movielens_histories(tmp_path, capsys, movielens):
     from dlsearch.data.splits import split_histories
 

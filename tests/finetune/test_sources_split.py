@@ -58,3 +58,20 @@ def test_prepared_dir_refuses_max_items_and_names_missing_parts(tmp_path):
         task_examples("conversation->item", catalog, idmap, extras, cfg)
     with pytest.raises(FileNotFoundError, match="not a prepared dir"):
         load_source(DataConfig(dataset=str(tmp_path / "cat")))
+
+
+def test_redial_recipe_with_movielens_histories_trains_history_rows_over_the_redial_catalog(tmp_path):
+    """data.histories: movielens prepares ReDial with MovieLens ratings on the linked ReDial items; the recipe's
+    history->next_item rows then name ReDial titles (max_history of them) and target ReDial items, from the
+    training events only. On a prepared dir the setting is refused (it would silently do nothing there)."""
+    cfg = DataConfig(dataset="redial", id_scheme="title", histories="movielens", max_history=5)
+    catalog, idmap, extras = load_source(cfg, output_dir=tmp_path)
+    hist = task_examples("history->next_item", catalog, idmap, extras, cfg)
+    assert len(hist) > 10_000 and set(hist["item_id"]) <= set(catalog.ids)
+    row = hist[0]
+    context = row["prompt"].split("History:\n", 1)[1].split("\n###", 1)[0].splitlines()
+    assert 1 <= len(context) <= 5 and all(line in {it.title for it in catalog} for line in context)
+    conv = task_examples("conversation->item", catalog, idmap, extras, cfg)
+    assert len(conv) == 3580  # the ReDial training turns are those prepared without histories
+    with pytest.raises(ValueError, match="data.histories: a prepared dir"):
+        load_source(DataConfig(dataset=str(tmp_path / "data"), histories="movielens"))
