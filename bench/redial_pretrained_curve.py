@@ -188,7 +188,8 @@ def main() -> None:
     ap.add_argument("--beams", type=int, default=None, help="beam width (default 10); plot: only the points at this width")
     ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0])
     ap.add_argument("--dtype", default="float32", help="bfloat16 only on CPUs with AMX/AVX512-BF16")
-    ap.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: all, as they appear)")
+    ap.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: all, as they appear); "
+                    "curve waits for those not written yet")
     ap.add_argument("--dual", type=Path, default=None, help="test: also the dual encoder (a `dlsearch index build --kind dual` dir) and the router fusing direct + dual")
     ap.add_argument("--every", type=int, default=1, help="curve: only checkpoints whose step is a multiple of this (and the final one)")
     ap.add_argument("--n-resamples", type=int, default=1000)
@@ -221,7 +222,9 @@ def main() -> None:
     if path.exists():
         done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines()) if r.get("beams", a.beams) == a.beams}
     while True:
-        pending = [(s, lp) for s in (a.step or steps_available(a.run, a.every)) for lp in a.length_penalty if (s, lp) not in done]
+        ready = steps_available(a.run, a.every if not a.step else 1)
+        # --step: the named checkpoints, each once it is written (a running trainer saves them later)
+        pending = [(s, lp) for s in ([s for s in a.step if s in ready] if a.step else ready) for lp in a.length_penalty if (s, lp) not in done]
         for step, lp in pending:
             model_dir = snapshot(a.run, step, a.config, a.overrides)
             rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}-b{a.beams}", beams=a.beams,
@@ -233,7 +236,13 @@ def main() -> None:
             done.add((step, lp))
             print(json.dumps(rec, default=str), flush=True)
         finished = (a.run / "run_summary.json").exists()
-        if a.step or (finished and not pending):
+        if a.step:
+            missing = [s for s in a.step if all((s, lp) not in done for lp in a.length_penalty)]
+            if not missing:
+                return
+            if finished and not pending:
+                raise SystemExit(f"{a.run}: the run has finished without checkpoint(s) {missing}")
+        elif finished and not pending:
             return
         time.sleep(a.poll)
 
