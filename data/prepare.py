@@ -206,15 +206,15 @@ def _read_histories(path: Path) -> Histories:
 
 
 def _train_interactions(turns: list[Conversation], histories: Histories | None) -> Histories | None:
-    """What collaborative ids may see: training histories, or per training dialogue the movies mentioned in it."""
-    if histories is not None:
-        return histories
+    """What collaborative ids may see: the training histories and, per training dialogue, the movies mentioned in it
+    (both where a dataset has both, e.g. ReDial prepared with --histories movielens)."""
     if not turns:
-        return None
+        return histories
     per_dialogue: dict[str, dict[str, None]] = {}
     for t in turns:
         per_dialogue.setdefault(t.meta.get("dialogue_id", t.id), {}).update(dict.fromkeys(t.exclude + t.targets))
-    return {d: [(i, 0) for i in items] for d, items in per_dialogue.items()}
+    dialogues = {d: [(i, 0) for i in items] for d, items in per_dialogue.items()}
+    return dialogues if histories is None else {**histories, **{f"dialogue:{d}": ev for d, ev in dialogues.items()}}
 
 
 def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),

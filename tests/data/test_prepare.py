@@ -93,9 +93,24 @@ def test_cli_prepare_redial_with_linked_movielens_histories(tmp_path, capsys, mo
     assert rows and all(r["item_id"] in catalog for r in rows)
     idmap = IdMap.load(linked / "idmap.json")
     assert all(r["completion"].strip() == idmap.code(r["item_id"]).strip() for r in rows[:50])
-    assert idmap.code(rows[0]["item_id"]).strip() in rows[1]["prompt"] or any(
-        idmap.code(r["item_id"]).strip() in q["prompt"] for r in rows[:20] for q in rows[:200])  # contexts name titles
+    titles = {it.title for it in catalog}
+    for r in rows[:50]:  # contexts name ReDial display titles, one per line
+        context = r["prompt"].split("History:\n", 1)[1].split("\n###", 1)[0].splitlines()
+        assert context and all(line in titles for line in context)
     assert json.loads((linked / "manifest.json").read_text())["extra_histories"] == "movielens"
+
+
+def test_collaborative_ids_see_histories_and_training_dialogues_together():
+    """With linked histories a ReDial prepare has both: collaborative ids see both (they saw only the histories)."""
+    from dlsearch.data.formats import Conversation, Message
+    from dlsearch.data.prepare import _train_interactions
+
+    turn = Conversation(id="d1:2", messages=[Message("user", "hi")], targets=["b"], exclude=["a"], meta={"dialogue_id": "d1"})
+    hist = {"ml:1": [("a", 5), ("c", 6)]}
+    seen = _train_interactions([turn], hist)
+    assert seen == {"ml:1": [("a", 5), ("c", 6)], "dialogue:d1": [("a", 0), ("b", 0)]}
+    assert _train_interactions([turn], None) == {"d1": [("a", 0), ("b", 0)]}
+    assert _train_interactions([], hist) == hist and _train_interactions([], None) is None
 
 
 def test_linked_histories_are_refused_for_other_datasets(tmp_path):
