@@ -491,12 +491,17 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
 
 def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
     """The model stage 1 starts from: built from scratch (tokenizer trained here) or the pretrained dir with the id
-    tokens added. Re-runnable: an existing init dir for the same catalog and id scheme is reused."""
+    tokens added. Re-runnable: an existing init dir for the same base, catalog and id scheme is reused; one built
+    from another base is refused (its stages would continue on the wrong model)."""
     from dlsearch.finetune.loading import init_pretrained_model
 
     init = Path(cfg.output_dir) / "init"
+    base = f"scratch:{Path(cfg.model.size).stem}" if cfg.model.size else str(Path(cfg.model.pretrained).resolve())
     if (init / MANIFEST).exists():
         man = read_manifest(init)
+        if man.get("base_model") != base:  # the stages under output_dir were trained from that init: never mix bases
+            raise ValueError(f"{init}: built from {man.get('base_model')}, but the recipe's model is {base} "
+                             f"(model.size / model.pretrained); pick another output_dir")
         if man.get("catalog_hash") == catalog.content_hash() and man.get("id_scheme") == idmap.scheme:
             return init
     if cfg.model.size:

@@ -54,3 +54,18 @@ def test_model_on_wrong_catalog_is_refused(tiny_run: tuple[Path, list[dict]]) ->
     other = Catalog([Item(id="1", title="Some Other Movie (2001)")])
     with pytest.raises(ManifestError, match="trained for catalog"):
         load_finetuned(tiny_run[0], catalog=other)
+
+
+def test_output_dir_built_from_another_base_is_refused(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """Regression: prepare_base reused an output_dir's init whenever catalog and id scheme matched, so a rerun with
+    another model.pretrained (or model.size) silently trained, and resumed, on the old base."""
+    out = tiny_run[0]
+    same = load_recipe(RECIPE, [f"output_dir={out}", *TINY])
+    catalog, idmap, _ = load_source(same.data)
+    assert prepare_base(same, catalog, idmap) == out / "init"  # the same base: reused
+    other = tmp_path / "other_base"
+    other.mkdir()
+    for overrides in (["model.size=null", f"model.pretrained={other}"], ["model.size=configs/models/llama-2m.yaml"]):
+        cfg = load_recipe(RECIPE, [f"output_dir={out}", *TINY, *overrides])
+        with pytest.raises(ValueError, match="built from scratch:llama-tiny, but the recipe's model is .*pick another output_dir"):
+            prepare_base(cfg, catalog, idmap)
