@@ -219,7 +219,8 @@ def import_model(source: str | Path, out_dir: str | Path, *, system_prompt: str 
         had = (man.get("system_prompt") or {}).get("text")
         if man.get("kind") == "base" and man.get("sha256") == sha and had == system_prompt:
             return out  # already imported from these bytes, with this template
-        what = f"system prompt {had!r}" if man.get("kind") == "base" and man.get("sha256") == sha else \
+        template = "the shipped chat template" if had is None else f"system prompt {had!r}"
+        what = f"this source with {template}" if man.get("kind") == "base" and man.get("sha256") == sha else \
             f"{man.get('kind')}, from {man.get('source')}"
         raise ValueError(f"{out}: already holds a model ({what}); pick another --out")
     if out.exists() and any(out.iterdir()):

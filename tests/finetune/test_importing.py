@@ -137,10 +137,12 @@ def test_import_with_system_prompt_writes_it_and_records_it(tmp_path: Path, caps
     saved = AutoTokenizer.from_pretrained(out)
     assert _render(saved, [{"role": "user", "content": "hi"}]) == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert import_model(src, out, system_prompt="") == out  # same source, same template: kept
-    with pytest.raises(ValueError, match="system prompt ''"):
+    with pytest.raises(ValueError, match="this source with system prompt ''"):
         import_model(src, out)  # the shipped template asked of a dir imported without it
     shipped = import_model(src, tmp_path / "shipped")
     assert json.loads((shipped / "manifest.json").read_text())["system_prompt"] is None
+    with pytest.raises(ValueError, match="this source with the shipped chat template"):
+        import_model(src, shipped, system_prompt="")
     assert "SmolLM" in _render(AutoTokenizer.from_pretrained(shipped), [{"role": "user", "content": "hi"}])
 
 
