@@ -217,12 +217,12 @@ def import_model(source: str | Path, out_dir: str | Path, *, system_prompt: str 
     if (out / MANIFEST).exists():
         man = json.loads((out / MANIFEST).read_text())
         had = (man.get("system_prompt") or {}).get("text")
-        if man.get("kind") == "base" and man.get("sha256") == sha and had == system_prompt:
-            return out  # already imported from these bytes, with this template
-        template = "the shipped chat template" if had is None else f"system prompt {had!r}"
-        what = f"this source with {template}" if man.get("kind") == "base" and man.get("sha256") == sha else \
-            f"{man.get('kind')}, from {man.get('source')}"
-        raise ValueError(f"{out}: already holds a model ({what}); pick another --out")
+        if man.get("kind") != "base" or man.get("sha256") != sha:
+            raise ValueError(f"{out}: already holds a model ({man.get('kind')}, from {man.get('source')}); pick another --out")
+        if had != system_prompt:
+            template = "the shipped chat template" if had is None else f"system prompt {had!r}"
+            raise ValueError(f"{out}: already holds a model (this source with {template}); pick another --out")
+        return out  # already imported from these bytes, with this template
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; pick another --out")
     model, tokenizer = load_source(src)

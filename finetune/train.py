@@ -496,7 +496,8 @@ def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
     from dlsearch.finetune.loading import init_pretrained_model
 
     init = Path(cfg.output_dir) / "init"
-    base = f"scratch:{Path(cfg.model.size).stem}" if cfg.model.size else str(Path(cfg.model.pretrained).resolve())
+    size_name = Path(cfg.model.size).stem if cfg.model.size else None
+    base = f"scratch:{size_name}" if size_name else str(Path(cfg.model.pretrained).resolve())  # as the manifests write it
     if (init / MANIFEST).exists():
         man = read_manifest(init)
         if man.get("base_model") != base:  # the stages under output_dir were trained from that init: never mix bases
@@ -506,8 +507,7 @@ def prepare_base(cfg: RecipeConfig, catalog: Catalog, idmap: IdMap) -> Path:
             return init
     if cfg.model.size:
         size = load_model_size(cfg.model.size)
-        return init_scratch_model(catalog, idmap, size, cfg.model.tokenizer, init, seed=cfg.seed,
-                                  size_name=Path(cfg.model.size).stem)
+        return init_scratch_model(catalog, idmap, size, cfg.model.tokenizer, init, seed=cfg.seed, size_name=size_name)
     return init_pretrained_model(catalog, idmap, cfg.model.pretrained, init)
 
 
