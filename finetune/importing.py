@@ -117,23 +117,34 @@ def source_license(src: Source) -> str | None:
     return None
 
 
-def load_source(src: Source) -> tuple[Any, Any]:
-    """(float32 model, tokenizer) as transformers loads the source; GGUF tensors are de-quantized."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_kwargs(src: Source) -> dict[str, str]:
+    if src.kind != "gguf":
+        return {}
+    try:
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"{src.path}: reading GGUF needs the gguf package: pip install 'direct-llm-search[pretrained]'") from e
+    return {"gguf_file": src.path.name}
+
+
+def load_source_tokenizer(src: Source) -> Any:
+    """The source's tokenizer (with its chat template) as transformers loads it: seconds, where the weights take ~30 s."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(src.path.parent if src.kind == "gguf" else src.path, **_gguf_kwargs(src))
+
+
+def load_source_model(src: Source) -> Any:
+    """The source's model in float32 as transformers loads it; GGUF tensors are de-quantized."""
+    from transformers import AutoModelForCausalLM
 
     if src.kind == "gguf":
-        try:
-            import gguf  # noqa: F401
-        except ImportError as e:
-            raise ValueError(f"{src.path}: reading GGUF needs the gguf package: pip install 'direct-llm-search[pretrained]'") from e
-        kw = {"gguf_file": src.path.name}
-        return (AutoModelForCausalLM.from_pretrained(src.path.parent, dtype=torch.float32, **kw),
-                AutoTokenizer.from_pretrained(src.path.parent, **kw))
+        return AutoModelForCausalLM.from_pretrained(src.path.parent, dtype=torch.float32, **_gguf_kwargs(src))
     cfg = json.loads((src.path / "config.json").read_text())
     if cfg.get("quantization_config"):
         raise ValueError(f"{src.path}: a quantized checkpoint ({cfg['quantization_config'].get('quant_method')}); "
                          "import its full-precision weights (or a GGUF file)")
-    return AutoModelForCausalLM.from_pretrained(src.path, dtype=torch.float32), AutoTokenizer.from_pretrained(src.path)
+    return AutoModelForCausalLM.from_pretrained(src.path, dtype=torch.float32)
 
 
 def plain_copy(model: Any) -> Any:
@@ -225,11 +236,11 @@ def import_model(source: str | Path, out_dir: str | Path, *, system_prompt: str 
         return out  # already imported from these bytes, with this template
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; pick another --out")
-    model, tokenizer = load_source(src)
+    tokenizer = load_source_tokenizer(src)
     system = None
-    if system_prompt is not None:
+    if system_prompt is not None:  # checked before the weights load: a refused template costs seconds, not a minute
         system = {"text": system_prompt, "replaced": set_default_system_prompt(tokenizer, system_prompt)}
-    model = plain_copy(model)
+    model = plain_copy(load_source_model(src))
     tmp = out.with_name(out.name + ".importing")
     model.save_pretrained(tmp)  # safetensors
     tokenizer.save_pretrained(tmp)  # tokenizer.json, its config and the chat template

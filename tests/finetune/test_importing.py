@@ -146,6 +146,26 @@ def test_import_with_system_prompt_writes_it_and_records_it(tmp_path: Path, caps
     assert "SmolLM" in _render(AutoTokenizer.from_pretrained(shipped), [{"role": "user", "content": "hi"}])
 
 
+def test_import_refuses_a_system_prompt_before_loading_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template without a default system message is refused from the tokenizer alone: no weights are read (they
+    take ~30 s for SmolLM2's GGUF) and nothing is written."""
+    import dlsearch.finetune.importing as importing
+
+    tok = make_tokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+    src = tmp_path / "hf"
+    make_model(len(tok), seed=1).save_pretrained(src)
+    tok.save_pretrained(src)
+
+    def no_weights(_src):
+        raise AssertionError("weights loaded before the system prompt was checked")
+
+    monkeypatch.setattr(importing, "load_source_model", no_weights)
+    with pytest.raises(ValueError, match="inserts no default system message"):
+        import_model(src, tmp_path / "out", system_prompt="")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.importing").exists()
+
+
 def test_smollm2_without_its_system_text_keeps_the_answer_context(smollm2_dir: Path) -> None:
     """The trie's items are tokenized after the answer context (the generation prompt): the system text must not
     reach it, so a trie is the same for both bases; a title->id row is 16 tokens shorter."""
