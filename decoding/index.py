@@ -230,6 +230,18 @@ class TrieIndex:
             raise IndexMismatchError(
                 f"index was built with tokenizer {str(want)[:12]}, this tokenizer is {got[:12]}: token ids differ, the "
                 "constraint would be wrong. Rebuild the index with this tokenizer (dlsearch index build --kind trie).")
+        # The fingerprint leaves out the chat template; whole-output items were tokenized after its generation prompt,
+        # so a template whose answer context differs would make the model write other tokens (indexes older than
+        # this field record none).
+        context = self.manifest.get("answer_context")
+        if context is not None:
+            from dlsearch.data.prompts import answer_context
+
+            if answer_context(tokenizer) != context:
+                raise IndexMismatchError(
+                    f"index items were tokenized after the answer context {context!r}, this tokenizer's chat template "
+                    f"ends its prompts with {answer_context(tokenizer)!r}: the model would write other tokens. Rebuild "
+                    "the index with this model's tokenizer (dlsearch index build --kind trie).")
 
     def check_catalog(self, catalog_hash: str, *, ancestors: Sequence[str] = ()) -> None:
         """Accept the catalog the index was built for, or a catalog that records the index's catalog among its
@@ -597,7 +609,7 @@ def build_index(catalog: Any, idmap: Any, tokenizer: Any, *, mode: str = "whole"
             ITEM_END; the end token is ITEM_END).
         source: "id" (idmap codes) or "title" (catalog titles as written).
     """
-    from dlsearch.data.prompts import ITEM_END
+    from dlsearch.data.prompts import ITEM_END, answer_context
     from dlsearch.decoding.fingerprint import tokenizer_fingerprint
     from dlsearch.decoding.item_tokens import item_token_ids
 
@@ -623,6 +635,7 @@ def build_index(catalog: Any, idmap: Any, tokenizer: Any, *, mode: str = "whole"
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "catalog_hash": catalog.content_hash(),
         "catalog_version": catalog_version or getattr(idmap, "version", 1), "id_scheme": idmap.scheme,
         "source": source, "catalog_ancestors": [idmap.parent_hash] if getattr(idmap, "parent_hash", None) else [],
+        "answer_context": answer_context(tokenizer) if mode == "whole" else None,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return index_from_sequences(catalog.ids, seqs, vocab_size=vocab, end_token_id=end, mode=mode, manifest=manifest)

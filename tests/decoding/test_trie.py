@@ -139,6 +139,27 @@ def test_wrong_tokenizer_refused(tmp_path, tokenizer):
         TrieIndex.load(tmp_path / "idx", tokenizer=other)
 
 
+CHAT = ("{% for m in messages %}{% if loop.first and m['role'] != 'system' %}{{ '<s>system\\nDEFAULT</s>\\n' }}{% endif %}"
+        "{{ '<s>' + m['role'] + '\\n' + m['content'] + '</s>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'GEN' }}{% endif %}")
+
+
+def test_chat_template_with_another_answer_context_refused(tmp_path):
+    """The tokenizer fingerprint leaves out the chat template; an index records the answer context its items were
+    tokenized after, and a tokenizer whose template ends prompts otherwise is refused (same vocabulary)."""
+    cat = _catalog()
+    tok = make_tokenizer()
+    tok.chat_template = CHAT.replace("GEN", "<s>assistant\\n")
+    index = build_index(cat, build_idmap(cat, "sequential"), tok)
+    assert index.manifest["answer_context"].endswith("<s>assistant\n")
+    index.save(tmp_path / "idx")
+    tok.chat_template = CHAT.replace("GEN", "<s>assistant\\n").replace("DEFAULT", "")  # only the system text: same context
+    TrieIndex.load(tmp_path / "idx", tokenizer=tok)
+    tok.chat_template = CHAT.replace("GEN", "<s>bot: ")
+    assert tokenizer_fingerprint(tok) == index.manifest["tokenizer_fingerprint"]
+    with pytest.raises(IndexMismatchError, match="answer context"):
+        TrieIndex.load(tmp_path / "idx", tokenizer=tok)
+
+
 def test_mismatched_catalog_refused_extension_accepted(tmp_path, tokenizer):
     cat = _catalog()
     index = build_index(cat, build_idmap(cat, "sequential"), tokenizer)
