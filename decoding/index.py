@@ -237,10 +237,11 @@ class TrieIndex:
         if context is not None:
             from dlsearch.data.prompts import answer_context
 
-            if answer_context(tokenizer) != context:
+            mine = answer_context(tokenizer)
+            if mine != context:
                 raise IndexMismatchError(
                     f"index items were tokenized after the answer context {context!r}, this tokenizer's chat template "
-                    f"ends its prompts with {answer_context(tokenizer)!r}: the model would write other tokens. Rebuild "
+                    f"ends its prompts with {mine!r}: the model would write other tokens. Rebuild "
                     "the index with this model's tokenizer (dlsearch index build --kind trie).")
 
     def check_catalog(self, catalog_hash: str, *, ancestors: Sequence[str] = ()) -> None:
