@@ -217,10 +217,13 @@ def main() -> None:
                 print(json.dumps(rec, default=str), flush=True)
         return
     view = split_view(a.data, a.n_val, a.seed, a.run / "views")
+    split = f"validation sample {a.n_val} turns (seed {a.seed})"
     done = set()
     path = a.out / "curve.jsonl"
     if path.exists():
-        done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines()) if r.get("beams", a.beams) == a.beams}
+        # a point is done only on the same turns: a 100-turn sample does not stand for the whole split
+        done = {(r["step"], r["length_penalty"]) for r in map(json.loads, path.read_text().splitlines())
+                if r.get("beams", a.beams) == a.beams and r["split"] == split}
     while True:
         ready = steps_available(a.run, a.every if not a.step else 1)
         # --step: the named checkpoints, each once it is written (a running trainer saves them later)
@@ -229,7 +232,7 @@ def main() -> None:
             model_dir = snapshot(a.run, step, a.config, a.overrides)
             rep = evaluate(model_dir, trie, view, a.run / "eval" / f"val{a.n_val}-step{step}-lp{lp}-b{a.beams}", beams=a.beams,
                            length_penalty=lp, dtype=a.dtype, n_resamples=a.n_resamples)
-            rec = {"split": f"validation sample {a.n_val} turns (seed {a.seed})", "step": step, "beams": a.beams,
+            rec = {"split": split, "step": step, "beams": a.beams,
                    "length_penalty": lp, "dtype": a.dtype, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rep}
             with open(path, "a") as f:
                 f.write(json.dumps(rec, default=str) + "\n")
