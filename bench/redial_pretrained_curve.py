@@ -145,7 +145,8 @@ def steps_available(run: Path, every: int = 1) -> list[int]:
 
 def plot(out: Path, length_penalty: float = 0.0, beams: int | None = None) -> Path:
     """<out>/curve.png: direct search recall@10 (95 % interval) per checkpoint at one length penalty (and beam width,
-    when given), with popularity on the same validation turns; <out>/curve.csv the same points."""
+    when given), one series per validation split (a seeded sample and the whole split are different turns), with
+    popularity on the same turns; <out>/curve.csv the same points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,21 +154,25 @@ def plot(out: Path, length_penalty: float = 0.0, beams: int | None = None) -> Pa
 
     rows = [r for r in map(json.loads, (out / "curve.jsonl").read_text().splitlines()) if r["length_penalty"] == length_penalty
             and (beams is None or r.get("beams") == beams)]
-    rows.sort(key=lambda r: r["step"])
-    pts = [(r["step"], r["systems"]["direct"]["metrics"]["recall@10"], r["systems"]["popularity"]["metrics"]["recall@10"]) for r in rows]
+    rows.sort(key=lambda r: (r["split"], r["step"]))
     with open(out / "curve.csv", "w") as f:
         f.write("step,direct_recall@10,low,high,popularity_recall@10,split\n")
-        f.writelines(f"{s},{d['mean']:.4f},{d['low']:.4f},{d['high']:.4f},{p['mean']:.4f},{r['split']}\n" for (s, d, p), r in zip(pts, rows))
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    steps = [s for s, _, _ in pts]
-    ax.errorbar(steps, [d["mean"] for _, d, _ in pts], yerr=[[d["mean"] - d["low"] for _, d, _ in pts], [d["high"] - d["mean"] for _, d, _ in pts]],
-                marker="o", capsize=3, label=f"direct search (SmolLM2 + LoRA, length penalty {length_penalty:g}"
-                + (f", {beams} beams)" if beams else ")"))
-    ax.plot(steps, [p["mean"] for _, _, p in pts], "k--", label="popularity, same turns")
+        for r in rows:
+            d, p = r["systems"]["direct"]["metrics"]["recall@10"], r["systems"]["popularity"]["metrics"]["recall@10"]
+            f.write(f"{r['step']},{d['mean']:.4f},{d['low']:.4f},{d['high']:.4f},{p['mean']:.4f},{r['split']}\n")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for n, split in enumerate(dict.fromkeys(r["split"] for r in rows)):
+        pts = [r for r in rows if r["split"] == split]
+        steps = [r["step"] + 8 * n for r in pts]  # a small offset keeps overlapping intervals readable
+        d = [r["systems"]["direct"]["metrics"]["recall@10"] for r in pts]
+        line = ax.errorbar(steps, [x["mean"] for x in d], yerr=[[x["mean"] - x["low"] for x in d], [x["high"] - x["mean"] for x in d]],
+                           marker="o", capsize=3, label=f"direct, {split}")
+        ax.plot(steps, [r["systems"]["popularity"]["metrics"]["recall@10"]["mean"] for r in pts], "--",
+                color=line[0].get_color(), alpha=0.6, label=f"popularity, {split}")
     ax.set_xlabel("LoRA step (batch 8)")
     ax.set_ylabel("recall@10")
-    ax.set_title(rows[0]["split"] if rows else "")
-    ax.legend(fontsize=8)
+    ax.set_title(f"SmolLM2 + LoRA, length penalty {length_penalty:g}" + (f", {beams} beams" if beams else ""))
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=120)
     return out / "curve.png"
