@@ -19,41 +19,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from dlsearch.data.catalog import read_jsonl
 from dlsearch.evaluation.baselines import PopularitySearch
-from dlsearch.evaluation.protocol import _trec_token, conversation_turns_task, evaluate_systems, print_report, write_report
-
-
-class TrecRun:
-    """A saved ranking (trec run file of one system) in the search shape: the same lists for the same queries."""
-
-    masks_exclusions = True  # the file holds the lists as evaluated (excluded mode): do not score it in 'included'
-
-    def __init__(self, path: Path, catalog, system: str | None = None):
-        self.catalog = catalog
-        self.lists: dict[str, list[tuple[str, float]]] = {}
-        names = set()
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                qid, _, item, rank, score, name = line.split()
-                names.add(name)
-                if system is None or name == system:
-                    self.lists.setdefault(qid, []).append((item, float(score)))
-        if not self.lists:
-            raise ValueError(f"{path}: no lines for system {system!r} (systems in the file: {sorted(names)})")
-
-    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        for qi, q in enumerate(queries):
-            ranked = self.lists.get(_trec_token(q.id))
-            if ranked is None:
-                raise ValueError(f"query {q.id!r} is not in the run file: it was evaluated on other turns")
-            for j, (item, s) in enumerate(ranked[:k]):
-                rows[qi, j], scores[qi, j] = self.catalog.index(item), s
-        return scores, rows
+from dlsearch.evaluation.protocol import TrecRun, conversation_turns_task, evaluate_systems, print_report, write_report
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from dlsearch.data.catalog import Catalog, load_catalog_jsonl
 from dlsearch.data.files import file_sha256  # the data hashes recorded with every result
 from dlsearch.data.formats import Conversation, Message, Prediction, load_conversations, load_predictions
-from dlsearch.data.titles import titles_of
+from dlsearch.data.titles import Titles, titles_of
 from dlsearch.evaluation.baselines import BM25Search, PopularitySearch, training_counts
 from dlsearch.evaluation.metrics import duplicate_rate, parse_metric, per_query_scores, valid_item_rate
 from dlsearch.evaluation.stats import bootstrap_ci, paired_test
@@ -229,6 +229,13 @@ def rank_queries(task: EvalTask, system: System, depth: int, *, batch_size: int 
     return out
 
 
+def excluded_mode_targets(titles: Titles, q: Conversation) -> list[str]:
+    """The targets a query is scored on in the 'excluded' mode: those not excluded, nor in an excluded item's duplicate
+    group (data/titles.py); a query left with none is not scored in that mode."""
+    excl = titles.excluded_ids(q.exclude)
+    return [t for t in dict.fromkeys(q.targets) if t not in excl]
+
+
 def mode_view(task: EvalTask, rankings: Sequence[Ranked], mode: str, depth: int) -> tuple[list[int], list[Ranked], list[list[str]]]:
     """(kept query indices, rankings cut to depth, gold sets) under mode 'excluded' or 'included'."""
     if mode not in MODES:
@@ -236,14 +243,14 @@ def mode_view(task: EvalTask, rankings: Sequence[Ranked], mode: str, depth: int)
     kept, ranked, gold = [], [], []
     titles = titles_of(task.catalog)
     for n, (q, (items, scores)) in enumerate(zip(task.queries, rankings)):
-        targets = list(dict.fromkeys(q.targets))
         if mode == "excluded":
-            excl = titles.excluded_ids(q.exclude)  # the excluded items' duplicate groups too (data/titles.py)
-            targets = [t for t in targets if t not in excl]
+            targets = excluded_mode_targets(titles, q)
             if not targets:
                 continue
             keep = titles.keep_ids(items, q.exclude)  # no excluded group, one member per group
             items, scores = [items[j] for j in keep], [scores[j] for j in keep]
+        else:
+            targets = list(dict.fromkeys(q.targets))
         kept.append(n)
         ranked.append((items[:depth], scores[:depth]))
         gold.append(targets)
@@ -365,6 +372,47 @@ def write_report(report: dict[str, Any], task: EvalTask, out_dir: str | Path) ->
                         f.write(f"{_trec_token(task.queries[qi].id)} Q0 {_trec_token(item)} {rank} {sc:.6g} {_trec_token(name)}\n")
         paths[f"trec_{mode}"] = p
     return paths
+
+
+class TrecRun:
+    """One system's saved ranking (a run-<mode>.trec that `write_report` wrote) in the search shape: the same lists
+    for the same queries, so a finished run can be scored again, e.g. as the reference of a paired test
+    (`evaluate_systems(task, {"a": TrecRun(f, cat, "a"), "b": TrecRun(f, cat, "b")}, baselines=("b",))`)."""
+
+    masks_exclusions = True  # the file holds the lists as evaluated (excluded mode): do not score it in 'included'
+
+    def __init__(self, path: str | Path, catalog: Catalog, system: str):
+        self.catalog, self.titles = catalog, titles_of(catalog)
+        ids = {_trec_token(i): i for i in catalog.ids}  # the file's tokens back to item ids
+        self.lists: dict[str, list[tuple[str, float]]] = {}
+        names = set()
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                parts = line.split()
+                if len(parts) != 6:
+                    raise ValueError(f"{path}:{n}: expected 6 fields (qid Q0 item rank score system), got {len(parts)}")
+                qid, _, item, _, score, name = parts
+                names.add(name)
+                if name != system:
+                    continue
+                if item not in ids:
+                    raise ValueError(f"{path}:{n}: item {item!r} is not in the catalog: the run was made on another catalog")
+                self.lists.setdefault(qid, []).append((ids[item], float(score)))  # written best first
+        if not self.lists:
+            raise ValueError(f"{path}: no system {system!r} in the file; it has {sorted(names)}")
+
+    def search(self, queries: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for qi, q in enumerate(queries):
+            ranked = self.lists.get(_trec_token(q.id))
+            if ranked is None:
+                if not excluded_mode_targets(self.titles, q):
+                    continue  # every target already mentioned: not scored in 'excluded', so not in the file
+                raise ValueError(f"query {q.id!r} is not in the run file: it was evaluated on other turns")
+            for j, (item, s) in enumerate(ranked[:k]):
+                rows[qi, j], scores[qi, j] = self.catalog.index(item), s
+        return scores, rows
 
 
 def print_report(report: dict[str, Any], console: Any = None) -> None:
