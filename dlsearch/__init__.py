@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(('init_scratch_model', 'train_tokenizer'), "dlsearch.finetune.model_factory"),
     **dict.fromkeys(('measure_memorization', 'write_memorization'), "dlsearch.finetune.memorization"),
     **dict.fromkeys(('AnnIndex', 'build_ann'), "dlsearch.retrieval.ann"),
-    **dict.fromkeys(('BM25Index', 'build_bm25'), "retrieval.bm25"),
+    **dict.fromkeys(('BM25Index', 'build_bm25'), "dlsearch.retrieval.bm25"),
     **dict.fromkeys(('ConceptSearch', 'build_concept_index', 'snap_to_vocabulary'), "dlsearch.retrieval.concept"),
     **dict.fromkeys(('DualEncoder', 'DualEncoderConfig', 'DualSearch', 'train_dual_encoder'), "dlsearch.retrieval.dual_encoder"),
     **dict.fromkeys(('rrf',), "dlsearch.retrieval.fusion"),
