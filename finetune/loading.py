@@ -202,6 +202,10 @@ def _load_adapter(d: Path, man: dict[str, Any], tokenizer: Any, base_model_dir: 
         add_id_tokens(model, load_tokenizer(base), IdMap.load(d / "idmap.json"))
     check_weight_files(d / "adapter")
     peft_model = PeftModel.from_pretrained(model, d / "adapter", is_trainable=False)
+    # adapter_config.json names the base as the training run's cwd saw it (often relative: runs/x/init); peft reads
+    # that path again to decide which keys an adapter holds, so from another cwd it warned "Could not find a config
+    # file" and guessed. It is the base loaded here.
+    peft_model.peft_config[peft_model.active_adapter].base_model_name_or_path = str(base)
     saved = check_adapter_keys(peft_model, d / "adapter")
     if not merge:
         # peft upcasts adapters to float32 on load; a QLoRA adapter trained in bf16 (trl's default on GPU) must run in

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,16 @@ def test_qlora_loss_falls_and_adapter_reloads_to_identical_logits(tiny_run: tupl
         got = model(**batch).logits
     assert man["method"] == "qlora" and man["kind"] == "adapter"
     assert torch.equal(want, got), (want - got).abs().max()
+
+    # A run trained from another working directory names its base relative to that cwd in adapter_config.json;
+    # loading must use the manifest's base, with no peft guess ("Could not find a config file") and the same logits.
+    conf = tmp_path / "adapter" / "adapter_config.json"
+    conf.write_text(json.dumps({**json.loads(conf.read_text()), "base_model_name_or_path": "runs/elsewhere/init"}))
+    with warnings.catch_warnings(record=True) as seen, torch.no_grad():
+        warnings.simplefilter("always")
+        again = load_finetuned(tmp_path, catalog=catalog)[0](**batch).logits
+    assert not [w for w in seen if "config file" in str(w.message)], [str(w.message) for w in seen]
+    assert torch.equal(want, again)
 
 
 def test_adapter_on_wrong_base_is_refused(tiny_run: tuple[Path, list[dict]]) -> None:
