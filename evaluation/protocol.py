@@ -385,6 +385,7 @@ class TrecRun:
         self.catalog, self.titles = catalog, titles_of(catalog)
         ids = {_trec_token(i): i for i in catalog.ids}  # the file's tokens back to item ids
         self.lists: dict[str, list[tuple[str, float]]] = {}
+        self.scored: set[str] = set()  # queries any system of the file has: scored, even where this one found nothing
         names = set()
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -393,6 +394,7 @@ class TrecRun:
                     raise ValueError(f"{path}:{n}: expected 6 fields (qid Q0 item rank score system), got {len(parts)}")
                 qid, _, item, _, score, name = parts
                 names.add(name)
+                self.scored.add(qid)
                 if name != system:
                     continue
                 if item not in ids:
@@ -405,10 +407,11 @@ class TrecRun:
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for qi, q in enumerate(queries):
-            ranked = self.lists.get(_trec_token(q.id))
-            if ranked is None:
-                if not excluded_mode_targets(self.titles, q):
-                    continue  # every target already mentioned: not scored in 'excluded', so not in the file
+            qid = _trec_token(q.id)
+            ranked = self.lists.get(qid)
+            if ranked is None:  # a list writes no line when it is empty; a query no system has was not scored
+                if qid in self.scored or not excluded_mode_targets(self.titles, q):
+                    continue  # found nothing / every target already mentioned (not scored in 'excluded')
                 raise ValueError(f"query {q.id!r} is not in the run file: it was evaluated on other turns")
             for j, (item, s) in enumerate(ranked[:k]):
                 rows[qi, j], scores[qi, j] = self.catalog.index(item), s

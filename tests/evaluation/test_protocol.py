@@ -10,6 +10,7 @@ import pytest
 
 from dlsearch.data.catalog import Catalog, Item
 from dlsearch.data.formats import Prediction, ScoredItem, save_predictions
+from dlsearch.data.titles import titles_of
 from dlsearch.evaluation import protocol as P
 
 
@@ -204,3 +205,34 @@ def test_cutoffs_beyond_a_predictions_files_lists_are_not_scored(redial_prepared
     # a primary metric deeper than the ranking depth is refused: no system could be compared on it
     with pytest.raises(ValueError, match="recall@10 cuts deeper than the ranking depth 5"):
         P.evaluate_systems(task, systems, depth=5)
+
+
+class _BlankFirst:
+    """Popularity, except that it finds nothing for the first query (as BM25 does for a turn with no shared words)."""
+
+    masks_exclusions = True
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def search(self, queries, k):
+        scores, rows = self.inner.search(queries, k)
+        scores[0], rows[0] = -np.inf, -1
+        return scores, rows
+
+
+def test_a_saved_run_scores_again_to_the_same_report_with_an_empty_list(redial_prepared, tmp_path) -> None:
+    """A system that returned nothing for a turn writes no line for it in the TREC file; reading the file back must
+    give that turn an empty list (it was scored: other systems have it), not refuse it as 'evaluated on other turns'."""
+    task = P.conversation_turns_task(redial_prepared)
+    pop = P.baseline_systems(task)["popularity"]
+    systems = {"blank": _BlankFirst(pop), "popularity": pop}
+    report = P.evaluate_systems(task, systems, seed=0, n_resamples=50, modes=["excluded"])
+    paths = P.write_report(report, task, tmp_path / "ev")
+    first = P.excluded_mode_targets(titles_of(task.catalog), task.queries[0])
+    assert first, "the fixture's first turn must be scored in the excluded mode"
+    again = P.evaluate_systems(task, {n: P.TrecRun(paths["trec_excluded"], task.catalog, n) for n in systems},
+                               seed=0, n_resamples=50, modes=["excluded"], baselines=("popularity",))
+    for name in systems:
+        for m in ("recall@10", "ndcg@10"):
+            assert again["modes"]["excluded"]["systems"][name]["metrics"][m] == report["modes"]["excluded"]["systems"][name]["metrics"][m]
