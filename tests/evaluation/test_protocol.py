@@ -207,8 +207,9 @@ def test_cutoffs_beyond_a_predictions_files_lists_are_not_scored(redial_prepared
         P.evaluate_systems(task, systems, depth=5)
 
 
-class _BlankFirst:
-    """Popularity, except that it finds nothing for the first query (as BM25 does for a turn with no shared words)."""
+class _Edited:
+    """Popularity, except that it finds nothing for the first query (as BM25 does for a turn with no shared words)
+    and repeats each list's first item in the second slot (as an unconstrained model can)."""
 
     masks_exclusions = True
 
@@ -217,22 +218,27 @@ class _BlankFirst:
 
     def search(self, queries, k):
         scores, rows = self.inner.search(queries, k)
+        rows[:, 1], scores[:, 1] = rows[:, 0], scores[:, 0]
         scores[0], rows[0] = -np.inf, -1
         return scores, rows
 
 
-def test_a_saved_run_scores_again_to_the_same_report_with_an_empty_list(redial_prepared, tmp_path) -> None:
-    """A system that returned nothing for a turn writes no line for it in the TREC file; reading the file back must
-    give that turn an empty list (it was scored: other systems have it), not refuse it as 'evaluated on other turns'."""
+def test_a_saved_run_scores_again_to_the_same_report(redial_prepared, tmp_path) -> None:
+    """A system that returned nothing for a turn writes no line for it in the TREC file, and a repeated item is
+    written once (trec_eval refuses repeats; the excluded mode, the only one a saved run is scored in, keeps one
+    member per duplicate group too). Reading the file back must give the lists as scored: an empty list for that
+    turn (other systems have it: it was scored, not 'evaluated on other turns'), so the metrics equal the report's."""
     task = P.conversation_turns_task(redial_prepared)
     pop = P.baseline_systems(task)["popularity"]
-    systems = {"blank": _BlankFirst(pop), "popularity": pop}
+    systems = {"edited": _Edited(pop), "popularity": pop}
     report = P.evaluate_systems(task, systems, seed=0, n_resamples=50, modes=["excluded"])
     paths = P.write_report(report, task, tmp_path / "ev")
-    first = P.excluded_mode_targets(titles_of(task.catalog), task.queries[0])
-    assert first, "the fixture's first turn must be scored in the excluded mode"
+    assert P.excluded_mode_targets(titles_of(task.catalog), task.queries[0]), "the first turn must be scored"
     again = P.evaluate_systems(task, {n: P.TrecRun(paths["trec_excluded"], task.catalog, n) for n in systems},
                                seed=0, n_resamples=50, modes=["excluded"], baselines=("popularity",))
     for name in systems:
-        for m in ("recall@10", "ndcg@10"):
-            assert again["modes"]["excluded"]["systems"][name]["metrics"][m] == report["modes"]["excluded"]["systems"][name]["metrics"][m]
+        for m in ("recall@10", "ndcg@10", "mrr"):
+            want = report["modes"]["excluded"]["systems"][name]["metrics"][m]
+            assert again["modes"]["excluded"]["systems"][name]["metrics"][m] == want, (name, m)
+    assert report["modes"]["excluded"]["systems"]["edited"]["metrics"]["ndcg@10"] != \
+        report["modes"]["excluded"]["systems"]["popularity"]["metrics"]["ndcg@10"]
