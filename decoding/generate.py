@@ -51,16 +51,18 @@ def index_catalog(index_dir: str | Path, catalog_path: str | Path | None = None)
     return load_catalog_jsonl(catalog_path)
 
 
-def generate_predictions(model: Any, tokenizer: Any, catalog: Catalog, index_dir: str | Path, input_path: str | Path,
+def generate_predictions(model: Any, tokenizer: Any, catalog: Catalog, index_dir: str | Path,
+                         input_path: str | Path | Sequence[Conversation],
                          out_path: str | Path, *, beams: int = 20, k: int = 10, batch_size: int = 8,
                          exclude_mentioned: bool = True, limit: int | None = None, resume: bool = False) -> dict[str, Any]:
     """Run constrained beam search over a conversations file, appending predictions JSONL batch by batch (`resume`:
     keep the lines already written, cut a torn last line, do only the rest). Returns the stats dict (valid-item
-    rate, duplicate rate, counts) that the CLI prints."""
+    rate, duplicate rate, counts) that the CLI prints. input_path: a conversations JSONL, or conversations already
+    loaded from one."""
     from tqdm import tqdm
 
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
-    convs = load_conversations(input_path)[:limit]
+    convs = list(load_conversations(input_path) if isinstance(input_path, (str, Path)) else input_path)[:limit]
     search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
     stats = SearchStats()
     # each finished batch is appended and flushed: a killed run keeps them and `resume` skips them

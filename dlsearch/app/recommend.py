@@ -366,8 +366,9 @@ def recommend_file(config: str | Path, input_path: str | Path, out_path: str | P
 
     from dlsearch.data.formats import PredictionLog
 
-    router, k = load_router(config, overrides, sets=sets)
-    convs = load_conversations(input_path)
+    cfg = read_config(config, overrides, sets=sets)
+    convs = load_conversations(input_path)  # a bad line is named before any model or index is loaded
+    router, k = build_router(cfg), int(cfg.get("k", 10))
     decisions_path = Path(str(out_path) + ".decisions.jsonl")
     degraded: dict[str, int] = {}
     first: dict[str, Any] | None = None

@@ -29,13 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from dlsearch.data.formats import load_conversations
     from dlsearch.decoding.generate import generate_predictions, index_catalog
     from dlsearch.finetune.loading import load_model
 
     output_file(args.out)
+    convs = load_conversations(args.input)  # a bad line is named before the model and the index are loaded
     catalog = index_catalog(args.index, args.catalog)
     model, tokenizer, _ = load_model(args.model, adapter=args.adapter, catalog=catalog)
-    stats = generate_predictions(model, tokenizer, catalog, args.index, args.input, args.out, beams=args.beams, k=args.k,
+    stats = generate_predictions(model, tokenizer, catalog, args.index, convs, args.out, beams=args.beams, k=args.k,
                                  batch_size=args.batch_size, exclude_mentioned=not args.keep_mentioned, limit=args.limit,
                                  resume=args.resume)
     print(json.dumps(stats, indent=2))

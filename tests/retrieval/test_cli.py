@@ -80,3 +80,20 @@ def test_recommend_does_not_echo_the_users_films(tmp_path):
         assert len(preds[cid]) == 10 and not echo, (cid, [catalog[i].title for i in echo])
     series = [i for i in preds["halloween"] if "halloween" in catalog[i].title.lower()]
     assert len(series) <= 2 and len(preds["halloween"]) == 10
+
+
+def test_a_bad_input_line_is_named_before_anything_is_loaded(tmp_path, capsys):
+    """recommend and generate read the conversations before loading a model, index or catalog (which can take
+    minutes): the model, index and catalog named here do not exist, so only the input's own error can come first."""
+    bad = tmp_path / "in.jsonl"
+    bad.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n"
+                   + json.dumps({"id": "b", "messages": [{"role": "system", "content": "You recommend films."}]}) + "\n")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"catalog": str(tmp_path / "missing.jsonl"), "model_dir": str(tmp_path / "nomodel"),
+                                                     "strategies": {"bm25": {"enabled": True}}}))
+    assert main(["recommend", "--config", str(tmp_path / "r.yaml"), "--input", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl, line 2, field 'messages[0]'" in err and "missing.jsonl" not in err
+    assert main(["generate", "--model", str(tmp_path / "nomodel"), "--index", str(tmp_path / "noindex"), "--input", str(bad),
+                 "--out", str(tmp_path / "g.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl, line 2, field 'messages[0]'" in err and "noindex" not in err and "nomodel" not in err
