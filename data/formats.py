@@ -136,8 +136,10 @@ def conversation_from_record(rec: Any, *, path: str | None = None, line: int | N
     messages = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            hint = ("; a system prompt is not part of the conversation recommended from: move it to the record's "
+                    "\"meta\" or drop it") if isinstance(m, dict) and m.get("role") == "system" else ""
             raise CatalogError(
-                f"message {i} must be {{'role': 'user'|'assistant', 'content': str}}", path=path, line=line, field=f"messages[{i}]"
+                f"message {i} must be {{'role': 'user'|'assistant', 'content': str}}{hint}", path=path, line=line, field=f"messages[{i}]"
             )
         messages.append(Message(m["role"], m["content"]))
     lists = {}

@@ -93,6 +93,7 @@ def test_a_bad_input_line_is_named_before_anything_is_loaded(tmp_path, capsys):
     assert main(["recommend", "--config", str(tmp_path / "r.yaml"), "--input", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "in.jsonl, line 2, field 'messages[0]'" in err and "missing.jsonl" not in err
+    assert "move it to the record's \"meta\" or drop it" in err  # what to do with a system prompt
     assert main(["generate", "--model", str(tmp_path / "nomodel"), "--index", str(tmp_path / "noindex"), "--input", str(bad),
                  "--out", str(tmp_path / "g.jsonl")]) == 2
     err = capsys.readouterr().err
