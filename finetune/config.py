@@ -73,7 +73,8 @@ class LoraSettings:
     r: int = 16  # rank: more capacity per layer, more parameters and optimizer state
     alpha: int = 32  # scale = alpha / r
     dropout: float = 0.0  # regularizes small data; 0 is best for memorization
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    # module names (Llama's by default) or "all-linear": peft's every linear layer but the output head, any architecture
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     train_new_tokens: bool = True  # added id/marker token rows stay trainable (peft trainable_token_indices)
     modules_to_save: list[str] = field(default_factory=list)  # whole modules trained and saved with the adapter
 
@@ -211,6 +212,8 @@ def validate(cfg: RecipeConfig) -> None:
                 raise ConfigError(f"{where}.tasks.{task}: weight must be >= 0, got {w}")
         if not any(w > 0 for w in st.tasks.values()):
             raise ConfigError(f"{where}.tasks: at least one task needs a positive weight")
+        if isinstance(st.lora.target_modules, str) and st.lora.target_modules != "all-linear":
+            raise ConfigError(f"{where}.lora.target_modules: a list of module names or 'all-linear', got {st.lora.target_modules!r}")
         if st.method != "full" and not st.merge and i < len(active) - 1:
             raise ConfigError(f"{where}.merge: a {st.method} stage followed by another stage needs merge: true")
         t = st.train

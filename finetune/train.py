@@ -28,7 +28,7 @@ from dlsearch.data.catalog import Catalog
 from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template
-from dlsearch.finetune.config import RecipeConfig, StageConfig, TrainSettings, load_model_size
+from dlsearch.finetune.config import ConfigError, RecipeConfig, StageConfig, TrainSettings, load_model_size
 from dlsearch.finetune.loading import load_base, load_finetuned, load_tokenizer, model_dtype, safetensors_problem
 from dlsearch.finetune.manifest import MANIFEST, read_manifest, write_manifest
 from dlsearch.finetune.memorization import CurveCallback, measure, save_curve, write_memorization
@@ -262,9 +262,26 @@ def peft_config(stage: StageConfig, tokenizer: Any, idmap: IdMap) -> Any:
     if lc.train_new_tokens:
         # The id tokens were added to the vocabulary; LoRA leaves embeddings frozen, so their rows train directly.
         trainable = sorted(tokenizer.convert_tokens_to_ids(id_tokens(idmap)))
-    return LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+    targets = lc.target_modules if isinstance(lc.target_modules, str) else list(lc.target_modules)
+    return LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,
                       bias="none", task_type="CAUSAL_LM", trainable_token_indices=trainable or None,
                       modules_to_save=list(lc.modules_to_save) or None)
+
+
+def check_target_modules(model: Any, stage: StageConfig) -> None:
+    """Every listed LoRA target must name a layer of this model: peft refuses only when none does and does not say
+    what the model has. The error names the recipe key, the model's linear layers and the any-architecture value."""
+    if isinstance(stage.lora.target_modules, str):
+        return
+    from transformers.pytorch_utils import Conv1D
+
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                     if isinstance(m, (torch.nn.Linear, Conv1D)) or type(m).__name__ in ("Linear4bit", "Linear8bitLt")})
+    missing = [t for t in stage.lora.target_modules if t not in linear]
+    if missing:
+        raise ConfigError(
+            f"stages.{stage.name}.lora.target_modules: {missing} are not layers of this {type(model).__name__} (its linear "
+            f"layers: {linear}); list some of those, or set it to all-linear (every linear layer but the output head)")
 
 
 def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:
@@ -307,6 +324,8 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
     # Order: tokenizer first (datasets and LoRA token indices depend on it), then model, data, trainer.
     tokenizer = load_tokenizer(base_dir)
     model = load_stage_model(base_dir, stage.method, model_dtype(cfg.model.dtype))
+    if stage.method != "full":
+        check_target_modules(model, stage)
     train_ds = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
     args = sft_args(stage.train, stage_dir / "checkpoints", seed=cfg.seed)
     curve = None
