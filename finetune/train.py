@@ -275,10 +275,11 @@ def check_target_modules(model: Any, stage: StageConfig) -> None:
         return
     from transformers.pytorch_utils import Conv1D
 
-    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                     if isinstance(m, (torch.nn.Linear, Conv1D)) or type(m).__name__ in ("Linear4bit", "Linear8bitLt")})
-    missing = [t for t in stage.lora.target_modules if t not in linear]
+    names = [name for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))]  # bnb's too
+    # peft's rule for a list: an entry names a module whose path is the entry or ends with "." + entry
+    missing = [t for t in stage.lora.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
     if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise ConfigError(
             f"stages.{stage.name}.lora.target_modules: {missing} are not layers of this {type(model).__name__} (its linear "
             f"layers: {linear}); list some of those, or set it to all-linear (every linear layer but the output head)")

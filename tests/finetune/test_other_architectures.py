@@ -69,3 +69,5 @@ def test_another_architectures_layer_names_are_refused_by_key(gpt2_dir: Path, tm
     assert "'c_attn'" in err and "all-linear" in err
     assert main(["finetune", "--config", str(RECIPE), *recipe_sets(tmp_path / "m", gpt2_dir, "stages.lora.lora.target_modules=every")]) == 2
     assert "a list of module names or 'all-linear', got 'every'" in capsys.readouterr().err
+    # a path suffix names a layer as it does for peft
+    assert main(["finetune", "--config", str(RECIPE), *recipe_sets(tmp_path / "m2", gpt2_dir, "stages.lora.lora.target_modules=[attn.c_attn]")]) == 0
