@@ -35,19 +35,28 @@ def split_name(value: Any, *, path: str | None = None, line: int | None = None, 
         raise CatalogError(f"split {value!r} is not one of train, validation (dev, valid), test", path=path, line=line, unit=unit, field=field)
     return SPLIT_NAMES[key]
 # Two forms of a mention: @[any printable id] and the bare @id (word characters joined by single -.:/ so that
-# "@tt-0111" is the id "tt-0111", not "tt" followed by text; a trailing "." or "-" ends the mention).
-MENTION_RE = re.compile(r"@\[([^\[\]\x00-\x1f\x7f]+)\]|@(\w+(?:[-.:/]\w+)*)")
+# "@tt-0111" is the id "tt-0111", not "tt" followed by text; a trailing "." or "-" ends the mention). Inside the
+# brackets a backslash escapes "[", "]" and itself, so an id such as "x]1" is written @[x\]1].
+MENTION_RE = re.compile(r"@\[((?:\\[\[\]\\]|[^\[\]\x00-\x1f\x7f])+)\]|@(\w+(?:[-.:/]\w+)*)")
 _BARE_ID_RE = re.compile(r"\w+(?:[-.:/]\w+)*")
+_ESCAPED = re.compile(r"\\([\[\]\\])")
+
+
+def _mention_id(bracketed: str, bare: str) -> str:
+    return _ESCAPED.sub(r"\1", bracketed) if bracketed else bare
 
 
 def mention_ids(text: str) -> list[str]:
     """Item ids mentioned in text, in order (repeats kept), from both mention forms."""
-    return [a or b for a, b in MENTION_RE.findall(text)]
+    return [_mention_id(a, b) for a, b in MENTION_RE.findall(text)]
 
 
 def format_mention(item_id: str) -> str:
-    """How to write a mention of item_id in a message: @id when the bare form reads it back whole, else @[id]."""
-    return f"@{item_id}" if _BARE_ID_RE.fullmatch(item_id) else f"@[{item_id}]"
+    """How to write a mention of item_id in a message: @id when the bare form reads it back whole, else @[id]
+    with "[", "]" and "\\" escaped by a backslash."""
+    if _BARE_ID_RE.fullmatch(item_id):
+        return f"@{item_id}"
+    return "@[" + re.sub(r"([\[\]\\])", r"\\\1", item_id) + "]"
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ def render_mentions(text: str, render: Callable[[str], str | None]) -> str:
     render answers None for (an unknown id) stays as written. Prompts use data.prompts.render_conversation."""
 
     def sub(m: re.Match) -> str:
-        out = render(m.group(1) or m.group(2))
+        out = render(_mention_id(m.group(1), m.group(2)))
         return m.group(0) if out is None else out
 
     return MENTION_RE.sub(sub, text)
@@ -136,11 +145,16 @@ def conversation_from_record(rec: Any, *, path: str | None = None, line: int | N
     messages = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            if not isinstance(m, dict):
+                got = f"got a {type(m).__name__}"
+            elif m.get("role") not in ROLES:
+                got = f"got role {m.get('role')!r}"
+            else:
+                got = f"got content of type {type(m.get('content')).__name__}"
             hint = ("; a system prompt is not part of the conversation recommended from: move it to the record's "
                     "\"meta\" or drop it") if isinstance(m, dict) and m.get("role") == "system" else ""
-            raise CatalogError(
-                f"message {i} must be {{'role': 'user'|'assistant', 'content': str}}{hint}", path=path, line=line, field=f"messages[{i}]"
-            )
+            raise CatalogError(f"message {i} must be {{'role': 'user'|'assistant', 'content': str}}, {got}{hint}",
+                               path=path, line=line, field=f"messages[{i}]")
         messages.append(Message(m["role"], m["content"]))
     lists = {}
     for name in ("exclude", "targets"):

@@ -169,11 +169,11 @@ def load_catalog(path: str | Path, columns: Mapping[str, str] | None = None, *, 
     for field in ("id", "title"):
         src = mapping.get(field, field)
         if src not in names:
-            raise CatalogError(f"missing column {src!r} for catalog field {field!r}; columns are {names}",
+            raise CatalogError(f"missing column {src!r} for catalog field {field!r}; {_columns_are(names, fmt in DELIMITERS)}",
                                path=str(path), line=1 if fmt != "parquet" else None, field=src)
     missing = [src for src in mapping.values() if src not in names]
     if missing:
-        raise CatalogError(f"missing column {missing[0]!r}; columns are {names}", path=str(path), line=1 if fmt != "parquet" else None, field=missing[0])
+        raise CatalogError(f"missing column {missing[0]!r}; {_columns_are(names, fmt in DELIMITERS)}", path=str(path), line=1 if fmt != "parquet" else None, field=missing[0])
     extra = [c for c in names if c not in mapping.values()]
 
     items = []
@@ -188,6 +188,16 @@ def load_catalog(path: str | Path, columns: Mapping[str, str] | None = None, *, 
             items.append(item_from_record(rec, path=str(path), line=n, unit=unit, **limits))
     with _named_columns(mapping):
         return Catalog(items, source=str(path), lines=numbers, unit=unit)
+
+
+def _columns_are(names: list[str], delimited: bool) -> str:
+    """'columns are [...]', and when a CSV/TSV header read as one column that holds another delimiter, which one."""
+    text = f"columns are {names}"
+    if delimited and len(names) == 1:
+        seen = [d for d in (";", "\t", "|", ",") if d in names[0]]
+        if seen:
+            text += f" (one column: the file looks delimited by {seen[0]!r}; pass --delimiter {seen[0]!r})"
+    return text
 
 
 @contextmanager
@@ -218,8 +228,9 @@ def _pick(table: Table, field: str, aliases: tuple[str, ...], *, required: bool 
     for a in aliases:
         if a in table.columns:
             return a
+    delimited = table.unit == "row" and not table.path.endswith(".parquet")
     if required:
-        raise CatalogError(f"missing column for {field!r}: name one of {list(aliases)}; columns are {table.columns}",
+        raise CatalogError(f"missing column for {field!r}: name one of {list(aliases)}; {_columns_are(table.columns, delimited)}",
                            path=table.path, line=1 if table.unit == "row" else None, field=aliases[0])
     return None
 
@@ -323,10 +334,25 @@ def load_histories_table(path: str | Path, fmt: str | None = None, *, delimiter:
 
 
 def _time(value: Any, table: Table, line: int, field: str) -> int:
+    """A number (unix time or a position), or an ISO 8601 date/time (no zone: UTC), as whole seconds."""
     try:
         return int(float(value))
     except (TypeError, ValueError):
-        raise CatalogError(f"timestamp/position {value!r} is not a number", path=table.path, line=line, unit=table.unit, field=field) from None
+        pass
+    from datetime import date, datetime, timezone
+
+    t = value if isinstance(value, datetime) else None  # parquet timestamp columns read as datetime / date
+    if isinstance(value, date) and not isinstance(value, datetime):
+        t = datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    if t is not None:
+        return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp())
+    raise CatalogError(f"timestamp/position {value!r} is neither a number nor an ISO 8601 date/time", path=table.path,
+                       line=line, unit=table.unit, field=field)
 
 
 def _find(root: Path, stem: str) -> Path | None:

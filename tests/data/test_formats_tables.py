@@ -61,3 +61,14 @@ def test_cli_validate_reports_ragged_csv_as_error(tmp_path, capsys):
 def test_read_table_rows_and_lines(tmp_path):
     t = read_table(_write(tmp_path, "h.tsv", "user\titem\n\nu1\tB0-7XK\nu1\tB0-7XL\n"))
     assert t.columns == ["user", "item"] and [r["item"] for r in t.rows] == ["B0-7XK", "B0-7XL"] and t.lines == [1, 2]
+
+
+@pytest.mark.parametrize("msg,got", [({"role": "USER", "content": "hi"}, "got role 'USER'"),
+                                     ({"role": "user", "content": None}, "got content of type NoneType"),
+                                     (["user", "hi"], "got a list")])
+def test_bad_message_error_says_what_it_got(msg, got):
+    from dlsearch.data.formats import conversation_from_record
+
+    with pytest.raises(CatalogError) as e:
+        conversation_from_record({"id": "c1", "messages": [{"role": "user", "content": "ok"}, msg]}, path="c.jsonl", line=7)
+    assert (e.value.line, e.value.field) == (7, "messages[1]") and got in str(e.value)

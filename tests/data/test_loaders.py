@@ -60,6 +60,20 @@ def test_csv_errors_name_file_row_field(tmp_path, text, unit, line, field):
     assert str(p) in str(e.value) and f"{unit} {line}" in str(e.value)
 
 
+def test_semicolon_csv_error_names_the_delimiter_and_the_flag_reads_it(tmp_path):
+    p = _csv(tmp_path, '\ufeffsku;name;tags\r\nA 1;Amélie;romance|french\r\nB/2;"Tiger; Dragon";action\r\n')
+    m = {"id": "sku", "title": "name", "concepts": "tags"}
+    with pytest.raises(CatalogError, match=r"looks delimited by ';'; pass --delimiter ';'"):
+        load_catalog(p, m)
+    j = tmp_path / "c.jsonl"  # a JSONL key with a comma is a key, not a delimiter: no hint
+    j.write_text('{"sku;name": "x"}\n')
+    with pytest.raises(CatalogError) as e:
+        load_catalog(j, m)
+    assert "columns are ['sku;name']" in str(e.value) and "--delimiter" not in str(e.value)
+    cat = load_catalog(p, m, delimiter=";")
+    assert cat.ids == ["A 1", "B/2"] and cat["B/2"].title == "Tiger; Dragon" and cat["A 1"].concepts == ("romance", "french")
+
+
 def test_identical_duplicate_rows_collapse(tmp_path):
     assert len(load_catalog(_csv(tmp_path, "id,title\n1,A\n1,A\n"))) == 1
 

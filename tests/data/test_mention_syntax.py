@@ -22,6 +22,21 @@ def test_bracket_mentions_take_any_printable_id():
         assert mention_ids(f"see {format_mention(item_id)}.") == [item_id]
 
 
+def test_ids_with_brackets_or_backslashes_round_trip():
+    # regression: format_mention("x]1") wrote @[x]1], which reads back as the item "x"
+    assert format_mention("x]1") == "@[x\\]1]" and mention_ids("@[x\\]1] and @[a\\[2\\]]") == ["x]1", "a[2]"]
+    for item_id in ("x]1", "[a]", "a\\", "a\\b", "a\\]", "C:\\dir"):
+        assert mention_ids(f"see {format_mention(item_id)}, {format_mention(item_id)}.") == [item_id, item_id]
+    assert mention_ids("@[a\\b]") == ["a\\b"]  # a backslash before another character is itself
+
+
+def test_bracketed_id_renders_as_its_title():
+    from dlsearch.data.formats import render_mentions
+
+    titles = {"x]1": "Bracket film"}
+    assert render_mentions("I loved @[x\\]1] and @nope", titles.get) == "I loved Bracket film and @nope"
+
+
 def test_hyphenated_ids_render_their_own_title_not_another_item():
     from dlsearch.data.prompts import render_conversation
 

@@ -103,6 +103,28 @@ def test_histories_table_orders_by_position(own):
     assert h["u0"] == [("B0-00X", 0), ("B0-01X", 1), ("B0-02X", 2), ("B0-03X", 3)]
 
 
+def test_histories_with_iso_dates_order_by_time(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # regression: "2024-01-02T10:00:00" was refused as "not a number"; a date with no zone is UTC
+    p = tmp_path / "h.csv"
+    p.write_text("user,item,timestamp\nu1,b,2024-01-02T10:00:00\nu1,a,2024-01-01\nu1,c,2024-01-02T11:00:00+02:00\n")
+    h = load_histories_table(p)
+    assert [i for i, _ in h["u1"]] == ["a", "c", "b"]  # c is 09:00 UTC, before b's 10:00
+    assert h["u1"][0][1] == int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())
+    q = tmp_path / "h.parquet"  # a parquet timestamp column reads as datetimes
+    pq.write_table(pa.table({"user": ["u1", "u1"], "item": ["b", "a"],
+                             "timestamp": [dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 1)]}), q)
+    assert [i for i, _ in load_histories_table(q)["u1"]] == ["a", "b"]
+    p.write_text("user,item,timestamp\nu1,a,yesterday\n")
+    with pytest.raises(CatalogError) as e:
+        load_histories_table(p)
+    assert (e.value.line, e.value.field) == (1, "timestamp") and "ISO 8601" in str(e.value)
+
+
 def test_cli_validate_dataset_folder(own, capsys):
     assert main(["data", "validate", str(own), *COLS]) == 0
     r = json.loads(capsys.readouterr().out)
