@@ -49,6 +49,21 @@ CHAT_STOPWORDS = frozenset(
 # for six films of the Halloween series. The word itself stays in the query: dropping it (the first version) cost
 # requests that name a film by part of its title ("return of the dragon (Action, Drama)") 0.07 recall@10 on the
 # MovieLens sweep's held-out requests (0.913 vs 0.983 at 1,000 items; tests/retrieval/test_bm25.py).
+QUERY_STOPWORDS = ("chat", "none")  # configs: `query_stopwords: chat | none | [word, ...]`
+
+
+def query_stopwords(setting: "str | Sequence[str]") -> frozenset[str]:
+    """The words dropped from queries: "chat" (CHAT_STOPWORDS, written for movie conversations), "none", or a list
+    of words (lowercased). A catalog whose products are named by a chat word ("watch", "film") wants its own list."""
+    if isinstance(setting, str):
+        if setting not in QUERY_STOPWORDS:
+            raise ValueError(f"query_stopwords: must be one of {QUERY_STOPWORDS} or a list of words, got {setting!r}")
+        return CHAT_STOPWORDS if setting == "chat" else frozenset()
+    if not all(isinstance(w, str) for w in setting):
+        raise ValueError(f"query_stopwords: a list of words must hold strings, got {list(setting)!r}")
+    return frozenset(w.lower() for w in setting)
+
+
 GENRE_MIN_ITEMS = 3
 FRANCHISE_MIN_TITLES = 3
 FRANCHISE_MAX_SHOWN = 2

@@ -143,5 +143,9 @@ def load_concept_search(index_dir: str | Path, catalog: Catalog | None = None, *
     return ConceptSearch(load_concept_index(index_dir, catalog), aggregate=aggregate, cache_dir=cache_dir)
 
 
-def load_bm25(index_dir: str | Path | None, catalog: Catalog) -> BM25Index:
-    return BM25Index.load(index_dir, catalog) if index_dir else build_bm25(catalog)
+def load_bm25(index_dir: str | Path | None, catalog: Catalog, *, query_stopwords: str | list[str] = "chat") -> BM25Index:
+    from dlsearch.retrieval.bm25 import query_stopwords as stopwords
+
+    index = BM25Index.load(index_dir, catalog) if index_dir else build_bm25(catalog)
+    index.query_stopwords = stopwords(query_stopwords)
+    return index

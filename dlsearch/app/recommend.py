@@ -167,9 +167,13 @@ class BM25Settings:
     enabled: bool = True
     index: str | None = None  # None: build in memory
     query_from: str = "conversation"
+    query_stopwords: str | list[str] = "chat"  # chat (movie-chat words) | none | [word, ...]
 
     def __post_init__(self) -> None:
         _one_of("query_from", self.query_from, QUERY_FROM)
+        from dlsearch.retrieval.bm25 import query_stopwords
+
+        query_stopwords(self.query_stopwords)
 
 
 @dataclass
@@ -328,7 +332,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None, *, shared:
             strategies[name] = SearcherStrategy(name, search, to_concepts)
         else:
             if name == "bm25":
-                searcher = load_bm25(sc.get("index"), catalog)
+                searcher = load_bm25(sc.get("index"), catalog, query_stopwords=sc.get("query_stopwords", "chat"))
             else:
                 mapping = None
                 if sc.get("mapping"):

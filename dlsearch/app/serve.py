@@ -339,7 +339,7 @@ def item_card(catalog: Catalog, item_id: str, score: float | None = None, strate
 def reply_text(cards: Sequence[dict[str, Any]], linked: Sequence[dict[str, Any]]) -> str:
     """The template reply: without span mode (server.span_index), or when the model's reply named no item."""
     if not cards:
-        return "I could not find anything for that yet. Tell me a film you liked, or what you are in the mood for."
+        return "I could not find anything for that yet. Tell me something you liked, or what you are looking for."
     names = [c["title"] for c in cards]
     lead = f"Since you mentioned {', '.join(c['title'] for c in linked[:3])}, you" if linked else "You"
     return f"{lead} might like {', '.join(names[:-1]) + ' and ' if len(names) > 1 else ''}{names[-1]}."
@@ -360,6 +360,8 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
     replies = None if replier is None else Batcher(router, settings.max_batch, settings.batch_wait_ms / 1000,
                                                    run=replier.reply_many, lock=batcher.lock)
     lock = threading.Lock()
+    # the router's policy.link_mentions: false (a shop, where naming an item asks for it) turns the linking off here too
+    link = getattr(getattr(router, "policy", None), "link_mentions", True)
 
     def check_limits(messages: list[ChatMessage], k: int) -> None:
         from fastapi import HTTPException
@@ -377,7 +379,7 @@ def create_app(router: Any, catalog: Catalog, settings: ServerSettings | None = 
         check_limits(messages, k)
         msgs = [Message("assistant" if x.role == "assistant" else "user", x.content) for x in messages if x.content.strip()]
         user_text = "\n".join(x.content for x in msgs if x.role == "user")
-        linked = link_mentions(user_text, catalog)
+        linked = link_mentions(user_text, catalog) if link else []
         exclude = list(dict.fromkeys(linked + [i for i in deny if i in catalog]))
         meta: dict[str, Any] = {"linked": linked}
         if allow is not None:  # the router searches among these (retrieval.strategy.allow_list)

@@ -148,3 +148,13 @@ def test_serve_config_is_recommend_schema_plus_server(tmp_path):
     bad.write_text(open("configs/serve.yaml").read().replace("  bm25:\n", "  bm26:\n"))
     with pytest.raises(ValueError, match="unknown field 'strategies.bm26'; did you mean 'bm25'"):
         read_serve_config(bad)
+
+
+def test_policy_link_mentions_false_is_honoured_by_the_service(catalog):
+    # regression: the service linked and excluded named titles whatever the config's policy.link_mentions said
+    from dlsearch.retrieval.router import Policy
+
+    router = Router(catalog, {"bm25": build_bm25(catalog)}, Policy(link_mentions=False))
+    with ServerThread(create_app(router, catalog)) as url:
+        out = httpx.post(url + "/v1/recommend", json={"messages": user(MATRIX), "k": 5}, timeout=60).json()
+    assert out["linked"] == [] and set(titles_of(catalog).group("85036")) & {c["id"] for c in out["items"]}

@@ -88,3 +88,50 @@ def test_series_cap_keeps_part_title_requests() -> None:
     assert recall >= 0.97, recall
     capped = [index._series_words(t) for t in tokenize([t for t, _ in requests], drop=index.query_stopwords)]
     assert sum(map(bool, capped)) >= 30  # the cap is in play on these requests
+
+
+def test_query_stopwords_are_configurable_for_other_domains(tmp_path):
+    # regression: a shop whose products are named by a movie-chat word ("watch") got no watch for "I want a watch":
+    # the chat list dropped the word from every query, and no config could change it
+    from dlsearch.app.recommend import build_router, check_config
+    from dlsearch.data.catalog import Catalog, Item
+    from dlsearch.data.formats import Conversation, Message
+    from dlsearch.retrieval.bm25 import query_stopwords
+
+    shop = Catalog([Item("w1", "Steel diver watch", concepts=("watch",)), Item("s1", "Leather strap", concepts=("strap",)),
+                    Item("b1", "Canvas bag", concepts=("bag",))])
+    shop.save_jsonl(tmp_path / "catalog.jsonl")
+    cfg = {"catalog": str(tmp_path / "catalog.jsonl")}
+    conv = Conversation("c1", [Message("user", "I want a watch for my dad")])
+
+    def top(stopwords):
+        strategies = {"bm25": {"enabled": True, **({} if stopwords is None else {"query_stopwords": stopwords})}}
+        router = build_router(check_config({**cfg, "strategies": strategies, "policy": {"link_mentions": False}}, "test"))
+        return [s.item_id for s in router.recommend(conv, 3).items]
+
+    assert top(None) == [] and top("chat") == []  # the default keeps the measured movie behaviour
+    assert top("none")[0] == "w1" and top(["want", "dad"])[0] == "w1"
+    assert query_stopwords(["Watch"]) == {"watch"} and "watch" in query_stopwords("chat")
+    with pytest.raises(ValueError, match="query_stopwords: must be one of"):
+        query_stopwords("movies")
+
+
+def test_shop_catalog_link_mentions_trade_off(tmp_path):
+    # docs/own-data.md: linking titles typed as plain text excludes them (right for films the user saw); where naming
+    # an item asks for it, link_mentions: false keeps it
+    from dlsearch.app.recommend import build_router, check_config
+    from dlsearch.data.catalog import Catalog, Item
+    from dlsearch.data.formats import Conversation, Message
+
+    shop = Catalog([Item("w1", "Steel diver watch", concepts=("watch",)), Item("s1", "Leather strap", concepts=("strap",)),
+                    Item("b1", "Canvas bag", concepts=("bag",)), Item("b2", "Leather bag", concepts=("bag",)),
+                    Item("k", "Kindle", concepts=("reader",))])
+    shop.save_jsonl(tmp_path / "catalog.jsonl")
+
+    def top(text, link):
+        cfg = {"catalog": str(tmp_path / "catalog.jsonl"), "policy": {"link_mentions": link},
+               "strategies": {"bm25": {"enabled": True, "query_stopwords": "none"}}}
+        return [s.item_id for s in build_router(check_config(cfg, "test")).recommend(Conversation("c", [Message("user", text)]), 5).items]
+
+    assert top("do you have a Leather strap?", True) == ["b2"] and top("I'd like a Kindle", True) == []
+    assert top("do you have a Leather strap?", False)[0] == "s1" and top("I'd like a Kindle", False) == ["k"]
