@@ -275,14 +275,24 @@ def check_target_modules(model: Any, stage: StageConfig) -> None:
         return
     from transformers.pytorch_utils import Conv1D
 
-    names = [name for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))]  # bnb's too
+    nn = torch.nn  # the layer kinds peft's LoRA wraps (bnb's 4/8-bit layers subclass nn.Linear)
+    kinds = (nn.Linear, Conv1D, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
+    names = [name for name, m in model.named_modules() if isinstance(m, kinds)]
     # peft's rule for a list: an entry names a module whose path is the entry or ends with "." + entry
-    missing = [t for t in stage.lora.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    named = lambda path, entry: path == entry or path.endswith("." + entry)  # noqa: E731
+    missing = [t for t in stage.lora.target_modules if not any(named(n, t) for n in names)]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n in names})
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))})
         raise ConfigError(
             f"stages.{stage.name}.lora.target_modules: {missing} are not layers of this {type(model).__name__} (its linear "
             f"layers: {linear}); list some of those, or set it to all-linear (every linear layer but the output head)")
+    embed = next((n for n, m in model.named_modules() if m is model.get_input_embeddings()), None)
+    hit = [t for t in stage.lora.target_modules if embed is not None and named(embed, t)]
+    if hit and stage.lora.train_new_tokens:  # peft refuses the pair with a TypeError about trainable_token_indices
+        raise ConfigError(
+            f"stages.{stage.name}.lora.target_modules: {hit} is the input embedding, whose added id-token rows "
+            f"lora.train_new_tokens (true) already trains and peft cannot do both; set stages.{stage.name}.lora."
+            f"train_new_tokens=false (LoRA on the embedding then updates those rows too) or drop {hit[0]!r}")
 
 
 def load_stage_model(base_dir: Path, method: str, dtype: torch.dtype) -> Any:

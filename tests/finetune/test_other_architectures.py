@@ -71,3 +71,11 @@ def test_another_architectures_layer_names_are_refused_by_key(gpt2_dir: Path, tm
     assert "a list of module names or 'all-linear', got 'every'" in capsys.readouterr().err
     # a path suffix names a layer as it does for peft
     assert main(["finetune", "--config", str(RECIPE), *recipe_sets(tmp_path / "m2", gpt2_dir, "stages.lora.lora.target_modules=[attn.c_attn]")]) == 0
+    # peft also puts LoRA on embeddings (GPT-2's wte), but not beside trainable id-token rows: that pair is refused
+    # by key (peft's own error is a TypeError about trainable_token_indices); without the rows it trains
+    wte = recipe_sets(tmp_path / "m3", gpt2_dir, "stages.lora.lora.target_modules=[c_attn, wte]")
+    assert main(["finetune", "--config", str(RECIPE), *wte]) == 2
+    assert "['wte'] is the input embedding" in capsys.readouterr().err
+    assert main(["finetune", "--config", str(RECIPE), *wte, "--set", "stages.lora.lora.train_new_tokens=false"]) == 0
+    adapter = json.loads((tmp_path / "m3" / "adapter" / "adapter_config.json").read_text())
+    assert {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]} == {"c_attn", "wte"}
