@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,23 @@ def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: boo
     for name in cfg.strategies:
         if name not in systems:
             systems[name] = build_strategy(name, task, cfg.strategy_options, shared=shared)
-    pred_hashes = {}
+    pred_hashes, stray_counts = {}, {}
     for path in cfg.predictions:
         name, by_id, digest = predictions_system(path)
         unknown = set(by_id) - {q.id for q in task.queries}
         if by_id and len(unknown) == len(by_id):
             raise ValueError(f"{path}: none of its prediction ids match the task's query ids (e.g. {sorted(unknown)[:3]})")
+        items = [s.item_id for p in by_id.values() for s in p.items]
+        strays = {i for i in items if i not in task.catalog}
+        stray = sorted(strays)
+        if items and len(stray) == len(set(items)):
+            raise ValueError(f"{path}: none of its items is an id of the task's catalog (e.g. {stray[:3]}): the run was "
+                             f"made on another catalog, or it names codes or titles instead of item ids")
+        if stray:  # scored as misses, as an unconstrained model's invalid answers are; said, not hidden
+            n = sum(i in strays for i in items)
+            warnings.warn(f"{path}: {n} of {len(items)} predicted items are not in the task's catalog (e.g. {stray[:3]}); "
+                          f"they are scored as misses", stacklevel=2)
+            stray_counts[str(path)] = {"items": n, "of": len(items), "examples": stray[:5]}
         if name in systems:
             name = f"{name}:{Path(path).stem}"
         systems[name] = by_id
@@ -130,6 +142,8 @@ def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: boo
         n_resamples=cfg.n_resamples, config=config_to_dict(cfg),
     )
     report["hashes"] = {**report["hashes"], **pred_hashes}
+    if stray_counts:
+        report["predicted_items_not_in_catalog"] = stray_counts
     # per shared searcher: conversations searched, and rankings reused by another system (the router)
     report["shared_searches"] = shared.counts()
     report["wall_seconds"] = round(time.perf_counter() - t0, 2)

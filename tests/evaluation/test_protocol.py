@@ -242,3 +242,22 @@ def test_a_saved_run_scores_again_to_the_same_report(redial_prepared, tmp_path) 
             assert again["modes"]["excluded"]["systems"][name]["metrics"][m] == want, (name, m)
     assert report["modes"]["excluded"]["systems"]["edited"]["metrics"]["ndcg@10"] != \
         report["modes"]["excluded"]["systems"]["popularity"]["metrics"]["ndcg@10"]
+
+
+def test_predicted_items_outside_the_catalog_are_said(redial_prepared, tmp_path, capsys) -> None:
+    # regression: a predictions file naming codes or another catalog's ids was scored as misses without a word
+    from dlsearch.cli import main
+
+    task = P.redial_turns_task(redial_prepared)
+    q = task.queries[0]
+    save_predictions(tmp_path / "codes.jsonl", [Prediction(q.id, [ScoredItem("<a_1><b_2>", 1.0, 1, "codes")])])
+    args = ["evaluate", "--task", "turns", "--data", str(redial_prepared), "--out", str(tmp_path / "ev"), "--predictions"]
+    assert main(args + [str(tmp_path / "codes.jsonl")]) == 2
+    assert "none of its items is an id of the task's catalog (e.g. ['<a_1><b_2>'])" in capsys.readouterr().err
+    save_predictions(tmp_path / "half.jsonl", [Prediction(q.id, [ScoredItem("nope", 1.0, 1, "half"),
+                                                                ScoredItem(q.targets[0], 0.5, 2, "half")])])
+    with pytest.warns(UserWarning, match=r"1 of 2 predicted items are not in the task's catalog"):
+        assert main(args + [str(tmp_path / "half.jsonl")]) == 0
+    js = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert js["predicted_items_not_in_catalog"] == {str(tmp_path / "half.jsonl"): {"items": 1, "of": 2, "examples": ["nope"]}}
+    assert js["modes"]["included"]["systems"]["half"]["metrics"]["mrr"]["mean"] > 0  # the valid item still counts
