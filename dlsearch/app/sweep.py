@@ -282,6 +282,24 @@ def prepare_point(cfg: SweepConfig, catalog: Catalog, pdir: Path) -> IdMap:
     return idmap
 
 
+def check_recipe(cfg: SweepConfig, pdir: Path) -> None:
+    """A point keeps the sha256 of the recipe file its model was trained with (`recipe.sha256`) and is refused once
+    that file changes: the point key holds the recipe's path and overrides, not its contents, so an edited recipe
+    would otherwise reuse models and results trained under the old one. A point without the file records it."""
+    if not cfg.recipe or not Path(cfg.recipe).is_file():
+        return  # no recipe (stand-in steps), or one the train step will report as missing
+    from dlsearch.data.files import file_sha256
+
+    digest, mark = file_sha256(cfg.recipe), pdir / "recipe.sha256"
+    if not mark.is_file():
+        atomic_write_text(mark, f"{digest}  {cfg.recipe}\n")
+        return
+    kept = mark.read_text(encoding="utf-8").split()
+    if kept and kept[0] != digest:
+        raise ValueError(f"{cfg.recipe} changed since the point {pdir} was trained with it (sha256 {kept[0][:12]}, now "
+                         f"{digest[:12]}): give the sweep another `out` for the new recipe, or delete {pdir} to retrain")
+
+
 def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out_dir: Path, *, on_gpu: bool) -> dict[str, Any]:
     """Measure one catalog size (cached stage by stage under out_dir/points/)."""
     catalog = catalog_at(real, size, seed=cfg.seed, real_items=cfg.real_items)
@@ -293,6 +311,7 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
         return {**head, "status": "skipped", "reason": f"left to a GPU run: size {size} > cpu_max_size {cfg.cpu_max_size} on a CPU-only machine"}
     cache = PointCache(pdir)
     idmap = prepare_point(cfg, catalog, pdir)
+    check_recipe(cfg, pdir)
     requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
     texts, targets = [r[0] for r in requests], [r[1] for r in requests]
 

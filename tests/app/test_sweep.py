@@ -314,3 +314,21 @@ def test_sweep_pretrained_config_end_to_end(tmp_path) -> None:
     assert 0 <= point["memorization"]["exact_match"] <= 1 and {"direct", "bm25", "router"} <= set(point["recall@10"])
     manifest = json.loads(next(out.glob("points/*/model/manifest.json")).read_text())
     assert manifest["kind"] == "adapter" and manifest["method"] == "lora" and manifest["base_model"].endswith("init")
+
+
+def test_a_changed_recipe_file_is_refused_not_reused(movielens_catalog, tmp_path) -> None:
+    # regression: the point key holds the recipe's path, not its contents; an edited recipe reused the old models
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("stages: [{name: lora, train: {lr: 1.0e-3}}]\n")
+    cfg = _cfg(tmp_path)
+    cfg.recipe, cfg.synthetic_sizes = str(recipe), []
+    stand = StandIn()
+    run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
+    marks = sorted(Path(cfg.out).glob("points/*/recipe.sha256"))
+    assert len(marks) == 2 and str(recipe) in marks[0].read_text()
+    run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)  # unchanged: reused
+    assert stand.calls["train"] == 2
+    recipe.write_text("stages: [{name: lora, train: {lr: 3.0e-4}}]\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml changed since the point .* was trained with it"):
+        run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
+    assert stand.calls["train"] == 2
