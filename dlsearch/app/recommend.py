@@ -322,6 +322,9 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None, *, shared:
             search = load_concept_search(sc["index"], catalog, aggregate=sc.get("aggregate", "mean"), cache_dir=cache_dir)
             source, snap = sc.get("concepts_from", "meta"), sc.get("snap", False)
             vocab = sorted(search.vocabulary)
+            if snap and not vocab:  # every generated concept would be dropped: the strategy would never answer
+                raise ConfigError(f"strategies.concept.snap: the catalog {cfg['catalog']} has no concepts to snap to; set "
+                                  f"snap: false (generated concepts are searched as written) or add a concepts column")
 
             def to_concepts(conv: Conversation, source=source, snap=snap, vocab=vocab) -> list[str] | None:
                 concepts = conv.meta.get("concepts") if source == "meta" else gen().concepts(conv)

@@ -63,3 +63,27 @@ def test_rrf_fusion_rewards_agreement():
     assert rows[0, 0] == 6 and sources[0][0] == [1, 0]  # 6 is in both lists; list b ranked it first
     assert set(rows[0]) == {5, 6, 7, 8}
     assert scores[0, 0] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_snap_on_a_catalog_without_concepts_is_a_config_error(tmp_path, embed_cache):
+    # regression: snap: true over an empty vocabulary dropped every generated concept, so the strategy silently
+    # answered nothing for every conversation
+    from dlsearch.app.recommend import build_router, check_config
+    from dlsearch.data.catalog import Catalog, Item
+    from dlsearch.data.config import ConfigError
+    from dlsearch.data.formats import Conversation, Message
+
+    shop = Catalog([Item("w1", "Steel diver watch"), Item("b1", "Canvas bag"), Item("k", "Kindle e-reader")])
+    shop.save_jsonl(tmp_path / "catalog.jsonl")
+    save_concept_index(build_concept_index(shop, factory="Flat", cache_dir=embed_cache), tmp_path / "concept")
+
+    def router(snap):
+        concept = {"enabled": True, "index": str(tmp_path / "concept"), "concepts_from": "meta", "snap": snap}
+        cfg = {"catalog": str(tmp_path / "catalog.jsonl"), "cache_dir": embed_cache, "strategies": {"concept": concept},
+               "policy": {"link_mentions": False}}
+        return build_router(check_config(cfg, "test"))
+
+    with pytest.raises(ConfigError, match="strategies.concept.snap: the catalog .* has no concepts to snap to; set snap: false"):
+        router(True)
+    conv = Conversation("c", [Message("user", "a gift")], meta={"concepts": ["wristwatch"]})
+    assert router(False).recommend(conv, 3).items[0].item_id == "w1"
