@@ -32,29 +32,45 @@ TASK = "conversation->item"
 
 
 def conversation_prompt(conv: Conversation, catalog: Catalog, tokenizer: Any | None = None, *,
-                        max_messages: int | None = None, max_length: int | None = None, reserve: int = 0) -> str:
-    """The conversation->item prompt with mentions rendered as titles: data.prompts.conversation_prompt, the
-    function training examples are rendered with; max_messages keeps the last N messages, as the recipe's
-    data.max_messages did in training (None: all). With max_length (and a tokenizer), the context is cut from
-    the left to leave `reserve` tokens for the answer: the length policy training applied (fit_context_prompt)."""
+                        max_messages: int | None = None, max_length: int | None = None, reserve: int = 0,
+                        task: str = TASK) -> str:
+    """The prompt of a conversation task (conversation->item by default; ->query, ->concepts) with mentions rendered
+    as titles: data.prompts.conversation_prompt, the function training examples are rendered with; max_messages
+    keeps the last N messages, as the recipe's data.max_messages did in training (None: all). With max_length (and a
+    tokenizer), the context is cut from the left to leave `reserve` tokens for the answer: the length policy training
+    applied (fit_context_prompt)."""
     if max_length is not None and tokenizer is not None:
         from dlsearch.data.prompts import conversation_parts, fit_context_prompt, prompt_for_context
 
         parts = conversation_parts(conv, catalog, max_messages=max_messages)
-        prompt, _ = fit_context_prompt(TASK, parts, tokenizer, max_length - reserve)
-        prompt = prompt if prompt is not None else prompt_for_context(TASK, "")
+        prompt, _ = fit_context_prompt(task, parts, tokenizer, max_length - reserve)
+        prompt = prompt if prompt is not None else prompt_for_context(task, "")
         return apply_chat_template(tokenizer, prompt)
-    prompt = render_prompt(conv, catalog, TASK, max_messages=max_messages)
+    prompt = render_prompt(conv, catalog, task, max_messages=max_messages)
     return apply_chat_template(tokenizer, prompt) if tokenizer is not None else prompt
 
 
-def trained_max_length(model: Any) -> int | None:
-    """The max_length the model was fine-tuned with (its manifest's stage.length_policy), else its position limit."""
-    path = Path(str(getattr(model, "name_or_path", "") or "")) / "manifest.json"
-    if path.is_file():
-        policy = (json.loads(path.read_text(encoding="utf-8")).get("stage") or {}).get("length_policy") or {}
-        if policy.get("max_length"):
-            return int(policy["max_length"])
+def trained_window(model_dir: str | Path | None) -> tuple[int | None, int | None]:
+    """(max_messages, max_length) the model in model_dir was fine-tuned with, from its manifest: the recipe's
+    data.max_messages (the last N messages of a conversation) and the stage's length_policy.max_length (contexts cut
+    from the left to fit). None for what it does not record (a base, `model init`, whole conversations)."""
+    path = Path(str(model_dir)) / "manifest.json" if model_dir else None
+    if path is None or not path.is_file():
+        return None, None
+    man = json.loads(path.read_text(encoding="utf-8"))
+    messages = ((man.get("recipe") or {}).get("data") or {}).get("max_messages")
+    length = ((man.get("stage") or {}).get("length_policy") or {}).get("max_length")
+    return (None if messages is None else int(messages)), (int(length) if length else None)
+
+
+def trained_max_length(model: Any, model_dir: str | Path | None = None) -> int | None:
+    """The max_length the model was fine-tuned with: from model_dir's manifest, else from the dir its weights were
+    loaded from (for an adapter that is its base, which records none: pass the adapter's dir), else the model's
+    position limit."""
+    for d in (model_dir, getattr(model, "name_or_path", None)):
+        length = trained_window(d)[1]
+        if length:
+            return length
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
@@ -126,7 +142,8 @@ class DirectSearch:
 
     def __init__(self, model: Any, tokenizer: Any, index: TrieIndex, catalog: Any, *, beams: int = 20,
                  batch_size: int = 8, length_penalty: float = 0.0, max_new_tokens: int | None = None,
-                 max_length: int | None = None, decoder: str = "prefill_once"):
+                 max_length: int | None = None, max_messages: int | None = None, model_dir: str | Path | None = None,
+                 decoder: str = "prefill_once"):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.decoder = decoder
@@ -143,8 +160,16 @@ class DirectSearch:
         self.max_new_tokens = longest_code(index) + 1 if max_new_tokens is None else int(max_new_tokens)
         check_max_new_tokens(index, self.max_new_tokens)
 
-        # length policy of training: conversation contexts are cut from the left to leave room for the code
-        self.max_length = trained_max_length(model) if max_length is None else int(max_length)
+        # the training window: the last max_messages messages, then cut from the left to leave room for the code
+        # (model_dir: the fine-tuned dir whose manifest records them; an adapter's weights come from its base)
+        self.max_length = trained_max_length(model, model_dir) if max_length is None else int(max_length)
+        self.max_messages = trained_window(model_dir)[0] if max_messages is None else int(max_messages)
+
+    def prompt(self, conv: Conversation) -> str:
+        """A conversation's prompt as training rendered it: the conversation->item template, the trained window of
+        messages, the context cut from the left to fit max_length with room for the answer."""
+        return conversation_prompt(conv, self.catalog, self.tokenizer, max_messages=self.max_messages,
+                                   max_length=self.max_length, reserve=self.max_new_tokens)
 
     def search(self, queries: Sequence[Any], k: int, *, exclude: Sequence[Sequence[str] | None] | None = None,
                allow: Sequence[Sequence[str] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +195,7 @@ class DirectSearch:
             titles = titles_of(self.catalog)
             exclude = [sorted(titles.excluded_ids(q.exclusions())) if isinstance(q, Conversation)
                        else None for q in queries]
-        prompts = [conversation_prompt(q, self.catalog, self.tokenizer, max_length=self.max_length, reserve=self.max_new_tokens)
-                   if isinstance(q, Conversation) else q
-                   for q in queries]
+        prompts = [self.prompt(q) if isinstance(q, Conversation) else q for q in queries]
         return prompts, exclude
 
     def search_with_stats(self, queries: Sequence[str], k: int, *, exclude=None, allow=None,

@@ -54,16 +54,18 @@ def index_catalog(index_dir: str | Path, catalog_path: str | Path | None = None)
 def generate_predictions(model: Any, tokenizer: Any, catalog: Catalog, index_dir: str | Path,
                          input_path: str | Path | Sequence[Conversation],
                          out_path: str | Path, *, beams: int = 20, k: int = 10, batch_size: int = 8,
-                         exclude_mentioned: bool = True, limit: int | None = None, resume: bool = False) -> dict[str, Any]:
+                         exclude_mentioned: bool = True, limit: int | None = None, resume: bool = False,
+                         model_dir: str | Path | None = None) -> dict[str, Any]:
     """Run constrained beam search over a conversations file, appending predictions JSONL batch by batch (`resume`:
     keep the lines already written, cut a torn last line, do only the rest). Returns the stats dict (valid-item
     rate, duplicate rate, counts) that the CLI prints. input_path: a conversations JSONL, or conversations already
-    loaded from one."""
+    loaded from one. model_dir: the fine-tuned dir (or adapter dir) whose manifest records the training window
+    (the last data.max_messages messages, the max_length contexts were cut to): prompts are rendered with it."""
     from tqdm import tqdm
 
     index = TrieIndex.load(index_dir, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
     convs = list(load_conversations(input_path) if isinstance(input_path, (str, Path)) else input_path)[:limit]
-    search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size)
+    search = DirectSearch(model, tokenizer, index, catalog, beams=beams, batch_size=batch_size, model_dir=model_dir)
     stats = SearchStats()
     # each finished batch is appended and flushed: a killed run keeps them and `resume` skips them
     with PredictionLog(out_path, resume=resume) as out, tqdm(total=len(convs), desc="generate", unit="conv") as bar:
@@ -71,7 +73,7 @@ def generate_predictions(model: Any, tokenizer: Any, catalog: Catalog, index_dir
         bar.update(len(convs) - len(todo))
         for lo in range(0, len(todo), batch_size):
             chunk = todo[lo : lo + batch_size]
-            prompts = [conversation_prompt(c, catalog, tokenizer, max_length=search.max_length, reserve=search.max_new_tokens) for c in chunk]
+            prompts = [search.prompt(c) for c in chunk]  # the window and length policy the model was trained with
             exclude = [c.exclusions(mentioned=exclude_mentioned) for c in chunk]
             scores, rows, st = search.search_with_stats(prompts, k, exclude=exclude, progress=bar)
             out.write(to_predictions([c.id for c in chunk], scores, rows, catalog))

@@ -24,14 +24,16 @@ class DirectConversationSearch:
     masks_exclusions = True  # the router asks for k, not k + overfetch (beam width grows with k)
     masks_allow = True  # conv.meta["allow"] is a mask in the trie too: k allowed items whenever k exist
 
-    def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True, max_messages: int | None = None):
+    def __init__(self, search: Any, catalog: Catalog, *, exclude_mentioned: bool = True):
         self.search_engine, self.catalog, self.exclude_mentioned = search, catalog, exclude_mentioned
-        self.max_messages = max_messages  # the context window the model was trained on (recipe data.max_messages)
+
+    @property
+    def max_messages(self) -> int | None:
+        """The context window the model was trained on (recipe data.max_messages), as the search engine renders it."""
+        return self.search_engine.max_messages
 
     def _prompt(self, conv: Conversation) -> str:
-        from dlsearch.decoding.generate import conversation_prompt
-
-        return conversation_prompt(conv, self.catalog, self.search_engine.tokenizer, max_messages=self.max_messages)
+        return self.search_engine.prompt(conv)  # DirectSearch.prompt: the training window and length policy
 
     def query_key(self, conv: Conversation) -> tuple[str, tuple[str, ...], tuple[str, ...] | None]:
         """What the beam search reads of a conversation: its prompt, the items it masks and the allow list

@@ -17,23 +17,25 @@ import torch
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.formats import Conversation
-from dlsearch.data.prompts import (
-    CONCEPT_SEP,
-    apply_chat_template,
-    encode_prompts,
-    ensure_pad_token,
-    prompt_for_context,
-)
-from dlsearch.retrieval.embedding import conversation_text
+from dlsearch.data.prompts import CONCEPT_SEP, encode_prompts, ensure_pad_token
 
 
 class TaskGenerator:
     def __init__(self, model: Any, tokenizer: Any, catalog: Catalog | None = None, *, max_new_tokens: int = 32, batch_size: int = 16,
-                 max_messages: int | None = None):
+                 max_messages: int | None = None, max_length: int | None = None):
         self.model, self.tokenizer, self.catalog = model, tokenizer, catalog
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.max_messages = max_messages  # the context length the model was trained with (recipe data.max_messages)
+        # the window the model was trained with: the last data.max_messages messages, cut from the left to max_length
+        # (decoding.direct.trained_window reads both from a model dir's manifest)
+        self.max_messages, self.max_length = max_messages, max_length
         ensure_pad_token(tokenizer)
+
+    def prompt(self, task: str, conv: Conversation) -> str:
+        """The task's prompt for a conversation, rendered as training rendered it."""
+        from dlsearch.decoding.direct import conversation_prompt
+
+        return conversation_prompt(conv, self.catalog, self.tokenizer, max_messages=self.max_messages,
+                                   max_length=self.max_length, reserve=self.max_new_tokens, task=task)
 
     @torch.no_grad()
     def generate(self, task: str, convs: Sequence[Conversation]) -> list[str]:
@@ -42,8 +44,7 @@ class TaskGenerator:
         device = next(self.model.parameters()).device
         out: list[str] = []
         for s in range(0, len(convs), self.batch_size):
-            prompts = [apply_chat_template(self.tokenizer, prompt_for_context(task, conversation_text(c, self.catalog, max_messages=self.max_messages)))
-                       for c in convs[s : s + self.batch_size]]
+            prompts = [self.prompt(task, c) for c in convs[s : s + self.batch_size]]
             enc = encode_prompts(self.tokenizer, prompts).to(device)
             gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)

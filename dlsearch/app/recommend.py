@@ -283,6 +283,18 @@ def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return checked
 
 
+def task_generator(model_dir: str | Path, catalog: Catalog) -> Any:
+    """The model that writes queries and concepts for the fallbacks (`query_from: model`, `concepts_from: model`),
+    rendering conversations in the window its recipe trained on (manifest: data.max_messages, max_length)."""
+    from dlsearch.decoding.direct import trained_max_length, trained_window
+    from dlsearch.finetune.loading import load_model
+    from dlsearch.retrieval.generate import TaskGenerator
+
+    model, tokenizer, _ = load_model(model_dir, catalog=catalog)
+    return TaskGenerator(model, tokenizer, catalog, max_messages=trained_window(model_dir)[0],
+                         max_length=trained_max_length(model, model_dir))
+
+
 def build_router(cfg: dict[str, Any], catalog: Catalog | None = None, *, shared: SharedStrategies | None = None) -> Router:
     """Construct every enabled strategy; a strategy that cannot be built (missing index, bad endpoint) is an error,
     not a silent fallback: the config says it should exist. With `shared` (one evaluation run), direct search is
@@ -301,10 +313,7 @@ def build_router(cfg: dict[str, Any], catalog: Catalog | None = None, *, shared:
         if generator is None:
             if not model_dir:
                 raise ValueError("a strategy takes its query from the model but 'model_dir' is not set")
-            from dlsearch.finetune.loading import load_model
-            from dlsearch.retrieval.generate import TaskGenerator
-
-            generator = TaskGenerator(*load_model(model_dir, catalog=catalog)[:2], catalog)
+            generator = task_generator(model_dir, catalog)
         return generator
 
     strategies: dict[str, Any] = {}

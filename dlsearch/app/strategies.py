@@ -61,15 +61,6 @@ def _need(opts: dict[str, Any], key: str, strategy: str, what: str) -> Any:
 DIRECT_DTYPES = ("float32", "bfloat16")
 
 
-def trained_max_messages(model_dir: str | Path) -> int | None:
-    """The conversation window (data.max_messages) of the recipe the model was fine-tuned with; None when the
-    manifest records no recipe (a model from `dlsearch model init`, a base, or trained on whole conversations)."""
-    from dlsearch.finetune.loading import model_manifest
-
-    recipe = model_manifest(model_dir).get("recipe") or {}
-    return (recipe.get("data") or {}).get("max_messages")
-
-
 def direct_from_config(*, catalog: Any, model_dir: str | None, index: str, beams: int = 20, batch_size: int = 8,
                        adapter: str | None = None, length_penalty: float = 0.0, dtype: str = "float32") -> Any:
     """Direct search for the router and the evaluation runner: the model (finetune.loading.load_model) and its trie
@@ -95,8 +86,9 @@ def direct_from_config(*, catalog: Any, model_dir: str | None, index: str, beams
         raise ValueError(f"direct search dtype must be one of {DIRECT_DTYPES}, got {dtype!r}")
     model, tokenizer, _ = load_model(model_dir, adapter=adapter, catalog=catalog, dtype=getattr(torch, dtype))
     trie = TrieIndex.load(index, tokenizer=tokenizer, catalog_hash=catalog.content_hash())
-    search = DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size, length_penalty=length_penalty)
-    return DirectConversationSearch(search, catalog, max_messages=trained_max_messages(adapter or model_dir))
+    search = DirectSearch(model, tokenizer, trie, catalog, beams=beams, batch_size=batch_size, length_penalty=length_penalty,
+                          model_dir=adapter or model_dir)  # its manifest records the training window
+    return DirectConversationSearch(search, catalog)
 
 
 def _direct(task: EvalTask, opts: dict[str, Any], shared: "SharedStrategies | None" = None) -> System:

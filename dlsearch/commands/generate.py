@@ -39,6 +39,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_model(args.model, adapter=args.adapter, catalog=catalog)
     stats = generate_predictions(model, tokenizer, catalog, args.index, convs, args.out, beams=args.beams, k=args.k,
                                  batch_size=args.batch_size, exclude_mentioned=not args.keep_mentioned, limit=args.limit,
-                                 resume=args.resume)
+                                 resume=args.resume, model_dir=args.adapter or args.model)
     print(json.dumps(stats, indent=2))
     return 0

@@ -74,3 +74,31 @@ def test_length_penalty_and_bfloat16(tmp_path):
     assert s16.dtype == s32.dtype and (r16 >= 0).all() and (r32 >= 0).all()
     with pytest.raises(ValueError, match="dtype"):
         direct_from_config(catalog=CATALOG, model_dir=str(model_dir), index=str(trie), dtype="float16x")
+
+
+def test_generate_renders_the_trained_window_and_length(tmp_path, monkeypatch):
+    # regression: `dlsearch generate` rendered whole conversations for a model trained on the last N messages (only
+    # the router read the window), and an adapter's trained max_length was looked up in its base's manifest
+    from types import SimpleNamespace
+
+    from dlsearch.cli import main
+    from dlsearch.data.formats import save_conversations
+    from dlsearch.decoding.direct import DirectSearch, trained_max_length
+
+    model_dir, trie = _model_dir(tmp_path, {"data": {"max_messages": 1}})
+    save_conversations(tmp_path / "c.jsonl", [CONV])
+    CATALOG.save_jsonl(tmp_path / "catalog.jsonl")
+    seen = []
+    real = DirectSearch.search_with_stats
+    monkeypatch.setattr(DirectSearch, "search_with_stats", lambda self, q, k, **kw: (seen.extend(q), real(self, q, k, **kw))[1])
+    assert main(["generate", "--model", str(model_dir), "--index", str(trie), "--input", str(tmp_path / "c.jsonl"),
+                 "--catalog", str(tmp_path / "catalog.jsonl"), "--beams", "5", "--k", "3", "--out", str(tmp_path / "p.jsonl")]) == 0
+    assert len(seen) == 1 and "third, something like Heat?" in seen[0] and "first message" not in seen[0]
+    # the adapter case: the weights' dir (the base) records no length policy, the fine-tuned dir does
+    import json
+
+    man = json.loads((model_dir / "manifest.json").read_text())
+    man["stage"] = {"length_policy": {"max_length": 40}}
+    (model_dir / "manifest.json").write_text(json.dumps(man))
+    base_like = SimpleNamespace(name_or_path=str(tmp_path / "elsewhere"), config=SimpleNamespace(max_position_embeddings=8192))
+    assert trained_max_length(base_like) == 8192 and trained_max_length(base_like, model_dir) == 40

@@ -113,3 +113,24 @@ def test_concept_search_concepts_from_model(setup):
     # with concepts_from: meta and no concepts in the conversation, the strategy has nothing to search
     none = build_router(_only(cfg, "concept", {"concepts_from": "meta", "snap": False, "index": str(d / "concept")})).recommend_many([CONV], 3)[0]
     assert none.items == []
+
+
+def test_task_generator_renders_the_trained_window(setup, tmp_path):
+    # regression: the router's query/concept writer rendered whole conversations for a model trained on the last N
+    # messages (bench scripts passed the window by hand; build_router did not)
+    import json
+    import shutil
+
+    from dlsearch.app.recommend import task_generator
+
+    d, _ = setup
+    windowed = tmp_path / "model"
+    shutil.copytree(d / "model", windowed)
+    man = json.loads((windowed / "manifest.json").read_text())
+    man["recipe"] = {**(man.get("recipe") or {}), "data": {**((man.get("recipe") or {}).get("data") or {}), "max_messages": 1}}
+    (windowed / "manifest.json").write_text(json.dumps(man))
+    conv = Conversation("c2", [Message("user", "an old message about Toy Story"), Message("assistant", "ok"),
+                               Message("user", "I want a tense film about a bank robbery crew")])
+    whole = task_generator(d / "model", CATALOG).prompt("conversation->query", conv)
+    last = task_generator(windowed, CATALOG).prompt("conversation->query", conv)
+    assert "an old message" in whole and "an old message" not in last and "bank robbery crew" in last

@@ -124,7 +124,9 @@ def test_direct_search_memo_key_holds_prompt_masks_and_allow_list(ml_catalog):
     from dlsearch.retrieval.direct import DirectConversationSearch
     from dlsearch.retrieval.strategy import RankingMemo
 
-    direct = DirectConversationSearch(SimpleNamespace(tokenizer=None), ml_catalog)
+    from dlsearch.decoding.direct import conversation_prompt
+
+    direct = DirectConversationSearch(SimpleNamespace(prompt=lambda conv: conversation_prompt(conv, ml_catalog)), ml_catalog)
     ids = ml_catalog.ids
     conv = Conversation("c", [Message("user", f"I liked @{ids[0]}")])
     key = direct.query_key
