@@ -177,17 +177,20 @@ def _random(catalog: Catalog, seed: int, *, length: int | None = None, **_: Any)
             length += 1
     if a**length < n:
         raise ValueError(f"random ids of length {length} over {a} symbols cannot cover {n} items")
-    rng = np.random.default_rng(seed)
-    codes: dict[str, str] = {}
-    used: set[str] = set()
-    for it in catalog:
+    return _draw_codes(np.random.default_rng(seed), [it.id for it in catalog], length, set()), []
+
+
+def _draw_codes(rng: np.random.Generator, ids: list[str], length: int, used: set[str]) -> dict[str, str]:
+    """One code of `length` random letters per id, redrawn until unseen; `used` grows with every code drawn."""
+    out: dict[str, str] = {}
+    for i in ids:
         while True:
-            c = "".join(RANDOM_ALPHABET[k] for k in rng.integers(0, a, size=length))
+            c = "".join(RANDOM_ALPHABET[k] for k in rng.integers(0, len(RANDOM_ALPHABET), size=length))
             if c not in used:
                 break
         used.add(c)
-        codes[it.id] = c
-    return codes, []
+        out[i] = c
+    return out
 
 
 def display_title(title: str) -> str:
@@ -236,15 +239,7 @@ def _extend_random(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int
     if a**length < len(idmap.codes) + len(new_ids):
         raise IdMapError(f"random ids of length {length} cannot cover {len(idmap.codes) + len(new_ids)} items; rebuild the map")
     rng = np.random.default_rng([seed, idmap.version])  # a new stream per version: never replays old draws
-    used, out = set(idmap.codes.values()), {}
-    for i in new_ids:
-        while True:
-            c = "".join(RANDOM_ALPHABET[k] for k in rng.integers(0, a, size=length))
-            if c not in used:
-                break
-        used.add(c)
-        out[i] = c
-    return out, []
+    return _draw_codes(rng, new_ids, length, set(idmap.codes.values())), []
 
 
 def _extend_title(idmap: IdMap, catalog: Catalog, new_ids: list[str], seed: int, **params: Any) -> tuple[dict[str, str], list[str]]:

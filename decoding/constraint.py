@@ -172,20 +172,14 @@ class TrieConstraint(LogitsProcessor):
         if self.filters is None or not ok.any():
             return ok
         keys, _, allow_q = self._keys_cache[s]
-        k = q * self.tries[s].n_nodes + child
-        pos = np.minimum(np.searchsorted(keys, k), max(keys.shape[0] - 1, 0))
-        listed = (keys[pos] == k) if keys.shape[0] else np.zeros(k.shape, dtype=bool)
-        return ok & (listed == allow_q[q])
+        return ok & (_sorted_member(keys, q * self.tries[s].n_nodes + child) == allow_q[q])
 
     def _end_ok(self, s: int, q: np.ndarray, node: np.ndarray) -> np.ndarray:
         ok = (node >= 0) & self.tries[s].is_terminal(np.maximum(node, 0))
         if self.filters is None or not ok.any():
             return ok
         _, ends, allow_q = self._keys_cache[s]
-        k = q * self.tries[s].n_nodes + node
-        pos = np.minimum(np.searchsorted(ends, k), max(ends.shape[0] - 1, 0))
-        listed = (ends[pos] == k) if ends.shape[0] else np.zeros(k.shape, dtype=bool)
-        return ok & (listed == allow_q[q])
+        return ok & (_sorted_member(ends, q * self.tries[s].n_nodes + node) == allow_q[q])
 
     def _step(self, phase: np.ndarray, nodes: np.ndarray, tok: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance (phase, nodes) of the given rows by one token each. All arrays are over the same k rows."""
@@ -440,3 +434,10 @@ class TrieConstraint(LogitsProcessor):
         if vals is not None:
             scores[pr, pt] = vals
         return scores
+
+
+def _sorted_member(keys: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """For each of k, whether it is in the sorted array keys."""
+    if not keys.shape[0]:
+        return np.zeros(k.shape, dtype=bool)
+    return keys[np.minimum(np.searchsorted(keys, k), keys.shape[0] - 1)] == k
