@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from dlsearch.data.formats import Conversation, render_mentions
+from dlsearch.data.formats import Conversation, format_mention, render_mentions
 
 if TYPE_CHECKING:
     from dlsearch.data.catalog import Catalog
@@ -69,8 +69,9 @@ def render_conversation(conv: Conversation, catalog: "Catalog", *, render: str =
 
 
 def render_history(item_ids: Sequence[str], catalog: "Catalog", *, render: str = "title", idmap: "IdMap | None" = None) -> str:
-    """A user's items, oldest first, one per line (history->next_item context)."""
-    return "\n".join(item_text_in_prompt(i, catalog, render=render, idmap=idmap) or f"@[{i}]" for i in item_ids)
+    """A user's items, oldest first, one per line (history->next_item context); an item the catalog (or id map) does
+    not know is written as its mention (data.formats.format_mention), as an unknown mention in a message stays."""
+    return "\n".join(item_text_in_prompt(i, catalog, render=render, idmap=idmap) or format_mention(i) for i in item_ids)
 
 
 def conversation_prompt(conv: Conversation, catalog: "Catalog", task: str = "conversation->item", *, render: str = "title",

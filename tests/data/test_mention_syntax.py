@@ -141,3 +141,12 @@ def test_title_and_text_bounds_are_configurable(tmp_path):
     with pytest.raises(CatalogError, match="max_text_bytes=65536"):
         load_catalog_jsonl(p, max_title_chars=1000)
     assert len(load_catalog_jsonl(p, max_title_chars=None, max_text_bytes=None)) == 1
+
+
+def test_history_writes_an_unknown_item_as_a_mention_that_reads_back():
+    # regression: render_history wrote an item missing from the catalog as f"@[{id}]", unescaped: "x]1" read back as "x"
+    from dlsearch.data.prompts import render_history
+
+    cat = Catalog([Item("a", "Heat")])
+    text = render_history(["a", "x]1", "tt-1"], cat)
+    assert text.splitlines()[0] == "Heat" and mention_ids(text) == ["x]1", "tt-1"]
