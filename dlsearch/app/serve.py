@@ -110,20 +110,24 @@ def _recommend_keys() -> set[str]:
     return set(TOP_KEYS)
 
 
-def catalog_only_router(catalog: Catalog) -> Any:
+def catalog_only_router(catalog: Catalog, *, link_mentions: bool = True, query_stopwords: str | list[str] = "chat") -> Any:
     """No model: BM25 over the catalog. Its query is the conversation text plus the concepts of the items the user
     mentioned (conv.meta["linked"], set by the service's mention linking): "I loved The Matrix" then finds
-    sci-fi action films, not only titles containing "matrix"."""
+    sci-fi action films, not only titles containing "matrix". link_mentions and query_stopwords are recommend.yaml's
+    policy.link_mentions and strategies.bm25.query_stopwords (a shop wants false and none: docs/own-data.md)."""
     from dlsearch.retrieval.bm25 import build_bm25
+    from dlsearch.retrieval.bm25 import query_stopwords as stopwords
     from dlsearch.retrieval.embedding import conversation_text
-    from dlsearch.retrieval.router import Router
+    from dlsearch.retrieval.router import Policy, Router
     from dlsearch.retrieval.strategy import SearcherStrategy
 
     def query(conv: Conversation) -> str:
         liked = [" ".join(catalog[i].concepts) for i in conv.meta.get("linked", []) if i in catalog]
         return " ".join([conversation_text(conv, catalog)] + liked)
 
-    return Router(catalog, {"bm25": SearcherStrategy("bm25", build_bm25(catalog), query)})
+    index = build_bm25(catalog)
+    index.query_stopwords = stopwords(query_stopwords)
+    return Router(catalog, {"bm25": SearcherStrategy("bm25", index, query)}, Policy(link_mentions=link_mentions))
 
 
 # -- mention linking -----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     dlsearch serve --config configs/serve.yaml            # model, indexes and router held once
     dlsearch serve --catalog runs/redial/catalog.jsonl    # no model: BM25 + mention linking (a first look)
+    dlsearch serve --catalog shop.jsonl --set policy.link_mentions=false --set strategies.bm25.query_stopwords=none
     dlsearch serve --config configs/serve.yaml --set k=20 --set server.max_batch=32
 """
 
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (default server.host, 127.0.0.1)")
     p.add_argument("--port", type=positive_int, default=None, help="port (default server.port, 8000)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. k=20 or server.max_batch=32 (with --catalog: server.* only)")
+                   help="override a config key, e.g. k=20 or server.max_batch=32 (with --catalog: server.*, "
+                        "policy.link_mentions and strategies.bm25.query_stopwords only)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -42,11 +44,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replier = span_replier(cfg, settings, router, catalog)  # None: template replies
     else:
         tree = apply_overrides({"server": {}}, args.set)
-        if set(tree) != {"server"}:
-            raise ConfigError(f"--set {', '.join(sorted(set(tree) - {'server'}))}: without --config only server.* "
-                              "keys can be set (the rest is recommend.yaml's schema; use --config configs/serve.yaml)")
+        policy, bm25 = tree.pop("policy", None) or {}, (tree.pop("strategies", None) or {}).get("bm25") or {}
+        stray = sorted(set(tree) - {"server"}) + [f"policy.{k}" for k in policy if k != "link_mentions"] + [
+            f"strategies.bm25.{k}" for k in bm25 if k != "query_stopwords"]
+        if stray:
+            raise ConfigError(f"--set {', '.join(stray)}: without --config only server.*, policy.link_mentions and "
+                              "strategies.bm25.query_stopwords can be set (the rest is recommend.yaml's schema; use "
+                              "--config configs/serve.yaml)")
         settings = server_settings({**(tree["server"] or {}), **server}, "dlsearch serve --catalog")
+        link = policy.get("link_mentions", True)
+        if not isinstance(link, bool):
+            raise ConfigError(f"--set policy.link_mentions: expected true or false, got {link!r}")
+        try:
+            from dlsearch.retrieval.bm25 import query_stopwords
+
+            words = bm25.get("query_stopwords", "chat")
+            query_stopwords(words)
+        except ValueError as e:
+            raise ConfigError(f"--set strategies.bm25.{e}") from None
         catalog = load_catalog_jsonl(args.catalog)
-        router, replier = catalog_only_router(catalog), None
+        router, replier = catalog_only_router(catalog, link_mentions=link, query_stopwords=words), None
     serve(router, catalog, settings, replier)
     return 0

@@ -64,7 +64,8 @@ def test_serve_cli_set(monkeypatch, capsys) -> None:
 
     served = []
     monkeypatch.setattr(app_serve, "serve", lambda router, catalog, settings, *rest: served.append(settings))
-    monkeypatch.setattr(app_serve, "catalog_only_router", lambda catalog: None)  # no BM25 build: only settings matter
+    routers = []  # no BM25 build: only settings and the router's options matter
+    monkeypatch.setattr(app_serve, "catalog_only_router", lambda catalog, **options: routers.append(options))
     catalog = str(REPO / "tests" / "app" / "data" / "none.jsonl")
     monkeypatch.setattr("dlsearch.data.catalog.load_catalog_jsonl", lambda path: None)
     assert main(["serve", "--catalog", catalog, "--set", "server.max_k=7", "--port", "9002"]) == 0
@@ -72,5 +73,14 @@ def test_serve_cli_set(monkeypatch, capsys) -> None:
     # without --config only the server: section can be set; a config key is refused by name
     assert main(["serve", "--catalog", catalog, "--set", "k=5"]) == 2
     assert "error:" in capsys.readouterr().err
+    # a shop served from its catalog alone can switch off linking and the movie-chat stopwords (regression: only
+    # server.* could be set, so `serve --catalog` always linked titles and dropped "watch" from queries)
+    shop = ["--set", "policy.link_mentions=false", "--set", "strategies.bm25.query_stopwords=none"]
+    assert main(["serve", "--catalog", catalog, *shop]) == 0
+    assert routers[-1] == {"link_mentions": False, "query_stopwords": "none"}
+    assert main(["serve", "--catalog", catalog, "--set", "policy.rrf_k=3"]) == 2
+    assert "--set policy.rrf_k: without --config only server.*" in capsys.readouterr().err
+    assert main(["serve", "--catalog", catalog, "--set", "strategies.bm25.query_stopwords=movies"]) == 2
+    assert "strategies.bm25.query_stopwords: must be one of" in capsys.readouterr().err
     assert main(["serve", "--config", str(REPO / "configs" / "serve.yaml"), "--set", "server.prot=1"]) == 2
     assert "did you mean 'port'" in capsys.readouterr().err

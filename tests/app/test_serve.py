@@ -158,3 +158,19 @@ def test_policy_link_mentions_false_is_honoured_by_the_service(catalog):
     with ServerThread(create_app(router, catalog)) as url:
         out = httpx.post(url + "/v1/recommend", json={"messages": user(MATRIX), "k": 5}, timeout=60).json()
     assert out["linked"] == [] and set(titles_of(catalog).group("85036")) & {c["id"] for c in out["items"]}
+
+
+def test_catalog_only_router_takes_the_shop_settings(tmp_path):
+    # `serve --catalog` for a shop: linking off keeps a named product recommendable, no stopwords keeps "watch"
+    from dlsearch.data.catalog import Catalog, Item
+
+    shop = Catalog([Item("w1", "Steel diver watch", concepts=("watch",)), Item("s1", "Leather strap", concepts=("strap",)),
+                    Item("b2", "Leather bag", concepts=("bag",))])
+    with ServerThread(create_app(catalog_only_router(shop, link_mentions=False, query_stopwords="none"), shop)) as url:
+        watch = httpx.post(url + "/v1/recommend", json={"messages": user("I want a watch for my dad"), "k": 3}, timeout=60).json()
+        strap = httpx.post(url + "/v1/recommend", json={"messages": user("do you have a Leather strap?"), "k": 3}, timeout=60).json()
+    assert watch["items"][0]["id"] == "w1" and strap["linked"] == [] and strap["items"][0]["id"] == "s1"
+    with ServerThread(create_app(catalog_only_router(shop), shop)) as url:  # the movie defaults
+        watch = httpx.post(url + "/v1/recommend", json={"messages": user("I want a watch for my dad"), "k": 3}, timeout=60).json()
+        strap = httpx.post(url + "/v1/recommend", json={"messages": user("do you have a Leather strap?"), "k": 3}, timeout=60).json()
+    assert "w1" not in [c["id"] for c in watch["items"]] and [c["id"] for c in strap["linked"]] == ["s1"]
