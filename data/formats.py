@@ -36,8 +36,10 @@ def split_name(value: Any, *, path: str | None = None, line: int | None = None, 
     return SPLIT_NAMES[key]
 # Two forms of a mention: @[any printable id] and the bare @id (word characters joined by single -.:/ so that
 # "@tt-0111" is the id "tt-0111", not "tt" followed by text; a trailing "." or "-" ends the mention). Inside the
-# brackets a backslash escapes "[", "]" and itself, so an id such as "x]1" is written @[x\]1].
-MENTION_RE = re.compile(r"@\[((?:\\[\[\]\\]|[^\[\]\x00-\x1f\x7f])+)\]|@(\w+(?:[-.:/]\w+)*)")
+# brackets a backslash escapes "[", "]" and itself, so an id such as "x]1" is written @[x\]1]. An "@" right after a
+# letter or digit is no mention ("bob@example.com"), and "\@" writes an "@" that names no item (a handle: "\@bob").
+MENTION_RE = re.compile(r"(?<![\w\\])@\[((?:\\[\[\]\\]|[^\[\]\x00-\x1f\x7f])+)\]|(?<![\w\\])@(\w+(?:[-.:/]\w+)*)")
+_LITERAL_AT = re.compile(r"\\@")
 _BARE_ID_RE = re.compile(r"\w+(?:[-.:/]\w+)*")
 _ESCAPED = re.compile(r"\\([\[\]\\])")
 
@@ -118,15 +120,22 @@ class Prediction:
         return out
 
 
+def unknown_mention(item_id: str) -> str:
+    """The error text for a mention of an id the catalog does not have, with the two ways to write what was meant."""
+    return (f"mention {format_mention(item_id)} is not a catalog item (write ids with other characters than letters, "
+            f"digits and _ as @[id]; an @ that names no item, such as a handle, as \\{format_mention(item_id)})")
+
+
 def render_mentions(text: str, render: Callable[[str], str | None]) -> str:
     """Replace every mention in text by render(item_id) (e.g. the title, or the id's text form); a mention that
-    render answers None for (an unknown id) stays as written. Prompts use data.prompts.render_conversation."""
+    render answers None for (an unknown id) stays as written; an escaped "\\@" reads as "@". Prompts use
+    data.prompts.render_conversation."""
 
     def sub(m: re.Match) -> str:
         out = render(_mention_id(m.group(1), m.group(2)))
         return m.group(0) if out is None else out
 
-    return MENTION_RE.sub(sub, text)
+    return _LITERAL_AT.sub("@", MENTION_RE.sub(sub, text))
 
 
 def conversation_from_record(rec: Any, *, path: str | None = None, line: int | None = None) -> Conversation:
@@ -179,8 +188,7 @@ def check_conversation_items(conv: Conversation, catalog: Catalog, *, path: str 
     for i, m in enumerate(conv.messages):
         for item_id in mention_ids(m.content):
             if item_id not in catalog:
-                raise CatalogError(f"mention {format_mention(item_id)} is not a catalog item (write ids with other "
-                                   "characters than letters, digits and _ as @[id])", path=path, line=line, field=f"messages[{i}]")
+                raise CatalogError(unknown_mention(item_id), path=path, line=line, field=f"messages[{i}]")
 
 
 def load_conversations(path: str | Path, catalog: Catalog | None = None) -> list[Conversation]:

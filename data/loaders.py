@@ -243,7 +243,7 @@ def load_utterances(path: str | Path, fmt: str | None = None, *, delimiter: str 
     A JSONL file in the conversations format (data/formats.py) is read as it is. `split` labels every
     conversation of the file (a dataset's own train/dev/test files). With a catalog, every mentioned, target or
     excluded item must be in it (CatalogError naming file, line and field)."""
-    from dlsearch.data.formats import Conversation, Message, check_conversation_items, conversation_from_record, format_mention, mention_ids, split_name
+    from dlsearch.data.formats import Conversation, Message, check_conversation_items, conversation_from_record, mention_ids, split_name, unknown_mention
 
     path = Path(path)
     table = read_table(path, fmt, delimiter=delimiter)
@@ -273,8 +273,7 @@ def load_utterances(path: str | Path, fmt: str | None = None, *, delimiter: str 
         if catalog is not None:
             unknown = [i for i in mention_ids(text) if i not in catalog]
             if unknown:
-                raise CatalogError(f"mention {format_mention(unknown[0])} is not a catalog item (write ids with other "
-                                   "characters than letters, digits and _ as @[id])", path=table.path, line=n, unit=table.unit, field=col["text"])
+                raise CatalogError(unknown_mention(unknown[0]), path=table.path, line=n, unit=table.unit, field=col["text"])
         conv = convs.get(cid)
         if conv is None:
             conv = convs[cid] = Conversation(cid, [])

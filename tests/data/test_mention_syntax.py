@@ -150,3 +150,32 @@ def test_history_writes_an_unknown_item_as_a_mention_that_reads_back():
     cat = Catalog([Item("a", "Heat")])
     text = render_history(["a", "x]1", "tt-1"], cat)
     assert text.splitlines()[0] == "Heat" and mention_ids(text) == ["x]1", "tt-1"]
+
+
+def test_email_addresses_and_escaped_handles_are_not_mentions():
+    # regression: "bob@example.com" in a message was read as a mention of the item "example.com", so a real chat log
+    # with an e-mail address failed to load; a handle had no way to be written at all
+    from dlsearch.data.catalog import CatalogError
+    from dlsearch.data.formats import check_conversation_items, conversation_from_record, render_mentions
+
+    assert mention_ids("mail bob@example.com or me@[x], I loved @B0-1") == ["B0-1"]
+    assert mention_ids("\\@john loved @a and \\@[b]") == ["a"]
+    assert render_mentions("\\@john loved @a, ask bob@a.org", {"a": "Heat"}.get) == "@john loved Heat, ask bob@a.org"
+    cat = Catalog([Item("a", "Heat")])
+    rec = {"id": "c1", "messages": [{"role": "user", "content": "write to bob@example.com, \\@john says @a"}]}
+    conv = conversation_from_record(rec)
+    check_conversation_items(conv, cat)
+    assert conv.mentioned() == ["a"]
+    bad = conversation_from_record({"id": "c2", "messages": [{"role": "user", "content": "@john says @a"}]})
+    with pytest.raises(CatalogError, match=r"mention @john is not a catalog item .* such as a handle, as \\@john"):
+        check_conversation_items(bad, cat)
+
+
+def test_csv_conversation_text_with_an_email_loads(tmp_path):
+    from dlsearch.data.loaders import load_utterances
+
+    cat = Catalog([Item("a", "Heat")])
+    p = tmp_path / "conv.csv"
+    p.write_text("conversation_id,role,text\nc1,user,mail me at bob@example.com about @a\nc1,assistant,try @a\n")
+    convs = load_utterances(p, catalog=cat)
+    assert [c.mentioned() for c in convs] == [["a"]]
