@@ -28,7 +28,8 @@ def _write_dataset(root: Path) -> None:
     for d in range(N_DIALOGUES):
         a, b, c = d % N_ITEMS, (d + 10) % N_ITEMS, (d + 20) % N_ITEMS  # three distinct items: two recommender turns
         for who, text in (("seeker", f"I bought @B0-{a:02d}XK, what goes with it?"), ("recommender", f"@[B0-{b:02d}XK] is nice"),
-                          ("seeker", "anything else?"), ("recommender", f"also @B0-{c:02d}XK.")):
+                          ("seeker", "anything else? mail me@shop.example, \\@ana says hi"),  # an e-mail, a handle
+                          ("recommender", f"also @B0-{c:02d}XK.")):
             rows.append(f"x{d}\t{who}\t{text}\t{SPLIT[d % 4]}")
     (root / "conversations.tsv").write_text("\n".join(rows) + "\n")
     rows = ["user\titem\ttimestamp"]
