@@ -74,6 +74,15 @@ def trained_max_length(model: Any, model_dir: str | Path | None = None) -> int |
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
+def trained_max_messages(model: Any, model_dir: str | Path | None = None) -> int | None:
+    """The recipe's data.max_messages: from model_dir's manifest when it has one, else from the dir the weights were
+    loaded from (a merged fine-tuned dir loaded as it is); None (whole conversations) when neither records it."""
+    for d in (model_dir, getattr(model, "name_or_path", None)):
+        if d and (Path(str(d)) / "manifest.json").is_file():
+            return trained_window(d)[0]
+    return None
+
+
 
 @dataclass
 class SearchStats:
@@ -163,7 +172,7 @@ class DirectSearch:
         # the training window: the last max_messages messages, then cut from the left to leave room for the code
         # (model_dir: the fine-tuned dir whose manifest records them; an adapter's weights come from its base)
         self.max_length = trained_max_length(model, model_dir) if max_length is None else int(max_length)
-        self.max_messages = trained_window(model_dir)[0] if max_messages is None else int(max_messages)
+        self.max_messages = trained_max_messages(model, model_dir) if max_messages is None else int(max_messages)
 
     def prompt(self, conv: Conversation) -> str:
         """A conversation's prompt as training rendered it: the conversation->item template, the trained window of

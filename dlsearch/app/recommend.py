@@ -286,12 +286,12 @@ def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 def task_generator(model_dir: str | Path, catalog: Catalog) -> Any:
     """The model that writes queries and concepts for the fallbacks (`query_from: model`, `concepts_from: model`),
     rendering conversations in the window its recipe trained on (manifest: data.max_messages, max_length)."""
-    from dlsearch.decoding.direct import trained_max_length, trained_window
+    from dlsearch.decoding.direct import trained_max_length, trained_max_messages
     from dlsearch.finetune.loading import load_model
     from dlsearch.retrieval.generate import TaskGenerator
 
     model, tokenizer, _ = load_model(model_dir, catalog=catalog)
-    return TaskGenerator(model, tokenizer, catalog, max_messages=trained_window(model_dir)[0],
+    return TaskGenerator(model, tokenizer, catalog, max_messages=trained_max_messages(model, model_dir),
                          max_length=trained_max_length(model, model_dir))
 
 

@@ -102,3 +102,20 @@ def test_generate_renders_the_trained_window_and_length(tmp_path, monkeypatch):
     (model_dir / "manifest.json").write_text(json.dumps(man))
     base_like = SimpleNamespace(name_or_path=str(tmp_path / "elsewhere"), config=SimpleNamespace(max_position_embeddings=8192))
     assert trained_max_length(base_like) == 8192 and trained_max_length(base_like, model_dir) == 40
+
+
+def test_direct_search_reads_the_window_of_the_dir_its_weights_came_from(tmp_path):
+    # regression: DirectSearch(model, ...) without model_dir read the trained max_length from the weights' dir but not
+    # data.max_messages, so a merged fine-tuned model loaded as it is rendered whole conversations
+    from dlsearch.decoding.direct import DirectSearch
+    from dlsearch.decoding.index import TrieIndex
+    from dlsearch.finetune.loading import load_model
+
+    model_dir, trie = _model_dir(tmp_path, {"data": {"max_messages": 1}})
+    model, tok, _ = load_model(model_dir, catalog=CATALOG)
+    index = TrieIndex.load(trie, tokenizer=tok, catalog_hash=CATALOG.content_hash())
+    assert DirectSearch(model, tok, index, CATALOG, beams=5).max_messages == 1
+    assert "first message" not in DirectSearch(model, tok, index, CATALOG, beams=5).prompt(CONV)
+    bare, _ = _model_dir(tmp_path / "bare", None)  # a manifest without a recipe: whole conversations
+    model, tok, _ = load_model(bare, catalog=CATALOG)
+    assert DirectSearch(model, tok, index, CATALOG, beams=5, model_dir=bare).max_messages is None
