@@ -1,4 +1,4 @@
-"""`dlsearch quickstart`: prepare, fine-tune, index, recommend and evaluate on the bundled ReDial data (on a quiet 2-core CPU: 6 min with the from-scratch base, 9-13 min with the pretrained one; README)."""
+"""`dlsearch quickstart`: prepare, fine-tune, index, recommend and evaluate on the bundled ReDial data (on a quiet 2-core CPU: 6 min with the from-scratch base, 9-15 min with the pretrained one; README)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dlsearch.commands import non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quickstart", help="the whole loop on bundled ReDial data on CPU (6-13 min on 2 cores): recommendations + metrics table")
+    p = sub.add_parser("quickstart", help="the whole loop on bundled ReDial data on CPU (6-15 min on 2 cores): recommendations + metrics table")
     p.add_argument("--out", default="runs/quickstart", help="output directory (rerunning reuses finished steps)")
     p.add_argument("--catalog", choices=("mentioned", "full"), default="mentioned",
                    help="mentioned: the movies mentioned in the shipped dialogues (fast); full: all 6,924 ReDial movies")

@@ -1,5 +1,5 @@
 """Quickstart pieces that run fast: the catalog subset it announces and the verdict it prints.
-(The whole `dlsearch quickstart` takes 6-13 minutes on 2 cores (README); its wall time is reported, not tested here.)"""
+(The whole `dlsearch quickstart` takes 6-15 minutes on 2 cores (README); its wall time is reported, not tested here.)"""
 
 from __future__ import annotations
 
