@@ -215,10 +215,18 @@ def prediction_from_record(rec: Any, *, path: str | None = None, line: int | Non
         raise CatalogError("expected {'id': ..., 'items': [...]}", path=path, line=line)
     items = []
     for i, s in enumerate(rec["items"]):
+        # another system's ranked list may be plain ids, best first; score, rank and strategy default to -rank, the
+        # position and "" (the system is then named after the file)
+        if isinstance(s, (str, int)) and not isinstance(s, bool):
+            s = {"item_id": s}
         try:
-            items.append(ScoredItem(str(s["item_id"]), float(s["score"]), int(s["rank"]), str(s["strategy"])))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CatalogError(f"bad scored item ({e}); need item_id, score, rank, strategy", path=path, line=line, field=f"items[{i}]") from None
+            if not isinstance(s, dict) or not isinstance(s.get("item_id"), (str, int)) or isinstance(s["item_id"], bool):
+                raise ValueError(f"got {s!r}")
+            rank = int(s.get("rank", i + 1))
+            items.append(ScoredItem(str(s["item_id"]), float(s.get("score", -rank)), rank, str(s.get("strategy", ""))))
+        except (TypeError, ValueError) as e:
+            raise CatalogError(f"bad scored item ({e}); an item is an id, or {{item_id, score, rank, strategy}} of which "
+                               f"only item_id is required", path=path, line=line, field=f"items[{i}]") from None
     degraded = rec.get("degraded") or {}
     if not isinstance(degraded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in degraded.items()):
         raise CatalogError("expected an object strategy -> reason", path=path, line=line, field="degraded")

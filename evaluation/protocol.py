@@ -454,13 +454,13 @@ def _p_text(p: float) -> str:
 
 def predictions_system(path: str | Path) -> tuple[str, dict[str, Prediction], str]:
     """(system name, id -> Prediction, sha256) from a predictions JSONL file; the name is the strategy of its items
-    when they all agree, else the file stem."""
+    when they all name the same one, else the file stem."""
     preds = load_predictions(path)
     by_id: dict[str, Prediction] = {}
     for p in preds:
         if p.id in by_id:
             raise ValueError(f"{path}: prediction id {p.id!r} appears twice")
         by_id[p.id] = p
-    strategies = {s.strategy for p in preds for s in p.items}
+    strategies = {s.strategy for p in preds for s in p.items} - {""}  # "": a plain ranked list names no strategy
     name = strategies.pop() if len(strategies) == 1 else Path(path).stem
     return name, by_id, file_sha256(path)

@@ -261,3 +261,29 @@ def test_predicted_items_outside_the_catalog_are_said(redial_prepared, tmp_path,
     js = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert js["predicted_items_not_in_catalog"] == {str(tmp_path / "half.jsonl"): {"items": 1, "of": 2, "examples": ["nope"]}}
     assert js["modes"]["included"]["systems"]["half"]["metrics"]["mrr"]["mean"] > 0  # the valid item still counts
+
+
+def test_another_systems_plain_ranked_lists_are_evaluated(redial_prepared, tmp_path) -> None:
+    # a user's own system (a GENRE or TIGER run) writes ranked ids; they needed {item_id, score, rank, strategy} each
+    from dlsearch.cli import main
+    from dlsearch.data.catalog import CatalogError
+    from dlsearch.data.formats import load_predictions
+
+    task = P.redial_turns_task(redial_prepared)
+    qs = task.queries[:3]
+    lines = [{"id": q.id, "items": [q.targets[0], "nope-not-an-item"] if n == 0 else [{"item_id": q.targets[0]}]}
+             for n, q in enumerate(qs)]
+    path = tmp_path / "tiger.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    preds = load_predictions(path)
+    assert [(s.item_id, s.rank, s.score, s.strategy) for s in preds[0].items] == [(qs[0].targets[0], 1, -1.0, ""),
+                                                                                 ("nope-not-an-item", 2, -2.0, "")]
+    with pytest.warns(UserWarning, match="1 of 4 predicted items are not in the task's catalog"):
+        assert main(["evaluate", "--task", "turns", "--data", str(redial_prepared), "--out", str(tmp_path / "ev"),
+                     "--predictions", str(path)]) == 0
+    js = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert js["modes"]["included"]["systems"]["tiger"]["metrics"]["recall@1"]["n"] == len(task.queries)
+    path.write_text(json.dumps({"id": qs[0].id, "items": [1.5]}) + "\n")
+    with pytest.raises(CatalogError, match=r"only item_id is required") as e:
+        load_predictions(path)
+    assert (e.value.line, e.value.field) == (1, "items[0]")
