@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -198,6 +199,7 @@ class DirectSearch:
         from dlsearch.data.formats import Conversation
         from dlsearch.data.titles import titles_of
 
+        self._check_rendered([q for q in queries if not isinstance(q, Conversation)])
         if not any(isinstance(q, Conversation) for q in queries):
             return list(queries), exclude
         if exclude is None:  # the excluded and mentioned items with their duplicate groups (data/titles.py)
@@ -206,6 +208,19 @@ class DirectSearch:
                        else None for q in queries]
         prompts = [self.prompt(q) if isinstance(q, Conversation) else q for q in queries]
         return prompts, exclude
+
+    def _check_rendered(self, texts: Sequence[str]) -> None:
+        """Warn about a string that is not a rendered prompt (it does not end with the task template's answer
+        context): it is fed to the model as written, and a raw request ranks items by chance (on ReDial a bare
+        sentence put the title-less item " (2007)" first)."""
+        from dlsearch.data.prompts import answer_context
+
+        end = answer_context(self.tokenizer)
+        raw = [t for t in texts if isinstance(t, str) and not t.endswith(end)]
+        if raw:
+            warnings.warn(f"DirectSearch.search got {len(raw)} string(s) that are not rendered prompts (e.g. {raw[0][:60]!r}; "
+                          f"a prompt ends with {end!r}); they are fed as written. Pass Conversation objects, or render "
+                          f"with DirectSearch.prompt(conv)", stacklevel=3)
 
     def search_with_stats(self, queries: Sequence[str], k: int, *, exclude=None, allow=None,
                           progress: Any = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:

@@ -119,3 +119,21 @@ def test_direct_search_reads_the_window_of_the_dir_its_weights_came_from(tmp_pat
     bare, _ = _model_dir(tmp_path / "bare", None)  # a manifest without a recipe: whole conversations
     model, tok, _ = load_model(bare, catalog=CATALOG)
     assert DirectSearch(model, tok, index, CATALOG, beams=5, model_dir=bare).max_messages is None
+
+
+def test_a_raw_string_query_is_warned_about(tmp_path):
+    # a bare request string is fed to the model as written (no task template); it ranked items by chance on ReDial
+    import warnings
+
+    from dlsearch.decoding.direct import DirectSearch
+    from dlsearch.decoding.index import TrieIndex
+    from dlsearch.finetune.loading import load_model
+
+    model_dir, trie = _model_dir(tmp_path, None)
+    model, tok, _ = load_model(model_dir, catalog=CATALOG)
+    search = DirectSearch(model, tok, TrieIndex.load(trie, tokenizer=tok, catalog_hash=CATALOG.content_hash()), CATALOG, beams=5)
+    with pytest.warns(UserWarning, match=r"1 string\(s\) that are not rendered prompts \(e.g. 'a scary film please'"):
+        search.search(["a scary film please", search.prompt(CONV)], 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search.search([search.prompt(CONV), CONV], 3)

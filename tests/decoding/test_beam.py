@@ -148,6 +148,7 @@ def test_prompt_runs_through_the_model_once_and_forced_runs_in_one_forward():
     assert shapes == [tuple(ids.shape), (3, 12)]
 
 
+@pytest.mark.filterwarnings("ignore:DirectSearch.search got")  # raw test prompts on purpose
 def test_direct_search_prefill_once_equals_generate_path():
     """DirectSearch's default decoder gives today's transformers-beam top-k: same items, scores within 1e-4."""
     from dlsearch.data.catalog import Catalog, Item
