@@ -115,8 +115,7 @@ def catalog_only_router(catalog: Catalog, *, link_mentions: bool = True, query_s
     mentioned (conv.meta["linked"], set by the service's mention linking): "I loved The Matrix" then finds
     sci-fi action films, not only titles containing "matrix". link_mentions and query_stopwords are recommend.yaml's
     policy.link_mentions and strategies.bm25.query_stopwords (a shop wants false and none: docs/own-data.md)."""
-    from dlsearch.retrieval.bm25 import build_bm25
-    from dlsearch.retrieval.bm25 import query_stopwords as stopwords
+    from dlsearch.retrieval.build import load_bm25
     from dlsearch.retrieval.embedding import conversation_text
     from dlsearch.retrieval.router import Policy, Router
     from dlsearch.retrieval.strategy import SearcherStrategy
@@ -125,8 +124,7 @@ def catalog_only_router(catalog: Catalog, *, link_mentions: bool = True, query_s
         liked = [" ".join(catalog[i].concepts) for i in conv.meta.get("linked", []) if i in catalog]
         return " ".join([conversation_text(conv, catalog)] + liked)
 
-    index = build_bm25(catalog)
-    index.query_stopwords = stopwords(query_stopwords)
+    index = load_bm25(None, catalog, query_stopwords=query_stopwords)  # the router's own BM25 build and stopwords
     return Router(catalog, {"bm25": SearcherStrategy("bm25", index, query)}, Policy(link_mentions=link_mentions))
 
 
