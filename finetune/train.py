@@ -329,6 +329,83 @@ class RecipeCadence(TrainerCallback):
         state.compute_steps(args, state.max_steps)
 
 
+SEGMENTS = "segments.json"  # in every checkpoint dir: the training segments that produced it
+
+
+def device_name() -> str:
+    """What trains: the CUDA device's name, else the CPU's model name and its native bf16 units, if any."""
+    if on_cuda():
+        return torch.cuda.get_device_name()
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "cpu"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
+    flags = {f for line in info.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    units = [f for f in CPU_BF16_FLAGS if f in flags]
+    return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
+
+
+class TrainingClock(TrainerCallback):
+    """Time of every training segment (one process's run from a start or a resume to its end), saved in each
+    checkpoint as segments.json, so a resumed stage reports the time of all its steps and where and in which
+    precision each step ran. A segment's wall seconds include any time the process was stopped (SIGSTOP) and the
+    learning-curve evaluations (both recorded); its CPU seconds (all threads) include neither stopping nor other
+    processes. Steps after the last checkpoint of a killed run are lost with it and not counted."""
+
+    def __init__(self, bf16: bool, curve: CurveCallback | None = None):
+        self.bf16, self.curve = bf16, curve
+        self.previous: list[dict[str, Any]] = []
+        self.resumed_from: str | None = None
+
+    def resume(self, checkpoint: str | None) -> None:
+        """Read the segments of the checkpoint this run continues; warn when the precision changes."""
+        self.resumed_from = checkpoint
+        path = Path(checkpoint, SEGMENTS) if checkpoint else None
+        self.previous = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else []
+        before = {s["bf16"] for s in self.previous}
+        if before and before != {self.bf16}:
+            was = "bf16 autocast" if True in before else "float32"
+            warnings.warn(f"{checkpoint}: its steps ran in {was}; this run continues in "
+                          f"{'bf16 autocast' if self.bf16 else 'float32'} (this machine: {device_name()}); set "
+                          "train.bf16 explicitly to keep one precision. segments.json records the steps of each", stacklevel=2)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.t0, self.cpu0, self.eval0 = time.perf_counter(), time.process_time(), self._eval_seconds()
+        self.first_step, self.load0 = state.global_step, load_avg()
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def _eval_seconds(self) -> float:
+        return self.curve.eval_seconds if self.curve is not None else 0.0
+
+    def current(self, step: int) -> dict[str, Any]:
+        """This process's segment up to now (at `step`)."""
+        return {"first_step": self.first_step, "last_step": step, "started": self.started,
+                "wall_seconds": round(time.perf_counter() - self.t0, 1),
+                "cpu_seconds": round(time.process_time() - self.cpu0, 1),
+                "curve_eval_seconds": round(self._eval_seconds() - self.eval0, 1),
+                "bf16": self.bf16, "device": device_name(), "threads": torch.get_num_threads(),
+                "load_avg_start": self.load0, "load_avg_end": load_avg()}
+
+    def segments(self, step: int) -> list[dict[str, Any]]:
+        return [*self.previous, self.current(step)]
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir, f"checkpoint-{state.global_step}")
+            if ckpt.is_dir():
+                atomic_write_json(ckpt / SEGMENTS, self.segments(state.global_step))
+
+
+def segment_totals(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums over a stage's segments: training seconds (wall minus learning-curve evaluations), CPU seconds, and the
+    precisions and devices its steps ran on."""
+    return {"train_seconds": round(sum(s["wall_seconds"] - s["curve_eval_seconds"] for s in segments), 1),
+            "train_cpu_seconds": round(sum(s["cpu_seconds"] for s in segments), 1),
+            "segments_bf16": sorted({s["bf16"] for s in segments}),
+            "segments_devices": sorted({s["device"] for s in segments})}
+
+
 def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,
                   extras: dict[str, Any]) -> tuple[Any, Any, CurveCallback | None]:
     """(trainer, tokenizer, learning-curve callback or None) for one stage, ready to train."""
@@ -347,7 +424,8 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
                               path=stage_dir / "learning_curve.json")
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
-                               callbacks=[RecipeCadence(), *([curve] if curve else [])])
+                               callbacks=[RecipeCadence(), TrainingClock(bool(args.bf16), curve),
+                                          *([curve] if curve else [])])
     if stage.method == "qlora" and not on_cuda():
         # trl casts QLoRA adapters to bf16 (QLoRA paper); a CPU has no bf16 units, so they train in float32 here.
         for p in trainer.model.parameters():
@@ -372,14 +450,22 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
     """run_stage, also returning the trainer (its in-memory model is what tests compare reloads against)."""
     trainer, tokenizer, curve = build_trainer(cfg, stage, base_dir, stage_dir, catalog, idmap, extras)
     last = last_complete_checkpoint(stage_dir / "checkpoints") if resume else None
+    clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, TrainingClock))
+    clock.resume(last)
+    if last is not None and trainer.is_world_process_zero():
+        done = json.loads(Path(last, "trainer_state.json").read_text(encoding="utf-8")).get("global_step")
+        print(f"stage {stage.name}: resuming from {last} (step {done})", flush=True)
     load0, t0 = load_avg(), time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - t0
     eval_s = curve.eval_seconds if curve else 0.0
+    segments = clock.segments(trainer.state.global_step)
 
     info: dict[str, Any] = {
         "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,
-        "train_loss": result.training_loss, "train_seconds": round(wall - eval_s, 1), "curve_eval_seconds": round(eval_s, 1),
+        "train_loss": result.training_loss, "curve_eval_seconds": round(eval_s, 1),
+        # every segment of the stage (a resumed run's earlier processes too): train_seconds, train_cpu_seconds, ...
+        **segment_totals(segments), "segments": segments, "this_run_seconds": round(wall - eval_s, 1),
         "resumed_from": last, "world_size": trainer.accelerator.num_processes, "examples": len(trainer.train_dataset),
         "distributed_type": str(trainer.accelerator.distributed_type.value),  # NO / MULTI_CPU / MULTI_GPU / FSDP: what ran
         "load_avg_start": load0, "load_avg_end": load_avg(), "device": "cuda" if on_cuda() else "cpu",

@@ -300,6 +300,21 @@ def check_recipe(cfg: SweepConfig, pdir: Path) -> None:
                          f"{digest[:12]}): give the sweep another `out` for the new recipe, or delete {pdir} to retrain")
 
 
+def training_time(model_dir: Path) -> dict[str, Any]:
+    """{"model_dir"} plus, when the recipe wrote run_summary.json, its stages' training time summed over every
+    segment of a resumed run (finetune.train.TrainingClock): the stage's own wall time would count only the last
+    process, and any time it was stopped."""
+    out: dict[str, Any] = {"model_dir": str(model_dir)}
+    summary = Path(model_dir, "run_summary.json")
+    stages = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else []
+    if stages and all("train_cpu_seconds" in s for s in stages):
+        out["train_seconds"] = round(sum(s["train_seconds"] for s in stages), 1)
+        out["train_cpu_seconds"] = round(sum(s["train_cpu_seconds"] for s in stages), 1)
+        out["train_segments"] = sum(len(s["segments"]) for s in stages)
+        out["train_bf16"] = sorted({b for s in stages for b in s["segments_bf16"]})
+    return out
+
+
 def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out_dir: Path, *, on_gpu: bool) -> dict[str, Any]:
     """Measure one catalog size (cached stage by stage under out_dir/points/)."""
     catalog = catalog_at(real, size, seed=cfg.seed, real_items=cfg.real_items)
@@ -315,7 +330,7 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
     requests = held_out_requests(catalog, cfg.n_requests, seed=cfg.seed, keep=cfg.request_title_keep, n_concepts=cfg.request_concepts)
     texts, targets = [r[0] for r in requests], [r[1] for r in requests]
 
-    train = cache.stage("train", lambda: {"model_dir": str(steps.train(catalog, idmap, pdir / "model", cfg))})
+    train = cache.stage("train", lambda: training_time(steps.train(catalog, idmap, pdir / "model", cfg)))
     model_dir = Path(train["model_dir"])
 
     def memorization() -> dict[str, Any]:
@@ -371,7 +386,8 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
             recall["router-validated"] = cache.stage("router-validated", run_validated)
     return {**head, "status": "done", "memorization": {k: mem[k] for k in ("n", "exact_match", "valid_rate", "exact_match_ci", "valid_rate_ci")},
             f"recall@{cfg.k}": {name: r["recall"] for name, r in recall.items()},
-            "seconds": {"train": train.get("seconds"), "memorization": mem.get("seconds"), **{n: r.get("seconds") for n, r in recall.items()}},
+            # train: the recipe's own clock over every resumed segment when it wrote one, else this stage's wall time
+            "seconds": {"train": train.get("train_seconds", train.get("seconds")), "memorization": mem.get("seconds"), **{n: r.get("seconds") for n, r in recall.items()}},
             **({"router_validated": {k: recall["router-validated"][k] for k in ("chosen", "validation_recall", "n_validation")}}
                if "router-validated" in recall else {})}
 

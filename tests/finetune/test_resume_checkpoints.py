@@ -77,3 +77,70 @@ def test_resume_uses_this_runs_checkpoint_cadence(tmp_path: Path) -> None:
     assert info["resumed_from"].endswith("checkpoint-10")
     steps = sorted(int(d.name.split("-")[1]) for d in (stage_dir / "checkpoints").glob("checkpoint-*"))
     assert steps == [5, 10, 12, 16, 20], steps
+
+
+def test_resumed_stage_reports_every_segments_time_and_precision(tmp_path: Path, capsys) -> None:
+    """A stage stopped and resumed reported only the last process's time (train_seconds), and a resume on a machine
+    that picked another precision (bf16 auto) mixed fp32 and bf16 steps with one `bf16` flag in the manifest: the
+    6,300-item sweep point was resumed across sessions. Each checkpoint now carries segments.json; the stage info sums
+    all segments, names each one's precision and device, and a precision change is warned about."""
+    from dlsearch.app.sweep import training_time
+    from dlsearch.finetune.config import load_recipe
+    from dlsearch.finetune.sources import load_source
+    from dlsearch.finetune.train import SEGMENTS, active_stages, prepare_base, train_stage
+    from tests.finetune.conftest import RECIPE, TINY
+
+    def recipe(max_steps: int, bf16: bool):
+        return load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "stages.history.enabled=false",
+                                    "eval.memorization=false", "eval.curve_every=0",
+                                    f"stages.index.train.max_steps={max_steps}", f"stages.index.train.bf16={bf16}",
+                                    "stages.index.train.save_steps=5", "stages.index.train.save_total_limit=10"])
+
+    cfg = recipe(10, False)
+    catalog, idmap, extras = load_source(cfg.data)
+    init = prepare_base(cfg, catalog, idmap)
+    stage_dir = tmp_path / "stage"
+    first, _ = train_stage(cfg, active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras)
+    assert [(s["first_step"], s["last_step"], s["bf16"]) for s in first["segments"]] == [(0, 10, False)]
+    ckpts = stage_dir / "checkpoints"
+    assert [s["last_step"] for s in json.loads((ckpts / "checkpoint-5" / SEGMENTS).read_text())] == [5]
+
+    cfg = recipe(20, True)
+    with pytest.warns(UserWarning, match=r"checkpoint-10: its steps ran in float32; this run continues in bf16"):
+        info, _ = train_stage(cfg, active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras, resume=True)
+    assert "stage index: resuming from" in capsys.readouterr().out
+    segs = info["segments"]
+    assert [(s["first_step"], s["last_step"], s["bf16"]) for s in segs] == [(0, 10, False), (10, 20, True)]
+    assert segs[0] == json.loads((ckpts / "checkpoint-10" / SEGMENTS).read_text())[0]  # read back, not re-measured
+    assert info["segments_bf16"] == [False, True] and info["bf16"] is True
+    assert info["train_seconds"] == pytest.approx(sum(s["wall_seconds"] - s["curve_eval_seconds"] for s in segs), abs=0.2)
+    assert info["train_seconds"] > info["this_run_seconds"] > 0 and info["train_cpu_seconds"] > 0
+    assert json.loads((ckpts / "checkpoint-20" / SEGMENTS).read_text()) == segs
+
+    # the sweep's table takes the recipe's clock over all segments
+    (stage_dir / "run_summary.json").write_text(json.dumps([info]))
+    t = training_time(stage_dir)
+    assert t["train_seconds"] == info["train_seconds"] and t["train_segments"] == 2 and t["train_bf16"] == [False, True]
+    assert training_time(tmp_path / "elsewhere") == {"model_dir": str(tmp_path / "elsewhere")}
+
+
+def test_checkpoint_without_segments_still_resumes(tmp_path: Path) -> None:
+    """A checkpoint written before segments.json existed resumes; the stage then knows only this run's segment."""
+    from dlsearch.finetune.config import load_recipe
+    from dlsearch.finetune.sources import load_source
+    from dlsearch.finetune.train import SEGMENTS, active_stages, prepare_base, train_stage
+    from tests.finetune.conftest import RECIPE, TINY
+
+    def recipe(max_steps: int):
+        return load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "stages.history.enabled=false",
+                                    "eval.memorization=false", "eval.curve_every=0",
+                                    f"stages.index.train.max_steps={max_steps}", "stages.index.train.save_steps=5"])
+
+    cfg = recipe(5)
+    catalog, idmap, extras = load_source(cfg.data)
+    init = prepare_base(cfg, catalog, idmap)
+    stage_dir = tmp_path / "stage"
+    train_stage(cfg, active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras)
+    (stage_dir / "checkpoints" / "checkpoint-5" / SEGMENTS).unlink()
+    info, _ = train_stage(cfg := recipe(10), active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras, resume=True)
+    assert [(s["first_step"], s["last_step"]) for s in info["segments"]] == [(5, 10)]
