@@ -17,9 +17,11 @@ conversations to that shape. A batch that raises is retried one conversation at 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -140,19 +142,29 @@ def conversation_key(conv: Conversation) -> str:
 
 
 class RankingMemo:
-    """A searcher over conversations that remembers each ranking it returned, for the length of one run.
+    """A searcher over conversations that remembers each ranking it returned, for the length of one run, and, with a
+    `store`, on disk, so that a run killed half-way resumes where it stopped.
 
         memo = RankingMemo(direct)               # direct: search(convs, k) -> (scores, rows)
         memo.search(convs, 100)                  # searches every conversation
         memo.search(linked_convs, 100)           # searches only those whose query changed (e.g. a linked mention)
+        memo = RankingMemo(direct, store="out/rankings/direct.jsonl", identity=fingerprint, resume=True)
 
     The key is what the searcher reads, `searcher.query_key(conv)` (direct search: the prompt and the items it masks;
     default: the whole conversation), and k: a conversation whose query is unchanged gets the very arrays computed
     before, one that differs is searched. The conversations not yet seen go to the searcher as one batch; an
     exception propagates and nothing of that batch is remembered. Unbounded: scope it to one evaluation, not to a
-    server. `computed` / `reused` count conversations."""
+    server. `computed` / `reused` count conversations (`stored`: those of them read back from the store).
 
-    def __init__(self, searcher: Any):
+    With a store, the conversations not yet seen go to the searcher in chunks of `chunk` (default: the searcher's own
+    `batch_size`, so its batches are the ones it would have made) and each chunk is appended to the JSONL file as
+    soon as it is ranked: one line per ranking, keyed by a SHA-256 of `identity` (what the searcher is: its
+    factory, arguments, the files it loaded, the code) and the query key. `resume=False` empties the file first; with
+    `resume=True` its rankings are reused bit for bit (dtypes kept) when identity and key match, and a last line cut
+    off by a kill is ignored."""
+
+    def __init__(self, searcher: Any, *, store: str | Path | None = None, identity: str = "", resume: bool = False,
+                 chunk: int | None = None):
         if not callable(getattr(searcher, "search", None)):
             raise TypeError(f"RankingMemo needs a searcher with search(conversations, k), got {type(searcher).__name__}")
         self.searcher = searcher
@@ -160,23 +172,86 @@ class RankingMemo:
         self.masks_allow = bool(getattr(searcher, "masks_allow", False))
         self._key = getattr(searcher, "query_key", conversation_key)
         self._seen: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}
-        self.computed = self.reused = 0
+        self.computed = self.reused = self.stored = 0
+        self.store, self.identity = (Path(store) if store is not None else None), identity
+        self.chunk = int(chunk or _batch_size(searcher) or 32)
+        self._on_disk: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.store is not None:
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            if resume and self.store.is_file():
+                self._on_disk = read_rankings(self.store)
+                data = self.store.read_bytes()
+                if data and not data.endswith(b"\n"):  # the line a kill cut off: dropped, or the next one joins it
+                    with self.store.open("r+b") as f:
+                        f.truncate(data.rfind(b"\n") + 1)
+            else:
+                self.store.write_text("", encoding="utf-8")
+
+    def _digest(self, key: tuple[Any, int]) -> str:
+        return hashlib.sha256(json.dumps([self.identity, key], default=repr).encode("utf-8")).hexdigest()
+
+    def _compute(self, convs: Sequence[Conversation], keys: list[tuple[Any, int]], k: int) -> None:
+        s, r = self.searcher.search(list(convs), k)
+        s, r = np.asarray(s), np.asarray(r)  # dtypes kept: a reused ranking is the computed one, bit for bit
+        if s.shape != (len(convs), k) or r.shape != (len(convs), k):
+            raise ValueError(f"returned shapes {s.shape}/{r.shape}, expected {(len(convs), k)}")
+        for j, key in enumerate(keys):
+            self._seen[key] = (s[j], r[j])
+        if self.store is not None:
+            lines = [json.dumps({"key": self._digest(key), "scores": s[j].tolist(), "rows": r[j].tolist(),
+                                 "dtypes": [str(s.dtype), str(r.dtype)]}) for j, key in enumerate(keys)]
+            with self.store.open("a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in lines))
 
     def search(self, convs: Sequence[Conversation], k: int) -> tuple[np.ndarray, np.ndarray]:
         keys = [(self._key(c), k) for c in convs]
-        todo = [i for i, key in enumerate(keys) if key not in self._seen]
+        todo: list[int] = []
+        for i, key in enumerate(keys):
+            if key in self._seen:
+                continue
+            hit = self._on_disk.pop(self._digest(key), None) if self._on_disk else None
+            if hit is not None:  # ranked by an earlier run of this very searcher
+                self._seen[key] = hit
+                self.stored += 1
+                continue
+            todo.append(i)
         if todo:
-            s, r = self.searcher.search([convs[i] for i in todo], k)
-            s, r = np.asarray(s), np.asarray(r)  # dtypes kept: a reused ranking is the computed one, bit for bit
-            if s.shape != (len(todo), k) or r.shape != (len(todo), k):
-                raise ValueError(f"returned shapes {s.shape}/{r.shape}, expected {(len(todo), k)}")
-            for j, i in enumerate(todo):
-                self._seen[keys[i]] = (s[j], r[j])
+            step = self.chunk if self.store is not None else len(todo)
+            for lo in range(0, len(todo), step):
+                part = todo[lo : lo + step]
+                self._compute([convs[i] for i in part], [keys[i] for i in part], k)
         self.computed += len(todo)
         self.reused += len(convs) - len(todo)
         if not convs:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.stack([self._seen[key][0] for key in keys]), np.stack([self._seen[key][1] for key in keys])
+
+
+def _batch_size(searcher: Any) -> int | None:
+    """The batch size of the search engine under a searcher (DirectSearch.batch_size under the router's wrapper)."""
+    for obj in (searcher, getattr(searcher, "search_engine", None), getattr(searcher, "searcher", None)):
+        b = getattr(obj, "batch_size", None)
+        if isinstance(b, int) and b > 0:
+            return b
+    return None
+
+
+def read_rankings(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A RankingMemo store: digest -> (scores, rows). A last line cut off by a kill is ignored; a bad line elsewhere
+    is an error naming the file and line (the file is not ours, or was edited)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for n, line in enumerate(lines, 1):
+        try:
+            d = json.loads(line)
+            out[d["key"]] = (np.asarray(d["scores"], dtype=d["dtypes"][0]), np.asarray(d["rows"], dtype=d["dtypes"][1]))
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            if n == len(lines):
+                log.warning("%s, line %d: cut off (a killed run); that ranking is computed again", path, n)
+                continue
+            raise ValueError(f"{path}, line {n}: not a stored ranking ({type(e).__name__}: {e}); delete the file "
+                             "or run without --resume") from None
+    return out
 
 
 def as_strategy(name: str, obj: Any, *, to_query: Callable[[Conversation], Any] | None = None) -> Strategy:

@@ -11,7 +11,10 @@ cache_dir, where it writes, is relative to the working directory.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
+import os
 import logging
 import typing
 from dataclasses import dataclass, field
@@ -75,12 +78,25 @@ class SharedStrategies:
         b = shared.build(direct_from_config, catalog=catalog, model_dir="./m", index="t", beams=20)   # a is b
 
     Two calls share when they name one factory with the same arguments once defaults are filled in (the catalog
-    compared by content hash, path arguments once resolved). For one run only: a memo is never emptied."""
+    compared by content hash, path arguments once resolved). For one run only: a memo is never emptied.
+
+    `store_dir`: each searcher's rankings are also appended to <store_dir>/<factory>-<hash>.jsonl as they are made
+    (retrieval.strategy.RankingMemo); with `resume` a rerun reuses those whose searcher is the same: same factory and
+    arguments, same files under its path arguments (name, size, modification time), same torch and dlsearch code."""
 
     PATH_ARGS = ("model_dir", "index", "adapter")
 
-    def __init__(self) -> None:
+    def __init__(self, store_dir: str | Path | None = None, *, resume: bool = False) -> None:
         self.built: dict[str, Any] = {}
+        self.store_dir, self.resume = (Path(store_dir) if store_dir is not None else None), resume
+
+    def identity(self, key: str) -> str:
+        """What a stored ranking was made by: the build key, the files its path arguments name, torch, our code."""
+        import torch
+
+        args = json.loads(key)[1]
+        files = {name: files_fingerprint(Path(args[name])) for name in self.PATH_ARGS if args.get(name)}
+        return json.dumps([key, files, torch.__version__, code_fingerprint()], sort_keys=True)
 
     def key(self, factory: Callable[..., Any], kwargs: dict[str, Any]) -> str:
         import inspect
@@ -104,7 +120,12 @@ class SharedStrategies:
 
         key = self.key(factory, kwargs)
         if key not in self.built:
-            self.built[key] = RankingMemo(factory(**kwargs))
+            store = identity = None
+            if self.store_dir is not None:
+                identity = self.identity(key)
+                digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:12]
+                store = self.store_dir / f"{getattr(factory, '__name__', 'searcher')}-{digest}.jsonl"
+            self.built[key] = RankingMemo(factory(**kwargs), store=store, identity=identity or "", resume=self.resume)
         return self.built[key]
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -113,8 +134,37 @@ class SharedStrategies:
         for key, memo in self.built.items():
             name = json.loads(key)[0]  # the factory; a second build of it with other arguments is "<factory>#2"
             label = name if name not in out else f"{name}#{sum(n.split('#')[0] == name for n in out) + 1}"
-            out[label] = {"computed": memo.computed, "reused": memo.reused}
+            out[label] = {"computed": memo.computed, "reused": memo.reused,
+                          **({"from_store": memo.stored, "store": str(memo.store)} if memo.store is not None else {})}
         return out
+
+
+def files_fingerprint(path: Path) -> list[Any]:
+    """Name, size and modification time of every file under `path` (a file, or a dir without its checkpoints/):
+    a model retrained or an index rebuilt in place changes it."""
+    if path.is_file():
+        st = path.stat()
+        return [[path.name, st.st_size, st.st_mtime_ns]]
+    out = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != "checkpoints")
+        for name in sorted(files):
+            st = Path(root, name).stat()
+            out.append([os.path.relpath(Path(root, name), path), st.st_size, st.st_mtime_ns])
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of the installed dlsearch package's Python sources: stored rankings are not reused across code edits."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for pkg in ("dlsearch", *(f"dlsearch.{n}" for n in ("data", "decoding", "evaluation", "finetune", "retrieval"))):
+        for root in importlib.util.find_spec(pkg).submodule_search_locations:  # the folders each installs from
+            for f in sorted(Path(root).resolve().rglob("*.py")):
+                h.update(f"{pkg}/{f.relative_to(Path(root).resolve())}".encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:

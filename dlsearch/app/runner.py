@@ -104,15 +104,19 @@ def build_task(cfg: EvaluateConfig) -> EvalTask:
     return movielens_loo_task(catalog, histories)
 
 
-def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Evaluate baselines + strategies + prediction files on the task; write JSON/CSV/TREC under cfg.out."""
+def run_evaluation(cfg: EvaluateConfig, *, console: Any = None, print_table: bool = True,
+                   resume: bool = False) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Evaluate baselines + strategies + prediction files on the task; write JSON/CSV/TREC under cfg.out.
+    Model searchers (direct search, also inside the router) append their rankings to <out>/rankings/ as they go;
+    `resume` reuses those an interrupted run of the same searcher wrote (app.recommend.SharedStrategies)."""
     from dlsearch.app.recommend import SharedStrategies
     from dlsearch.app.strategies import build_strategy
 
     t0 = time.perf_counter()
     task = build_task(cfg)
     systems: dict[str, System] = dict(baseline_systems(task, bm25_max_messages=cfg.bm25_max_messages or None))
-    shared = SharedStrategies()  # 'direct' and the router's direct search: one model, one search per conversation
+    # 'direct' and the router's direct search: one model, one search per conversation, kept on disk as it goes
+    shared = SharedStrategies(Path(cfg.out) / "rankings" if cfg.out else None, resume=resume)
     for name in cfg.strategies:
         if name not in systems:
             systems[name] = build_strategy(name, task, cfg.strategy_options, shared=shared)

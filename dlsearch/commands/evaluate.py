@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (results.json, results.csv, run-<mode>.trec)")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("--resume", action="store_true", help="reuse the rankings an interrupted run left in OUT/rankings/ "
+                   "(model strategies write them as they go; only those of the same model, index, settings and code)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -29,7 +31,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data = resolve_config_paths(data, args.config)
     data = {**data, **flags}
     cfg = config_from_dict(data, EvaluateConfig, source=args.config or "command line")
-    _, paths = run_evaluation(cfg)
+    _, paths = run_evaluation(cfg, resume=args.resume)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -59,7 +59,12 @@ def setup(tmp_path_factory):
     return d
 
 
-def _evaluate(d, monkeypatch, *, data=None, recommend: str = "recommend.yaml", reuse: bool = True):
+def _counts(report) -> dict:
+    """shared_searches without where the rankings were stored."""
+    return {name: {k: v for k, v in c.items() if k in ("computed", "reused")} for name, c in report["shared_searches"].items()}
+
+
+def _evaluate(d, monkeypatch, *, data=None, recommend: str = "recommend.yaml", reuse: bool = True, resume: bool = False):
     """run_evaluation as `dlsearch evaluate` runs it; returns the report and the prompts direct search was given."""
     searched: list[str] = []
     real = DirectSearch.search_with_stats
@@ -76,7 +81,7 @@ def _evaluate(d, monkeypatch, *, data=None, recommend: str = "recommend.yaml", r
                          n_resamples=20, out=str(data / f"eval-{recommend}-{reuse}"),
                          strategy_options={"model_dir": str(d / "model"), "trie": str(d / "trie"), "beams": BEAMS,
                                            "recommend_config": str(d / recommend)})
-    report, _ = run_evaluation(cfg, print_table=False)
+    report, _ = run_evaluation(cfg, print_table=False, resume=resume)
     monkeypatch.undo()
     return report, searched
 
@@ -88,7 +93,7 @@ def test_direct_search_runs_once_per_conversation_and_router_results_are_unchang
     assert queries == n >= 4
     assert len(searched) == n  # once per conversation, though both 'direct' and the router use it
     # the router asked direct search for every conversation and got the rankings 'direct' computed
-    assert report["shared_searches"] == {"dlsearch.app.strategies:direct_from_config": {"computed": n, "reused": n}}
+    assert _counts(report) == {"dlsearch.app.strategies:direct_from_config": {"computed": n, "reused": n}}
 
     before, searched_before = _evaluate(setup, monkeypatch, reuse=False)
     assert len(searched_before) == 2 * n  # without reuse: once for 'direct', once inside the router
@@ -105,7 +110,7 @@ def test_linked_mentions_search_again_only_the_conversations_they_change(setup, 
     report, searched = _evaluate(setup, monkeypatch, data=setup / "linked", recommend="recommend-linked.yaml")
     n = len((setup / "linked" / "conversations" / "test.jsonl").read_text().splitlines())
     assert len(searched) == n + 1
-    assert report["shared_searches"]["dlsearch.app.strategies:direct_from_config"] == {"computed": n + 1, "reused": n - 1}
+    assert _counts(report)["dlsearch.app.strategies:direct_from_config"] == {"computed": n + 1, "reused": n - 1}
 
 
 def test_shared_strategies_share_one_searcher_per_factory_call(tmp_path, monkeypatch):
@@ -130,3 +135,30 @@ def test_shared_strategies_share_one_searcher_per_factory_call(tmp_path, monkeyp
     assert b is not a and built == [20, 5] and a.masks_exclusions
     assert set(shared.counts()) == {f"{__name__}:test_shared_strategies_share_one_searcher_per_factory_call.<locals>.factory",
                                     f"{__name__}:test_shared_strategies_share_one_searcher_per_factory_call.<locals>.factory#2"}
+
+
+def test_interrupted_evaluation_resumes_from_its_stored_rankings(setup, monkeypatch):
+    """`dlsearch evaluate --resume` after a kill: direct search (the evaluation's own and the router's) ranks only the
+    conversations the first run did not store, and the report's rankings equal an uninterrupted run's. A model
+    rewritten in place is a new searcher: nothing of the old one is reused."""
+    import os
+
+    full, searched = _evaluate(setup, monkeypatch)
+    (store,) = (setup / "eval-recommend.yaml-True" / "rankings").glob("direct_from_config-*.jsonl")
+    lines = store.read_text().splitlines()
+    n = len(searched)
+    assert len(lines) == n == full["shared_searches"]["dlsearch.app.strategies:direct_from_config"]["computed"]
+    store.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])  # killed while writing the third ranking
+
+    resumed, searched_again = _evaluate(setup, monkeypatch, resume=True)
+    assert len(searched_again) == n - 2 and sorted(searched_again) == sorted(searched[2:])
+    counts = resumed["shared_searches"]["dlsearch.app.strategies:direct_from_config"]
+    assert counts["from_store"] == 2 and counts["computed"] == n - 2 and counts["store"] == str(store)
+    for name in ("direct", "router"):
+        assert resumed["modes"]["excluded"]["_runs"][name] == full["modes"]["excluded"]["_runs"][name]
+    assert len(store.read_text().splitlines()) == n  # the cut line dropped, the rest appended
+
+    weights = next(p for p in (setup / "model").iterdir() if p.suffix == ".safetensors")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # retrained in place
+    _, searched_new = _evaluate(setup, monkeypatch, resume=True)
+    assert len(searched_new) == n

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from dlsearch.data.formats import Conversation, Message
@@ -135,3 +137,43 @@ def test_direct_search_memo_key_holds_prompt_masks_and_allow_list(ml_catalog):
     assert key(conv) != key(Conversation("c", conv.messages, meta={"allow": [ids[2]]}))
     memo = RankingMemo(direct)
     assert memo.masks_exclusions and memo.masks_allow
+
+
+def test_ranking_memo_store_keeps_each_chunk_as_it_goes_and_resumes(ml_catalog, tmp_path):
+    """A long evaluation killed half-way lost every ranking (they lived in memory): with a store each chunk is on
+    disk once ranked, and a resumed memo of the same searcher searches only the rest, returning the stored arrays
+    bit for bit (float32 / int64 kept). A line cut off by the kill is searched again; another identity reuses
+    nothing; a bad line elsewhere names the file and line."""
+    import pytest
+
+    from dlsearch.retrieval.strategy import RankingMemo
+
+    store = tmp_path / "rankings" / "direct.jsonl"
+    texts = ["Jumanji", "Heat", "Toy Story", "Balto", "Sabrina", "Casino", "Heat"]
+    ref = RankingMemo(_Counting(ml_catalog)).search(_convs(*texts), 4)  # no store: one batch, the reference
+
+    inner = _Counting(ml_catalog, fail_on="Casino")
+    memo = RankingMemo(inner, store=store, identity="model A", chunk=2)
+    with pytest.raises(RuntimeError):
+        memo.search(_convs(*texts), 4)
+    assert inner.asked == [["c0", "c1"], ["c2", "c3"], ["c4", "c5"]]  # chunk by chunk; the third one failed
+    assert len(store.read_text().splitlines()) == 4  # the two finished chunks are on disk
+    store.write_text(store.read_text() + '{"key": "abc", "scores": [0.1')  # and a line the kill cut off
+
+    inner = _Counting(ml_catalog)
+    resumed = RankingMemo(inner, store=store, identity="model A", resume=True, chunk=2)
+    scores, rows = resumed.search(_convs(*texts), 4)
+    assert inner.asked == [["c4", "c5"], ["c6"]] and resumed.stored == 4 and resumed.computed == 3
+    assert scores.dtype == ref[0].dtype == np.float32 and rows.dtype == ref[1].dtype
+    assert np.array_equal(scores, ref[0]) and np.array_equal(rows, ref[1])
+
+    other = _Counting(ml_catalog)
+    RankingMemo(other, store=store, identity="model B", resume=True).search(_convs(*texts), 4)
+    assert other.asked == [[f"c{i}" for i in range(7)]]  # another model's rankings are never reused
+    lines = store.read_text().splitlines()  # the cut-off line was dropped before new lines were appended
+    assert len(lines) == 4 + 3 + 7 and all(json.loads(line) for line in lines)
+    store.write_text("\n".join(["not json", *lines]) + "\n")
+    with pytest.raises(ValueError, match=r"direct\.jsonl, line 1: not a stored ranking"):
+        RankingMemo(_Counting(ml_catalog), store=store, identity="model B", resume=True)
+    RankingMemo(_Counting(ml_catalog), store=store, identity="model B")  # without resume: emptied, written anew
+    assert store.read_text() == ""
