@@ -57,6 +57,14 @@ class SweepConfig:
     real_items: int = 0
     # MovieLens folder (ml-latest-small layout); empty = the bundled copy
     data: str = ""
+    # your own catalog instead of MovieLens: a catalog file (.jsonl / .csv / .tsv / .parquet, read as `dlsearch data
+    # validate` reads it) or a `dlsearch data prepare` dir (its catalog.jsonl). Requests are drawn from its titles and
+    # concepts; sizes beyond it are filled with synthetic items drawn from its own titles and concepts
+    catalog: str = ""
+    # catalog field -> column of that file, e.g. {id: asin, title: name, concepts: categories}
+    catalog_columns: dict[str, str] = field(default_factory=dict)
+    # separator of a text concepts column ("Home|Lighting|Bulbs")
+    concept_sep: str = "|"
     seed: int = 0
     # id scheme (data/ids.py): sequential ids are the hardest to memorize, semantic ones the easiest
     id_scheme: str = "sequential"
@@ -102,6 +110,11 @@ class SweepConfig:
             raise ValueError(f"train_requests_per_item must be >= 1, got {self.train_requests_per_item}")
         if self.epochs_per_item <= 0 or self.n_requests < 1 or self.k < 1:
             raise ValueError("epochs_per_item must be > 0, n_requests >= 1, k >= 1")
+        if self.catalog and self.data:
+            raise ValueError(f"catalog ({self.catalog!r}) and data ({self.data!r}) both name the real catalog; set one "
+                             "(data: a MovieLens folder; catalog: any catalog file or prepared dir)")
+        if self.catalog_columns and not self.catalog:
+            raise ValueError("catalog_columns names the columns of `catalog`, which is empty")
         if not self.out:
             self.out = f"runs/sweep-{self.name}"
 
@@ -215,7 +228,8 @@ _ADDED_AFTER_FORMAT_1 = {"train_requests_per_item": 1}
 
 def point_key(cfg: SweepConfig, size: int, catalog_hash: str, steps_version: str) -> str:
     """Hash of everything that determines a point; a changed config gets a fresh directory, not a stale cache."""
-    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples", "trust_exact_match", "router_validation")}
+    # where the real catalog came from (catalog, its columns, its separator) is left out: its content hash is in the key
+    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size", "n_resamples", "trust_exact_match", "router_validation", "catalog", "catalog_columns", "concept_sep")}
     for name, default in _ADDED_AFTER_FORMAT_1.items():  # fields added later: at their default, caches stay valid
         if relevant.get(name) == default:
             relevant.pop(name)
@@ -443,13 +457,31 @@ def memorization_limit(points: Sequence[dict[str, Any]], threshold: float) -> di
     return out
 
 
+def real_catalog(cfg: SweepConfig) -> Catalog:
+    """The catalog the sweep's points are cut from: `catalog` (any catalog file, or a prepared dir), else MovieLens."""
+    if not cfg.catalog:
+        from dlsearch.data.movielens import load_movielens  # foundation area
+
+        return load_movielens(cfg.data or None)[0]
+    from dlsearch.data.loaders import load_catalog
+
+    path = Path(cfg.catalog)
+    if path.is_dir():
+        if not (path / "catalog.jsonl").is_file():
+            raise FileNotFoundError(f"sweep catalog {path}: a folder without catalog.jsonl (name a catalog file, or a "
+                                    "`dlsearch data prepare --out` dir)")
+        path = path / "catalog.jsonl"
+    catalog = load_catalog(path, cfg.catalog_columns or None, concept_sep=cfg.concept_sep)
+    if len(catalog) < 2:
+        raise ValueError(f"sweep catalog {path}: {len(catalog)} item(s); a sweep needs at least 2")
+    return catalog
+
+
 def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = None, on_gpu: bool | None = None,
               config_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) every point, then write sweep.json, sweep.csv and sweep.png under cfg.out."""
     if real is None:
-        from dlsearch.data.movielens import load_movielens  # foundation area
-
-        real = load_movielens(cfg.data or None)[0]
+        real = real_catalog(cfg)
     if on_gpu is None:
         import torch
 
@@ -463,7 +495,7 @@ def run_sweep(cfg: SweepConfig, steps: SweepSteps, *, real: Catalog | None = Non
         points.append(run_point(cfg, size, real, steps, out_dir, on_gpu=on_gpu))
     result = {
         "name": cfg.name, "config": config_to_dict(cfg), "config_path": config_path, "seed": cfg.seed, "k": cfg.k,
-        "real_catalog": {"items": len(real), "hash": real.content_hash()}, "on_gpu": on_gpu, "points": points,
+        "real_catalog": {"items": len(real), "hash": real.content_hash(), "source": cfg.catalog or cfg.data or "movielens (bundled)"}, "on_gpu": on_gpu, "points": points,
         "crossover": crossover(points, cfg.k), "memorization_limit": memorization_limit(points, cfg.trust_exact_match),
         # wall_seconds: this invocation only (a resumed sweep reads finished stages back); stage_seconds: what every
         # stage of every point cost when it ran, i.e. the sweep's compute whatever the number of resumes

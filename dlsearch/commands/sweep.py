@@ -18,7 +18,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from dlsearch.app.sweep import SweepConfig, print_sweep, run_sweep
     from dlsearch.app.sweep_steps import default_steps
 
+    from dlsearch.data.config import resolve_input_path
+
     cfg = load_config(args.config, SweepConfig, overrides=args.set)
+    # what the config file names for reading is found next to it first (then the working directory); `out` is not
+    cfg.catalog, cfg.data = resolve_input_path(cfg.catalog, args.config), resolve_input_path(cfg.data, args.config)
     result = run_sweep(cfg, default_steps(), config_path=args.config)
     print_sweep(result)
     print(f"table: {cfg.out}/sweep.csv  json: {cfg.out}/sweep.json  plot: {cfg.out}/sweep.png")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -332,3 +333,80 @@ def test_a_changed_recipe_file_is_refused_not_reused(movielens_catalog, tmp_path
     with pytest.raises(ValueError, match=r"recipe.yaml changed since the point .* was trained with it"):
         run_sweep(cfg, stand.steps(), real=movielens_catalog, on_gpu=False)
     assert stand.calls["train"] == 2
+
+
+def _shop_csv(path: Path) -> None:
+    """A product catalog in a shop's own columns: asin / name / categories ('|'-separated), ids like B0-00000."""
+    from dlsearch.evaluation.synthetic import product_catalog
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["asin", "name", "categories", "price"])
+        for n, it in enumerate(product_catalog(variants=False)):
+            w.writerow([it.id, it.title, "|".join(it.concepts), f"{10 + n % 7}.99"])
+
+
+def test_sweep_takes_any_catalog_file(tmp_path) -> None:
+    """The sweep read only MovieLens folders: a memorization study of one's own catalog had to fake that layout.
+    `catalog` names any catalog file (own columns) or prepared dir; its items are the real part, synthetic items
+    beyond it are drawn from its own titles and concepts."""
+    shop = tmp_path / "shop.csv"
+    _shop_csv(shop)
+    cfg = replace(_cfg(tmp_path), catalog=str(shop), catalog_columns={"id": "asin", "title": "name", "concepts": "categories"})
+    result = run_sweep(cfg, StandIn().steps(), on_gpu=False)
+    assert result["real_catalog"]["items"] == 1600 and result["real_catalog"]["source"] == str(shop)
+    done = {p["size"]: p for p in result["points"]}
+    assert done[240]["synthetic_items"] == 240 - REAL_ITEMS
+    from dlsearch.data.catalog import load_catalog_jsonl
+
+    point = load_catalog_jsonl(Path(done[40]["dir"]) / "catalog.jsonl")
+    assert all(i.startswith("B0-") for i in point.ids) and point.items[0].meta == {"price": point.items[0].meta["price"]}
+    syn = [it for it in load_catalog_jsonl(Path(done[240]["dir"]) / "catalog.jsonl") if it.meta.get("synthetic")]
+    assert len(syn) == 240 - REAL_ITEMS and all(set(it.concepts) <= _all_concepts(shop) for it in syn)
+
+    with pytest.raises(ValueError, match="catalog .* and data .* both name the real catalog"):
+        replace(cfg, data="somewhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder without catalog.jsonl"):
+        run_sweep(replace(cfg, catalog=str(tmp_path / "empty"), catalog_columns={}), StandIn().steps(), on_gpu=False)
+
+
+def _all_concepts(path: Path) -> set[str]:
+    with open(path, encoding="utf-8") as f:
+        return {c for r in csv.DictReader(f) for c in r["categories"].split("|")}
+
+
+def test_sweep_cli_on_a_shop_catalog_from_another_directory(tmp_path, monkeypatch) -> None:
+    """`dlsearch sweep` with the real steps on a shop CSV named relative to the config file, run from a directory
+    that holds neither the config nor the recipe (the recipe is the shipped one)."""
+    pytest.importorskip("dlsearch.finetune.train", reason="finetune area not merged into this checkout")
+    import torch
+    import yaml
+
+    from dlsearch.cli import main
+
+    conf = tmp_path / "study"
+    conf.mkdir()
+    _shop_csv(conf / "shop.csv")
+    (conf / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "shop", "sizes": [20, 40], "synthetic_sizes": [], "cpu_max_size": 100, "real_items": 0,
+        "catalog": "shop.csv", "catalog_columns": {"id": "asin", "title": "name", "concepts": "categories"},
+        "recipe": "configs/sweep-recipe-tiny.yaml", "epochs_per_item": 10, "memorization_sample": 0, "n_requests": 10,
+        "fallbacks": ["bm25"], "router": False, "router_validation": False, "step_options": {"num_beams": 4},
+        "n_resamples": 50, "out": "out"}))
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    monkeypatch.chdir(run_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["sweep", "--config", str(conf / "sweep.yaml")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((run_dir / "out" / "sweep.json").read_text())
+    assert result["real_catalog"]["items"] == 1600 and result["real_catalog"]["source"] == str((conf / "shop.csv").resolve())
+    done = [p for p in result["points"] if p["status"] == "done"]
+    assert [p["size"] for p in done] == [20, 40]
+    for p in done:
+        assert p["memorization"]["n"] == p["size"] and set(p["recall@10"]) == {"direct", "bm25"}
+        assert p["recall@10"]["bm25"]["mean"] > 0  # product requests (title words + categories) find products
