@@ -359,7 +359,9 @@ class TrainingClock(TrainerCallback):
         self.resumed_from: str | None = None
 
     def resume(self, checkpoint: str | None) -> None:
-        """Read the segments of the checkpoint this run continues; warn when the precision changes."""
+        """Called just before Trainer.train: start this segment's clock (loading the checkpoint counts), read the
+        segments of the checkpoint this run continues (None: a fresh start) and warn when the precision changes."""
+        self._start()
         self.resumed_from = checkpoint
         path = Path(checkpoint, SEGMENTS) if checkpoint else None
         self.previous = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else []
@@ -370,10 +372,14 @@ class TrainingClock(TrainerCallback):
                           f"{'bf16 autocast' if self.bf16 else 'float32'} (this machine: {device_name()}); set "
                           "train.bf16 explicitly to keep one precision. segments.json records the steps of each", stacklevel=2)
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def _start(self) -> None:
         self.t0, self.cpu0, self.eval0 = time.perf_counter(), time.process_time(), self._eval_seconds()
-        self.first_step, self.load0 = state.global_step, load_avg()
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.load0, self.started = load_avg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not hasattr(self, "t0"):  # a Trainer run without resume() first
+            self._start()
+        self.first_step = state.global_step
 
     def _eval_seconds(self) -> float:
         return self.curve.eval_seconds if self.curve is not None else 0.0
