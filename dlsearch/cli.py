@@ -60,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_loggers()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from dlsearch.finetune.config import TrainingInterrupted
+
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:  # SIGTERM during training: the step reached is saved
+        print(f"stopped: {e}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as if the signal had ended the process
     except (ValueError, FileNotFoundError) as e:
         # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback. A KeyError is a
         # bug (a missing key in user input is refused by name as a ValueError), so it keeps its traceback.

@@ -30,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dlsearch.finetune", description="Run a fine-tuning recipe.")
     add_arguments(p)
     args = p.parse_args(argv)
+    from dlsearch.finetune.config import TrainingInterrupted
+
     try:
         return run(args)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as if the signal had ended the process

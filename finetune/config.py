@@ -19,6 +19,11 @@ from typing import Any, Sequence
 from dlsearch.data.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict  # noqa: F401  (re-exported)
 
 
+class TrainingInterrupted(RuntimeError):
+    """A stage stopped before its last step (SIGTERM; finetune.train): its checkpoint is saved, the stage is not
+    complete. Here, not in train.py, so that the CLI can catch it without importing torch."""
+
+
 # --- schema ------------------------------------------------------------------------------------------------------
 
 @dataclass

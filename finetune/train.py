@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +29,8 @@ from dlsearch.data.catalog import Catalog
 from dlsearch.data.files import atomic_write_json
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import apply_chat_template
-from dlsearch.finetune.config import ConfigError, RecipeConfig, StageConfig, TrainSettings, load_model_size
+from dlsearch.finetune.config import (ConfigError, RecipeConfig, StageConfig, TrainingInterrupted, TrainSettings,
+                                      load_model_size)
 from dlsearch.finetune.loading import load_base, load_finetuned, load_tokenizer, model_dtype, safetensors_problem
 from dlsearch.finetune.manifest import MANIFEST, read_manifest, write_manifest
 from dlsearch.finetune.memorization import CurveCallback, measure, save_curve, write_memorization
@@ -79,6 +81,11 @@ def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
     # transformers 5.23 renamed gradient_checkpointing -> activation_checkpointing (the old name a deprecated alias
     # until v6); older 5.x (5.17 on the GPU image) knows only the old one
     ckpt = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
+    # SIGTERM (a scheduler's time limit, a spot machine, `kill`): transformers' JIT checkpoint saves the step reached
+    # and stops; train_stage then refuses to mark the stage complete. One process only: ranks of a distributed run
+    # would stop at different steps and wait on each other's collective save. Older 5.x lack the option.
+    jit = (not multi and "enable_jit_checkpoint" in SFTConfig.__dataclass_fields__
+           and threading.current_thread() is threading.main_thread())
     return SFTConfig(
         output_dir=str(out), seed=seed, data_seed=seed,
         per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
@@ -89,7 +96,7 @@ def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
         bf16=bf16, fp16=False, train_sampling_strategy=t.sampling, **{ckpt: t.gradient_checkpointing},
         use_cpu=not cuda, ddp_backend=("gloo" if multi and not cuda else None),
         dataloader_num_workers=t.dataloader_workers, completion_only_loss=True,
-        remove_unused_columns=True, dataset_num_proc=None,
+        remove_unused_columns=True, dataset_num_proc=None, **({"enable_jit_checkpoint": True} if jit else {}),
     )
 
 
@@ -466,6 +473,15 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
     wall = time.perf_counter() - t0
     eval_s = curve.eval_seconds if curve else 0.0
     segments = clock.segments(trainer.state.global_step)
+    step, total = trainer.state.global_step, trainer.state.max_steps
+    if step < total:  # stopped by SIGTERM (transformers' JIT checkpoint): saved, not finished
+        # the JIT save may come before the optimizer step of the step in flight: the checkpoint can be one step behind
+        ckpt = last_complete_checkpoint(stage_dir / "checkpoints")
+        saved = int(Path(ckpt).name.split("-")[1]) if ckpt else 0
+        if trainer.is_world_process_zero() and ckpt:
+            atomic_write_json(Path(ckpt) / SEGMENTS, clock.segments(saved))  # the JIT save skips on_save
+        raise TrainingInterrupted(f"stage {stage.name}: stopped by SIGTERM at step {saved} of {total} ({ckpt or 'no checkpoint'} "
+                                  "is saved); rerun the same command with --resume (a sweep: rerun it) to continue from there")
 
     info: dict[str, Any] = {
         "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,

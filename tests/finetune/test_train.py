@@ -130,3 +130,33 @@ def test_stage_loop_names_each_stage_and_chains_models(tmp_path: Path, monkeypat
     calls.clear()
     assert [i["stage"] for i in train.run_stages(cfg, tmp_path / "init", None, None, {}, resume=True)] == ["index", "history"]
     assert [c[0] for c in calls] == ["history"]
+
+
+def test_sigterm_saves_the_step_reached_and_resume_continues(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's time limit, `kill`) lost every step since the last checkpoint (up to save_steps - 1: ~10
+    min of the 6,300-item sweep point), and a graceful stop must not mark the stage complete. Now transformers' JIT
+    checkpoint saves the step reached, the command exits 143 naming it, and --resume continues from exactly there."""
+    out = tmp_path / "term"
+    extra = ("eval.curve_every=0", "eval.memorization=false", "stages.history.enabled=false",
+             "stages.index.train.max_steps=200", "stages.index.train.save_total_limit=5")
+    proc = subprocess.Popen(finetune_cmd(out, *extra), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    first = out / "checkpoints" / "checkpoint-10" / "trainer_state.json"
+    deadline = time.time() + 150
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped: stage index: stopped by SIGTERM at step" in err and "--resume" in err
+    step = int(err.split("stopped by SIGTERM at step ")[1].split()[0])
+    assert 10 < step < 200
+    ckpt = out / "checkpoints" / f"checkpoint-{step}"
+    assert (ckpt / "trainer_state.json").exists() and json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == step
+    assert [s["last_step"] for s in json.loads((ckpt / "segments.json").read_text())] == [step]
+    assert not (out / "model.safetensors").exists() and not (out / "run_summary.json").exists()  # not complete
+
+    (info,) = run_finetune(out, *extra, resume=True)
+    assert info["resumed_from"].endswith(f"checkpoint-{step}") and info["steps"] == 200
+    assert [(s["first_step"], s["last_step"]) for s in info["segments"]] == [(0, step), (step, 200)]
