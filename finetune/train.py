@@ -403,6 +403,10 @@ class TrainingClock(TrainerCallback):
     def segments(self, step: int) -> list[dict[str, Any]]:
         return [*self.previous, self.current(step)]
 
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # told to stop before the last step: SIGTERM through transformers' JIT checkpoint (a normal end stops at it)
+        self.stopped_early = bool(control.should_training_stop) and state.global_step < state.max_steps
+
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir, f"checkpoint-{state.global_step}")
@@ -473,8 +477,8 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
     wall = time.perf_counter() - t0
     eval_s = curve.eval_seconds if curve else 0.0
     segments = clock.segments(trainer.state.global_step)
-    step, total = trainer.state.global_step, trainer.state.max_steps
-    if step < total:  # stopped by SIGTERM (transformers' JIT checkpoint): saved, not finished
+    total = trainer.state.max_steps
+    if getattr(clock, "stopped_early", False):  # stopped by SIGTERM (transformers' JIT checkpoint): saved, not finished
         # the JIT save may come before the optimizer step of the step in flight: the checkpoint can be one step behind
         ckpt = last_complete_checkpoint(stage_dir / "checkpoints")
         saved = int(Path(ckpt).name.split("-")[1]) if ckpt else 0
