@@ -401,6 +401,7 @@ def run_point(cfg: SweepConfig, size: int, real: Catalog, steps: SweepSteps, out
     return {**head, "status": "done", "memorization": {k: mem[k] for k in ("n", "exact_match", "valid_rate", "exact_match_ci", "valid_rate_ci")},
             f"recall@{cfg.k}": {name: r["recall"] for name, r in recall.items()},
             # train: the recipe's own clock over every resumed segment when it wrote one, else this stage's wall time
+            "train_clock": "train_seconds" in train,  # False: seconds.train is the train stage's wall time (pauses too)
             "seconds": {"train": train.get("train_seconds", train.get("seconds")), "memorization": mem.get("seconds"), **{n: r.get("seconds") for n, r in recall.items()}},
             **({"router_validated": {k: recall["router-validated"][k] for k in ("chosen", "validation_recall", "n_validation")}}
                if "router-validated" in recall else {})}
@@ -654,3 +655,129 @@ def print_sweep(result: dict[str, Any], console: Any = None) -> None:
     console.print(table)
     for line in sweep_summary(result):
         console.print(line)
+
+
+# --- several sweeps on one chart -------------------------------------------------------------------------------------
+
+# what may differ between runs merged into one series: where they ran and which sizes each covered
+SERIES_FREE_KEYS = ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size")
+
+
+def load_sweep_result(out_dir: str | Path) -> dict[str, Any]:
+    path = Path(out_dir) / "sweep.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir}: no sweep.json (a `dlsearch sweep` out dir, finished at least once)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def compare_sweeps(runs: Sequence[tuple[str, str | Path]]) -> dict[str, Any]:
+    """Sweeps side by side: (label, out dir) pairs; dirs given the same label are one series, their points merged
+    (e.g. the 1,000-, 4,000- and 6,300-item points of one setting, each run as its own sweep). A series must share
+    every setting but SERIES_FREE_KEYS and the real catalog, and measure each size once; its memorization limit is
+    recomputed over the merged points."""
+    series: dict[str, dict[str, Any]] = {}
+    for label, out_dir in runs:
+        res = load_sweep_result(out_dir)
+        s = series.setdefault(label, {"label": label, "dirs": [], "points": [], "k": res["k"], "config": res["config"],
+                                      "real_catalog": res["real_catalog"]["hash"]})
+        cfg = {k: v for k, v in res["config"].items() if k not in SERIES_FREE_KEYS}
+        ref = {k: v for k, v in s["config"].items() if k not in SERIES_FREE_KEYS}
+        if cfg != ref or res["real_catalog"]["hash"] != s["real_catalog"] or res["k"] != s["k"]:
+            diff = sorted(k for k in set(cfg) | set(ref) if cfg.get(k) != ref.get(k)) or ["real catalog / k"]
+            raise ValueError(f"series {label!r}: {out_dir} differs from {s['dirs'][0]} in {diff}; give it its own label")
+        sizes = {p["size"] for p in s["points"]}
+        for p in res["points"]:
+            if p["status"] != "done":
+                continue
+            if p["size"] in sizes:
+                raise ValueError(f"series {label!r}: size {p['size']} is measured in {out_dir} and in another of its dirs")
+            s["points"].append({**p, "from": str(out_dir)})
+        s["dirs"].append(str(out_dir))
+    for s in series.values():
+        s["points"].sort(key=lambda p: p["size"])
+        s["memorization_limit"] = memorization_limit(s["points"], s["config"].get("trust_exact_match", 0.8))
+    return {"series": list(series.values())}
+
+
+def comparison_table(cmp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per series and size: exact match, direct search's recall@k, training seconds."""
+    head = ["series", "size", "exact match", "recall@k direct", "best fallback", "train s"]
+    rows = []
+    for s in cmp["series"]:
+        key = f"recall@{s['k']}"
+        for p in s["points"]:
+            others = {n: iv for n, iv in p[key].items() if n not in ("direct", "router", "router-validated")}
+            best = max(others, key=lambda n: others[n]["mean"]) if others else None
+            rows.append([s["label"], f"{p['size']:,}", _fmt_interval(p["memorization"]["exact_match_ci"]),
+                         _fmt_interval(p[key].get("direct")), f"{best} {others[best]['mean']:.3f}" if best else "—",
+                         f"{p['seconds'].get('train') or 0:,.0f}" + ("" if p.get("train_clock") else "*")])
+    return head, rows
+
+
+def comparison_summary(cmp: dict[str, Any]) -> list[str]:
+    out = []
+    if any(not p.get("train_clock") for s in cmp["series"] for p in s["points"]):
+        out.append("train s marked *: the train stage's wall time of its last run (any pause included; a point trained "
+                   "before the recipe's training clock, finetune segments.json); the others sum every training segment.")
+    for s in cmp["series"]:
+        lim = s["memorization_limit"]
+        if "interpolated_size" in lim:
+            out.append(f"{s['label']}: exact match >= {lim['threshold']} up to {lim['size']:,} items, below at "
+                       f"{lim['falls_below_at']:,} (interpolated ≈ {lim['interpolated_size']:,.0f}).")
+        else:
+            out.append(f"{s['label']}: {lim.get('reason', 'no point measured')}.")
+    return out
+
+
+def plot_comparison(cmp: dict[str, Any], path: Path) -> None:
+    """Exact-match memorization and direct search's recall@k against catalog size (log x), one line per series, 95 %
+    bands, the trust threshold and each series' interpolated limit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes: set[int] = set()
+    for n, s in enumerate(cmp["series"]):
+        pts, color = s["points"], f"C{n}"
+        x = [p["size"] for p in pts]
+        sizes.update(x)
+        m = [p["memorization"] for p in pts]
+        ax1.plot(x, [v["exact_match"] for v in m], marker="o", color=color, label=s["label"])
+        ax1.fill_between(x, [v["exact_match_ci"]["low"] for v in m], [v["exact_match_ci"]["high"] for v in m], color=color, alpha=0.15)
+        lim = s["memorization_limit"]
+        if "interpolated_size" in lim:
+            ax1.axvline(lim["interpolated_size"], color=color, linestyle=":", linewidth=1)
+        key = f"recall@{s['k']}"
+        d = [(p["size"], p[key]["direct"]) for p in pts if "direct" in p[key]]
+        ax2.plot([a for a, _ in d], [b["mean"] for _, b in d], marker="o", color=color, label=s["label"])
+        ax2.fill_between([a for a, _ in d], [b["low"] for _, b in d], [b["high"] for _, b in d], color=color, alpha=0.15)
+    threshold = cmp["series"][0]["memorization_limit"]["threshold"] if cmp["series"] else 0.8
+    ax1.axhline(threshold, color="grey", linewidth=0.8, linestyle=":")
+    k = cmp["series"][0]["k"] if cmp["series"] else 10
+    for ax, title in ((ax1, f"exact-match memorization (dotted: < {threshold} beyond)"), (ax2, f"direct search recall@{k}, held-out requests")):
+        ax.set_xscale("log")
+        if sizes:
+            ax.set_xticks(sorted(sizes), [f"{v:,}" for v in sorted(sizes)], rotation=45, fontsize=7)
+            ax.minorticks_off()
+        ax.set_xlabel("catalog size (items)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(cmp: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """compare.json, compare.md (table and limits) and compare.png under out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "compare.json", "markdown": out_dir / "compare.md", "plot": out_dir / "compare.png"}
+    _write_json(paths["json"], cmp)
+    head, rows = comparison_table(cmp)
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    atomic_write_text(paths["markdown"], "\n".join(md) + "\n\n" + "\n".join(comparison_summary(cmp)) + "\n")
+    plot_comparison(cmp, paths["plot"])
+    return paths

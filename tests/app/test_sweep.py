@@ -410,3 +410,39 @@ def test_sweep_cli_on_a_shop_catalog_from_another_directory(tmp_path, monkeypatc
     for p in done:
         assert p["memorization"]["n"] == p["size"] and set(p["recall@10"]) == {"direct", "bm25"}
         assert p["recall@10"]["bm25"]["mean"] > 0  # product requests (title words + categories) find products
+
+
+def test_compare_merges_one_settings_points_and_keeps_others_apart(tmp_path) -> None:
+    """`dlsearch sweep --compare`: sweeps of one setting run size by size (the pretrained points were three runs)
+    had no common curve or limit. Dirs with one label merge into one series (limit recomputed over all its points);
+    a dir whose settings differ is refused under that label and charted under its own."""
+    from dlsearch.app.sweep import compare_sweeps, memorization_limit
+    from dlsearch.cli import main
+
+    small = replace(_cfg(tmp_path), sizes=[40], synthetic_sizes=[], out=str(tmp_path / "a"))
+    large = replace(_cfg(tmp_path), name="other-name", sizes=[80, 120], synthetic_sizes=[], out=str(tmp_path / "b"))
+    other = replace(_cfg(tmp_path), sizes=[40, 80], synthetic_sizes=[], n_requests=30, out=str(tmp_path / "c"))
+    for cfg in (small, large, other):
+        run_sweep(cfg, StandIn().steps(), on_gpu=False)
+
+    cmp = compare_sweeps([("m", small.out), ("m", large.out), ("n", other.out)])
+    m, n = cmp["series"]
+    assert [p["size"] for p in m["points"]] == [40, 80, 120] and m["dirs"] == [small.out, large.out]
+    assert m["memorization_limit"] == memorization_limit(m["points"], 0.8)
+    assert m["memorization_limit"]["size"] == 40  # the stand-in memorizes 50 items: 80 falls below, found only merged
+    assert [p["size"] for p in n["points"]] == [40, 80]
+    with pytest.raises(ValueError, match=r"series 'm': .* differs from .* in \['n_requests'\]"):
+        compare_sweeps([("m", small.out), ("m", other.out)])
+    with pytest.raises(ValueError, match="size 40 is measured in"):
+        compare_sweeps([("m", small.out), ("m", small.out)])
+    with pytest.raises(FileNotFoundError, match="no sweep.json"):
+        compare_sweeps([("m", tmp_path)])
+
+    out = tmp_path / "cmp"
+    assert main(["sweep", "--compare", small.out, large.out, other.out, "--label", "m", "m", "n", "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    assert "| m | 120 |" in md and "| n | 80 |" in md and "m: exact match >= 0.8 up to 40 items, below at 80" in md
+    assert json.loads((out / "compare.json").read_text())["series"][0]["label"] == "m"
+    assert (out / "compare.png").stat().st_size > 10_000
+    assert main(["sweep", "--compare", small.out, "--label", "a", "b"]) == 2  # one label per dir
+    assert main(["sweep", "--compare", small.out, "--config", "configs/sweep-tiny.yaml"]) == 2
