@@ -124,23 +124,14 @@ def test_resumed_stage_reports_every_segments_time_and_precision(tmp_path: Path,
     assert training_time(tmp_path / "elsewhere") == {"model_dir": str(tmp_path / "elsewhere")}
 
 
-def test_checkpoint_without_segments_still_resumes(tmp_path: Path) -> None:
-    """A checkpoint written before segments.json existed resumes; the stage then knows only this run's segment."""
-    from dlsearch.finetune.config import load_recipe
-    from dlsearch.finetune.sources import load_source
-    from dlsearch.finetune.train import SEGMENTS, active_stages, prepare_base, train_stage
-    from tests.finetune.conftest import RECIPE, TINY
+def test_checkpoint_without_segments_still_resumes(tmp_path: Path, recwarn) -> None:
+    """A checkpoint written before segments.json existed (the trainer never reads the file): the clock starts with
+    no earlier segment and no precision warning; the stage then knows only this run's segment."""
+    from dlsearch.finetune.train import TrainingClock
 
-    def recipe(max_steps: int):
-        return load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "stages.history.enabled=false",
-                                    "eval.memorization=false", "eval.curve_every=0",
-                                    f"stages.index.train.max_steps={max_steps}", "stages.index.train.save_steps=5"])
-
-    cfg = recipe(5)
-    catalog, idmap, extras = load_source(cfg.data)
-    init = prepare_base(cfg, catalog, idmap)
-    stage_dir = tmp_path / "stage"
-    train_stage(cfg, active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras)
-    (stage_dir / "checkpoints" / "checkpoint-5" / SEGMENTS).unlink()
-    info, _ = train_stage(cfg := recipe(10), active_stages(cfg)[0], init, stage_dir, catalog, idmap, extras, resume=True)
-    assert [(s["first_step"], s["last_step"]) for s in info["segments"]] == [(5, 10)]
+    old = _checkpoint(tmp_path / "checkpoints", 5)
+    clock = TrainingClock(bf16=False)
+    clock.resume(str(old))
+    clock.first_step = 5
+    assert clock.previous == [] and [(s["first_step"], s["last_step"]) for s in clock.segments(10)] == [(5, 10)]
+    assert not [w for w in recwarn if "precision" in str(w.message) or "its steps ran" in str(w.message)]
