@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. sizes=[250,1000]")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="instead of running: put finished sweeps (their out dirs) "
                    "on one chart and table; dirs with the same --label are one series, their points merged")
-    p.add_argument("--label", nargs="+", metavar="NAME", help="one name per --compare dir (default: each sweep's name)")
+    p.add_argument("--label", nargs="+", metavar="NAME", help="one name per --compare dir; without it, each sweep's own name")
     p.add_argument("--out", default="runs/sweep-compare", help="with --compare: where compare.{json,md,png} go")
     p.set_defaults(func=cmd_sweep)
 
