@@ -236,8 +236,10 @@ def run_quickstart(cfg: QuickstartConfig, console: Any = None) -> dict[str, Any]
 
     t = step(5, "recommend", f"router on {cfg.show} real test conversations")
     catalog = load_catalog_jsonl(data_dir / "catalog.jsonl")
-    # shared: step 6 evaluates the router's direct strategy on its own and the router; one search per turn serves both
-    router = build_router(router_config(data_dir, model_dir, indexes, out, cfg), catalog, shared=SharedStrategies())
+    # shared: step 6 evaluates the router's direct strategy on its own and the router; one search per turn serves both,
+    # kept under out/rankings as it goes: a rerun after a kill searches only the turns not yet ranked by this model
+    shared = SharedStrategies(out / "rankings", resume=True)
+    router = build_router(router_config(data_dir, model_dir, indexes, out, cfg), catalog, shared=shared)
     plan = router.plan()
     console.print(f"router plan: {json.dumps(plan, default=str)}", highlight=False)
     test = load_conversations(data_dir / "conversations" / "test.jsonl")

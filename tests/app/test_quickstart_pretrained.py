@@ -34,5 +34,8 @@ def test_quickstart_fine_tunes_the_pretrained_base_it_is_given(smollm2_dir: Path
     systems = json.loads((out / "eval" / "results.json").read_text())["modes"]["excluded"]["systems"]
     assert {"popularity", "direct", "router"} <= set(systems) and systems["direct"]["valid_item_rate"] == 1.0
     assert result["verdict"]["text"].startswith("direct search recall@10")
+    # direct search's rankings are kept as they are made: a rerun after a kill in step 6 searches only the rest
+    (store,) = (out / "rankings").glob("direct_from_config-*.jsonl")
+    assert len(store.read_text().splitlines()) >= 5
     # the same --out with the other base would reuse this run's title-id data and SmolLM2 adapter: refused
     assert main(["quickstart", "--out", str(out), "--base", "scratch"]) == 2
