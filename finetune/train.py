@@ -371,8 +371,14 @@ class TrainingClock(TrainerCallback):
         self._start()
         self.resumed_from = checkpoint
         path = Path(checkpoint, SEGMENTS) if checkpoint else None
-        self.previous = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else []
-        before = {s["bf16"] for s in self.previous}
+        if path is None:
+            self.previous = []
+        elif path.is_file():
+            self.previous = json.loads(path.read_text(encoding="utf-8"))
+        else:  # written before segments.json existed: its steps happened, their time and precision are unknown
+            step = json.loads(Path(checkpoint, "trainer_state.json").read_text(encoding="utf-8")).get("global_step", 0)
+            self.previous = [{"first_step": 0, "last_step": step, "unrecorded": True}]
+        before = {s["bf16"] for s in self.previous if not s.get("unrecorded")}
         if before and before != {self.bf16}:
             was = "bf16 autocast" if True in before else "float32"
             warnings.warn(f"{checkpoint}: its steps ran in {was}; this run continues in "
@@ -416,11 +422,14 @@ class TrainingClock(TrainerCallback):
 
 def segment_totals(segments: list[dict[str, Any]]) -> dict[str, Any]:
     """Sums over a stage's segments: training seconds (wall minus learning-curve evaluations), CPU seconds, and the
-    precisions and devices its steps ran on."""
-    return {"train_seconds": round(sum(s["wall_seconds"] - s["curve_eval_seconds"] for s in segments), 1),
-            "train_cpu_seconds": round(sum(s["cpu_seconds"] for s in segments), 1),
-            "segments_bf16": sorted({s["bf16"] for s in segments}),
-            "segments_devices": sorted({s["device"] for s in segments})}
+    precisions and devices its steps ran on. `segments_complete` is False when steps from before the clock existed
+    are in the stage (an "unrecorded" segment): the sums then cover only the recorded steps."""
+    known = [s for s in segments if not s.get("unrecorded")]
+    return {"train_seconds": round(sum(s["wall_seconds"] - s["curve_eval_seconds"] for s in known), 1),
+            "train_cpu_seconds": round(sum(s["cpu_seconds"] for s in known), 1),
+            "segments_complete": len(known) == len(segments),
+            "segments_bf16": sorted({s["bf16"] for s in known}),
+            "segments_devices": sorted({s["device"] for s in known})}
 
 
 def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir: Path, catalog: Catalog, idmap: IdMap,

@@ -321,7 +321,7 @@ def training_time(model_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"model_dir": str(model_dir)}
     summary = Path(model_dir, "run_summary.json")
     stages = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else []
-    if stages and all("train_cpu_seconds" in s for s in stages):
+    if stages and all("train_cpu_seconds" in s and s.get("segments_complete", True) for s in stages):
         out["train_seconds"] = round(sum(s["train_seconds"] for s in stages), 1)
         out["train_cpu_seconds"] = round(sum(s["train_cpu_seconds"] for s in stages), 1)
         out["train_segments"] = sum(len(s["segments"]) for s in stages)

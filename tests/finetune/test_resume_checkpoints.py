@@ -125,13 +125,21 @@ def test_resumed_stage_reports_every_segments_time_and_precision(tmp_path: Path,
 
 
 def test_checkpoint_without_segments_still_resumes(tmp_path: Path, recwarn) -> None:
-    """A checkpoint written before segments.json existed (the trainer never reads the file): the clock starts with
-    no earlier segment and no precision warning; the stage then knows only this run's segment."""
-    from dlsearch.finetune.train import TrainingClock
+    """A checkpoint written before segments.json existed (the trainer never reads the file): its steps become one
+    "unrecorded" segment, no precision warning, and the sums say they are incomplete (the 6,300-item sweep point was
+    trained to step 900 before the clock), so the sweep does not present them as the point's training time."""
+    from dlsearch.app.sweep import training_time
+    from dlsearch.finetune.train import TrainingClock, segment_totals
 
     old = _checkpoint(tmp_path / "checkpoints", 5)
+    (old / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
     clock = TrainingClock(bf16=False)
     clock.resume(str(old))
     clock.first_step = 5
-    assert clock.previous == [] and [(s["first_step"], s["last_step"]) for s in clock.segments(10)] == [(5, 10)]
-    assert not [w for w in recwarn if "precision" in str(w.message) or "its steps ran" in str(w.message)]
+    segs = clock.segments(10)
+    assert segs[0] == {"first_step": 0, "last_step": 5, "unrecorded": True} and (segs[1]["first_step"], segs[1]["last_step"]) == (5, 10)
+    assert not [w for w in recwarn if "its steps ran" in str(w.message)]
+    totals = segment_totals(segs)
+    assert totals["segments_complete"] is False and totals["segments_bf16"] == [False]
+    (tmp_path / "run_summary.json").write_text(json.dumps([{**totals, "segments": segs}]))
+    assert "train_seconds" not in training_time(tmp_path)  # the table marks the stage's wall time instead
