@@ -370,14 +370,20 @@ class TrainingClock(TrainerCallback):
         segments of the checkpoint this run continues (None: a fresh start) and warn when the precision changes."""
         self._start()
         self.resumed_from = checkpoint
-        path = Path(checkpoint, SEGMENTS) if checkpoint else None
-        if path is None:
-            self.previous = []
-        elif path.is_file():
-            self.previous = json.loads(path.read_text(encoding="utf-8"))
-        else:  # written before segments.json existed: its steps happened, their time and precision are unknown
+        self.previous = []
+        if checkpoint:
+            path = Path(checkpoint, SEGMENTS)
+            recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
             step = json.loads(Path(checkpoint, "trainer_state.json").read_text(encoding="utf-8")).get("global_step", 0)
-            self.previous = [{"first_step": 0, "last_step": step, "unrecorded": True}]
+            # steps 0..step must all be covered: steps trained before segments.json existed (no file, or a file that
+            # starts later) happened, but their time and precision are unknown
+            cursor = 0
+            for seg in [*recorded, {"first_step": step, "last_step": step, "end": True}]:
+                if seg["first_step"] > cursor:
+                    self.previous.append({"first_step": cursor, "last_step": seg["first_step"], "unrecorded": True})
+                if not seg.get("end"):
+                    self.previous.append(seg)
+                cursor = max(cursor, seg["last_step"])
         before = {s["bf16"] for s in self.previous if not s.get("unrecorded")}
         if before and before != {self.bf16}:
             was = "bf16 autocast" if True in before else "float32"

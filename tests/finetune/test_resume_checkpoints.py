@@ -143,3 +143,11 @@ def test_checkpoint_without_segments_still_resumes(tmp_path: Path, recwarn) -> N
     assert totals["segments_complete"] is False and totals["segments_bf16"] == [False]
     (tmp_path / "run_summary.json").write_text(json.dumps([{**totals, "segments": segs}]))
     assert "train_seconds" not in training_time(tmp_path)  # the table marks the stage's wall time instead
+
+    # a file that starts later (written by a process resumed from such a checkpoint) keeps the gap unrecorded
+    later = _checkpoint(tmp_path / "checkpoints", 20)
+    (later / "trainer_state.json").write_text(json.dumps({"global_step": 20}))
+    (later / "segments.json").write_text(json.dumps([segs[1] | {"last_step": 20}]))
+    clock = TrainingClock(bf16=False)
+    clock.resume(str(later))
+    assert [(s["first_step"], s["last_step"], bool(s.get("unrecorded"))) for s in clock.previous] == [(0, 5, True), (5, 20, False)]
