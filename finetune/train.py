@@ -12,6 +12,7 @@ model is first built in <output_dir>/init/. Checkpoints live in <stage dir>/chec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,16 +49,24 @@ def on_cuda() -> bool:
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 units with native bf16 matmuls (Sapphire Rapids+, Zen 4+)
 
 
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo, or "" where there is none (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_bf16_units(cpuinfo: str) -> list[str]:
+    """The CPU_BF16_FLAGS among the flags of a /proc/cpuinfo text."""
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return [f for f in CPU_BF16_FLAGS if f in flags]
+
+
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU multiplies bf16 natively: an `amx_bf16` or `avx512_bf16` flag in /proc/cpuinfo (Linux;
     False where the file is missing). Without them bf16 autocast is emulated and slower than float32."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
-    return any(f in flags for f in CPU_BF16_FLAGS)
+    return bool(cpu_bf16_units(read_cpuinfo() if cpuinfo is None else cpuinfo))
 
 
 def use_bf16(t: TrainSettings) -> bool:
@@ -339,17 +348,14 @@ class RecipeCadence(TrainerCallback):
 SEGMENTS = "segments.json"  # in every checkpoint dir: the training segments that produced it
 
 
+@functools.lru_cache(maxsize=1)
 def device_name() -> str:
     """What trains: the CUDA device's name, else the CPU's model name and its native bf16 units, if any."""
     if on_cuda():
         return torch.cuda.get_device_name()
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "cpu"
+    info = read_cpuinfo()
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
-    flags = {f for line in info.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
-    units = [f for f in CPU_BF16_FLAGS if f in flags]
+    units = cpu_bf16_units(info)
     return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
 
 

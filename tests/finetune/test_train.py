@@ -46,6 +46,17 @@ def test_outputs_manifest_and_memorization(tiny_run: tuple[Path, list[dict]]) ->
     assert [p["step"] for p in curve] == [10, 20, 30] and (base / "learning_curve.png").stat().st_size > 1000
 
 
+def _start_until_checkpoint(cmd: list[str], out: Path, step: int, *, stderr: int) -> subprocess.Popen:
+    """Start a finetune run and return once its checkpoint-<step> is complete (the run still going)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    ckpt = out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+    deadline = time.time() + 150
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be stopped"
+    return proc
+
+
 def test_kill_and_resume_reaches_same_weights(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
     """SIGKILL after the step-20 checkpoint of the full stage, then --resume: same final weights as the
     uninterrupted run with the same seed. (The LoRA stage is left out here to keep the test short: its resume is
@@ -53,13 +64,7 @@ def test_kill_and_resume_reaches_same_weights(tiny_run: tuple[Path, list[dict]],
     ref, _ = tiny_run
     out = tmp_path / "killed"
     extra = ("eval.curve_every=0", "eval.memorization=false", "stages.history.enabled=false")
-    proc = subprocess.Popen(finetune_cmd(out, *extra, entry="finetune"), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out / "checkpoints" / "checkpoint-20" / "trainer_state.json"
-    deadline = time.time() + 150
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed"
+    proc = _start_until_checkpoint(finetune_cmd(out, *extra, entry="finetune"), out, 20, stderr=subprocess.DEVNULL)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model.safetensors").exists()
@@ -139,13 +144,7 @@ def test_sigterm_saves_the_step_reached_and_resume_continues(tmp_path: Path) -> 
     out = tmp_path / "term"
     extra = ("eval.curve_every=0", "eval.memorization=false", "stages.history.enabled=false",
              "stages.index.train.max_steps=200", "stages.index.train.save_total_limit=5")
-    proc = subprocess.Popen(finetune_cmd(out, *extra), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    first = out / "checkpoints" / "checkpoint-10" / "trainer_state.json"
-    deadline = time.time() + 150
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be stopped"
+    proc = _start_until_checkpoint(finetune_cmd(out, *extra), out, 10, stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
