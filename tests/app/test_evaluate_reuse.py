@@ -137,6 +137,17 @@ def test_shared_strategies_share_one_searcher_per_factory_call(tmp_path, monkeyp
                                     f"{__name__}:test_shared_strategies_share_one_searcher_per_factory_call.<locals>.factory#2"}
 
 
+def _assert_same_rankings(a: tuple, b: tuple, atol: float = 1e-4) -> None:
+    """Same queries kept, same items in the same order, scores within atol. A resumed run batches the remaining
+    conversations differently (10 prompts where the first run had 12), and on an AVX-512 CPU a prompt's log-probs
+    then differ in the 6th-7th digit (-19.067698 vs -19.067699 on CI's machine): float equality failed there."""
+    (kept_a, ranked_a), (kept_b, ranked_b) = a, b
+    assert kept_a == kept_b and len(ranked_a) == len(ranked_b)
+    for (ids_a, scores_a), (ids_b, scores_b) in zip(ranked_a, ranked_b):
+        assert ids_a == ids_b
+        assert max((abs(x - y) for x, y in zip(scores_a, scores_b)), default=0.0) <= atol, (scores_a, scores_b)
+
+
 def test_interrupted_evaluation_resumes_from_its_stored_rankings(setup, monkeypatch):
     """`dlsearch evaluate --resume` after a kill: direct search (the evaluation's own and the router's) ranks only the
     conversations the first run did not store, and the report's rankings equal an uninterrupted run's. A model
@@ -155,7 +166,7 @@ def test_interrupted_evaluation_resumes_from_its_stored_rankings(setup, monkeypa
     counts = resumed["shared_searches"]["dlsearch.app.strategies:direct_from_config"]
     assert counts["from_store"] == 2 and counts["computed"] == n - 2 and counts["store"] == str(store)
     for name in ("direct", "router"):
-        assert resumed["modes"]["excluded"]["_runs"][name] == full["modes"]["excluded"]["_runs"][name]
+        _assert_same_rankings(resumed["modes"]["excluded"]["_runs"][name], full["modes"]["excluded"]["_runs"][name])
     assert len(store.read_text().splitlines()) == n  # the cut line dropped, the rest appended
 
     weights = next(p for p in (setup / "model").iterdir() if p.suffix == ".safetensors")
