@@ -12,6 +12,7 @@ model is first built in <output_dir>/init/. Checkpoints live in <stage dir>/chec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import AttentionInterface, TrainerCallback
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from dlsearch.data.catalog import Catalog
 from dlsearch.data.files import atomic_write_json
@@ -107,6 +110,43 @@ def sft_args(t: TrainSettings, out: Path, *, seed: int) -> Any:
         dataloader_num_workers=t.dataloader_workers, completion_only_loss=True,
         remove_unused_columns=True, dataset_num_proc=None, **({"enable_jit_checkpoint": True} if jit else {}),
     )
+
+
+def sdpa_float32(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """transformers' SDPA attention computed in float32 inside a bf16-autocast step, its output in the dtype SDPA gives.
+
+    On a CPU, PyTorch's bf16 flash-attention backward was the second-costliest operator of a LoRA step on
+    SmolLM2-135M (0.35 s of a 2.3 s step; 0.08 s in float32: bench/bench_bf16_lora.py, its profile), while the
+    inputs it needs in float32 are small ([batch, heads, length, 64]). The linear layers stay in bf16."""
+    device = query.device.type
+    # the dtype SDPA itself returns: autocast's (bf16) inside autocast, else the query's
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.float()
+    with torch.autocast(device_type=device, enabled=False):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+    return out.to(dtype), weights
+
+
+AttentionInterface.register("sdpa_float32", sdpa_float32)
+AttentionMaskInterface.register("sdpa_float32", sdpa_mask)  # the masks SDPA gets (else an eager additive mask)
+
+
+@contextlib.contextmanager
+def float32_attention(model: Any, enabled: bool) -> Any:
+    """A model using SDPA attention uses sdpa_float32 inside the block (a bf16-autocast stage on a CPU: 1.1-1.2x
+    faster steps, bench/bench_bf16_lora.py), and its own implementation again after it, so what is saved, merged or
+    reloaded names no attention function of ours."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not enabled or getattr(base.config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    base.set_attn_implementation("sdpa_float32")
+    try:
+        yield
+    finally:
+        base.set_attn_implementation("sdpa")
 
 
 def load_avg() -> float:
@@ -494,7 +534,8 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         done = json.loads(Path(last, "trainer_state.json").read_text(encoding="utf-8")).get("global_step")
         print(f"stage {stage.name}: resuming from {last} (step {done})", flush=True)
     load0, t0 = load_avg(), time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last)
+    with float32_attention(trainer.model, bool(trainer.args.bf16) and not on_cuda()):
+        result = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - t0
     eval_s = curve.eval_seconds if curve else 0.0
     segments = clock.segments(trainer.state.global_step)
