@@ -117,7 +117,7 @@ def sdpa_float32(module: Any, query: torch.Tensor, key: torch.Tensor, value: tor
     """transformers' SDPA attention computed in float32 inside a bf16-autocast step, its output in the dtype SDPA gives.
 
     On a CPU, PyTorch's bf16 flash-attention backward was the second-costliest operator of a LoRA step on
-    SmolLM2-135M (0.35 s of a 2.3 s step; 0.08 s in float32: bench/bench_bf16_lora.py, its profile), while the
+    SmolLM2-135M (0.35-0.42 s of self CPU a step; 0.07-0.11 s in float32: bench/bench_bf16_lora.py), while the
     inputs it needs in float32 are small ([batch, heads, length, 64]). The linear layers stay in bf16."""
     device = query.device.type
     # the dtype SDPA itself returns: autocast's (bf16) inside autocast, else the query's
@@ -135,8 +135,8 @@ AttentionMaskInterface.register("sdpa_float32", sdpa_mask)  # the masks SDPA get
 
 @contextlib.contextmanager
 def float32_attention(model: Any, enabled: bool) -> Any:
-    """A model using SDPA attention uses sdpa_float32 inside the block (a bf16-autocast stage on a CPU: 1.1-1.2x
-    faster steps, bench/bench_bf16_lora.py), and its own implementation again after it, so what is saved, merged or
+    """A model using SDPA attention uses sdpa_float32 inside the block (a bf16-autocast stage on a CPU: 1.08x and 1.12x
+    the tokens/s in two bench runs, bench/bench_bf16_lora.py), and its own implementation again after it, so what is saved, merged or
     reloaded names no attention function of ours."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not enabled or getattr(base.config, "_attn_implementation", None) != "sdpa":
