@@ -135,9 +135,9 @@ AttentionMaskInterface.register("sdpa_float32", sdpa_mask)  # the masks SDPA get
 
 @contextlib.contextmanager
 def float32_attention(model: Any, enabled: bool) -> Any:
-    """A model using SDPA attention uses sdpa_float32 inside the block (a bf16-autocast stage on a CPU: 1.08x and 1.12x
-    the tokens/s in two bench runs, bench/bench_bf16_lora.py), and its own implementation again after it, so what is saved, merged or
-    reloaded names no attention function of ours."""
+    """A model using SDPA attention uses sdpa_float32 inside the block (a bf16-autocast stage on a CPU: 1.08x and
+    1.12x the tokens/s in two bench runs, bench/bench_bf16_lora.py), and its own implementation again after it, so
+    what is saved, merged or reloaded names no attention function of ours."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not enabled or getattr(base.config, "_attn_implementation", None) != "sdpa":
         yield
@@ -410,6 +410,7 @@ class TrainingClock(TrainerCallback):
         self.bf16, self.curve = bf16, curve
         self.previous: list[dict[str, Any]] = []
         self.resumed_from: str | None = None
+        self.stopped_early = False  # set at the train end: stopped by SIGTERM before the last step
 
     def resume(self, checkpoint: str | None) -> None:
         """Called just before Trainer.train: start this segment's clock (loading the checkpoint counts), read the
@@ -540,7 +541,7 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
     eval_s = curve.eval_seconds if curve else 0.0
     segments = clock.segments(trainer.state.global_step)
     total = trainer.state.max_steps
-    if getattr(clock, "stopped_early", False):  # stopped by SIGTERM (transformers' JIT checkpoint): saved, not finished
+    if clock.stopped_early:  # stopped by SIGTERM (transformers' JIT checkpoint): saved, not finished
         # the JIT save may come before the optimizer step of the step in flight: the checkpoint can be one step behind
         ckpt = last_complete_checkpoint(stage_dir / "checkpoints")
         saved = int(Path(ckpt).name.split("-")[1]) if ckpt else 0

@@ -580,12 +580,15 @@ def sweep_summary(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def markdown_table(head: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """A Markdown table with lines of notes below it."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
 def sweep_markdown(result: dict[str, Any]) -> str:
     """The sweep's table as Markdown (for READMEs and issue notes), with the crossover and memorization limit below."""
-    head, rows = sweep_table(result)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n\n" + "\n".join(sweep_summary(result)) + "\n"
+    return markdown_table(*sweep_table(result), sweep_summary(result))
 
 
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
@@ -670,14 +673,16 @@ def load_sweep_result(out_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def compare_sweeps(runs: Sequence[tuple[str, str | Path]]) -> dict[str, Any]:
-    """Sweeps side by side: (label, out dir) pairs; dirs given the same label are one series, their points merged
+def compare_sweeps(runs: Sequence[tuple[str | None, str | Path]]) -> dict[str, Any]:
+    """Sweeps side by side: (label, out dir) pairs (label None: the sweep's own name); dirs given the same label are
+    one series, their points merged
     (e.g. the 1,000-, 4,000- and 6,300-item points of one setting, each run as its own sweep). A series must share
     every setting but SERIES_FREE_KEYS and the real catalog, and measure each size once; its memorization limit is
     recomputed over the merged points."""
     series: dict[str, dict[str, Any]] = {}
     for label, out_dir in runs:
         res = load_sweep_result(out_dir)
+        label = label or res["name"]
         s = series.setdefault(label, {"label": label, "dirs": [], "points": [], "k": res["k"], "config": res["config"],
                                       "real_catalog": res["real_catalog"]["hash"]})
         cfg = {k: v for k, v in res["config"].items() if k not in SERIES_FREE_KEYS}
@@ -776,8 +781,6 @@ def write_comparison(cmp: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "compare.json", "markdown": out_dir / "compare.md", "plot": out_dir / "compare.png"}
     _write_json(paths["json"], cmp)
-    head, rows = comparison_table(cmp)
-    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    atomic_write_text(paths["markdown"], "\n".join(md) + "\n\n" + "\n".join(comparison_summary(cmp)) + "\n")
+    atomic_write_text(paths["markdown"], markdown_table(*comparison_table(cmp), comparison_summary(cmp)))
     plot_comparison(cmp, paths["plot"])
     return paths

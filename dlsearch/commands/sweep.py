@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dlsearch.app.sweep import comparison_summary, comparison_table, compare_sweeps, load_sweep_result, write_comparison
+    from dlsearch.app.sweep import comparison_summary, comparison_table, compare_sweeps, write_comparison
 
-    labels = args.label or [load_sweep_result(d)["name"] for d in args.compare]
+    labels = args.label or [None] * len(args.compare)  # None: each sweep's own name
     if len(labels) != len(args.compare):
         raise ValueError(f"--label: {len(labels)} name(s) for {len(args.compare)} --compare dir(s); give one per dir")
     cmp = compare_sweeps(list(zip(labels, args.compare)))

@@ -445,4 +445,8 @@ def test_compare_merges_one_settings_points_and_keeps_others_apart(tmp_path) -> 
     assert json.loads((out / "compare.json").read_text())["series"][0]["label"] == "m"
     assert (out / "compare.png").stat().st_size > 10_000
     assert main(["sweep", "--compare", small.out, "--label", "a", "b"]) == 2  # one label per dir
+    # no --label: each sweep is charted under its own name
+    assert main(["sweep", "--compare", small.out, large.out, "--out", str(tmp_path / "named")]) == 0
+    named = json.loads((tmp_path / "named" / "compare.json").read_text())["series"]
+    assert [s["label"] for s in named] == [small.name, "other-name"]
     assert main(["sweep", "--compare", small.out, "--config", "configs/sweep-tiny.yaml"]) == 2
