@@ -27,7 +27,7 @@ TINY = [
     "stages.index.train.save_steps=10", "stages.index.train.save_total_limit=3", "stages.index.train.logging_steps=5",
     f"stages.history.train.max_steps={LORA_STEPS}", "stages.history.train.batch_size=8",
     "stages.history.train.save_steps=6", "stages.history.train.logging_steps=3", "stages.history.lora.r=8",
-    "stages.history.train.lr=2.0e-2", "stages.history.tasks={history->next_item: 0.25, title->id: 2.0}",
+    "stages.history.train.lr=1.0e-2", "stages.history.tasks={history->next_item: 0.25, title->id: 2.0}",
     "eval.curve_every=10", "eval.curve_sample=20",
 ]
 
