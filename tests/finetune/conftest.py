@@ -11,8 +11,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "configs" / "finetune-movielens-cpu.yaml"
@@ -30,6 +32,25 @@ TINY = [
     "stages.history.train.lr=1.0e-2", "stages.history.tasks={history->next_item: 0.25, title->id: 2.0}",
     "eval.curve_every=10", "eval.curve_sample=20",
 ]
+
+
+def rows_loss(model: Any, examples: Any, tokenizer: Any) -> float:
+    """Mean per-token loss of `model` on prompt -> completion rows (EOS included), in one right-padded batch through the
+    training loss (finetune.train.completion_loss): deterministic, unlike a logged training loss, which depends on
+    which rows each step's batch drew."""
+    from dlsearch.finetune.train import completion_loss
+
+    rows = []
+    for row in examples:
+        p = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+        c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((p + c, [-100] * len(p) + c))
+    width = max(len(ids) for ids, _ in rows)
+    batch = {"input_ids": torch.tensor([i + [0] * (width - len(i)) for i, _ in rows]),
+             "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]),
+             "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}
+    with torch.no_grad():
+        return completion_loss(model.eval(), batch).item()
 
 
 def env() -> dict[str, str]:

@@ -14,8 +14,8 @@ from dlsearch.finetune.config import load_recipe
 from dlsearch.finetune.loading import load_finetuned
 from dlsearch.finetune.manifest import ManifestError
 from dlsearch.finetune.sources import load_source
-from dlsearch.finetune.train import active_stages, prepare_base, train_stage
-from tests.finetune.conftest import RECIPE, TINY
+from dlsearch.finetune.train import active_stages, prepare_base, stage_dataset, train_stage
+from tests.finetune.conftest import RECIPE, TINY, rows_loss
 
 
 def test_qlora_loss_falls_and_adapter_reloads_to_identical_logits(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
@@ -23,14 +23,21 @@ def test_qlora_loss_falls_and_adapter_reloads_to_identical_logits(tiny_run: tupl
     cfg = load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "model.size=null", f"model.pretrained={base}",
                                "stages.index.enabled=false", "stages.history.method=qlora", "stages.history.merge=false",
                                "stages.history.tasks={title->id: 1.0}", "stages.history.train.max_steps=15",
-                               "stages.history.train.lr=3.0e-2", "stages.history.train.logging_steps=3", "eval.memorization=false", "stages.history.lora.r=8", "eval.curve_every=0"])
+                               "stages.history.train.lr=1.0e-2", "stages.history.train.logging_steps=3", "eval.memorization=false", "stages.history.lora.r=8", "eval.curve_every=0"])
     catalog, idmap, extras = load_source(cfg.data)
     init = prepare_base(cfg, catalog, idmap)
     (stage,) = active_stages(cfg)
     info, trainer = train_stage(cfg, stage, init, tmp_path, catalog, idmap, extras)
-    losses = [h["loss"] for h in info["losses"]]
-    assert sum(losses[-2:]) < 0.95 * sum(losses[:2]), losses
     assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules()), "base was not quantized"
+    # the adapter lowers the quantized base's loss on the stage's own rows (adapter off vs on, one deterministic
+    # batch). The logged first/last loss cannot tell: at this test's former lr 3e-2 it "fell" 0.87-0.92 at seeds 0-4
+    # except seed 3 (1.07) while the loss on these rows went *up* x 1.06-1.13; at lr 1e-2 x 0.972-0.980 (seeds 0-4).
+    rows = stage_dataset(stage, trainer.processing_class, catalog, idmap, extras, cfg)
+    trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    with trained.disable_adapter():
+        before = rows_loss(trained, rows, trainer.processing_class)
+    after = rows_loss(trained, rows, trainer.processing_class)
+    assert after < 0.99 * before, (before, after)
 
     batch = trainer.processing_class(["### Task: Give the catalog id of this item.\nTitle: Toy Story (1995)\n### Answer:"],
                                      return_tensors="pt", add_special_tokens=False)

@@ -10,8 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,25 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dlsearch.finetune.config import load_recipe
 from dlsearch.finetune.sources import load_source
 from dlsearch.finetune.train import active_stages, stage_dataset
-from tests.finetune.conftest import INDEX_STEPS, LORA_STEPS, N_ITEMS, RECIPE, REPO, TINY, env, finetune_cmd, run_finetune
-
-
-def _completion_loss(model_dir: Path, examples: Any, tokenizer: Any) -> float:
-    """Mean per-token cross-entropy of a saved model on prompt -> completion rows (EOS included), in one padded batch:
-    deterministic, unlike a logged training loss, which depends on which rows a step's batch drew."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    rows = []
-    for row in examples:
-        p = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
-        c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append((p + c, [-100] * len(p) + c))
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.tensor([i + [0] * (width - len(i)) for i, _ in rows])
-    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
-    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100).item()
+from tests.finetune.conftest import (INDEX_STEPS, LORA_STEPS, N_ITEMS, RECIPE, REPO, TINY, env, finetune_cmd, rows_loss,
+                                     run_finetune)
 
 
 def test_loss_falls_in_both_stages(tiny_run: tuple[Path, list[dict]]) -> None:
@@ -57,8 +38,8 @@ def test_loss_falls_in_both_stages(tiny_run: tuple[Path, list[dict]]) -> None:
     (stage,) = [s for s in active_stages(cfg) if s.name == "history"]
     tokenizer = AutoTokenizer.from_pretrained(out / "merged")
     rows = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
-    before = _completion_loss(out / "stages" / "index", rows, tokenizer)
-    after = _completion_loss(out / "merged", rows, tokenizer)
+    before = rows_loss(AutoModelForCausalLM.from_pretrained(out / "stages" / "index"), rows, tokenizer)
+    after = rows_loss(AutoModelForCausalLM.from_pretrained(out / "merged"), rows, tokenizer)
     assert after < 0.995 * before, (before, after)
 
 
