@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -666,6 +666,14 @@ def print_sweep(result: dict[str, Any], console: Any = None) -> None:
 SERIES_FREE_KEYS = ("name", "out", "sizes", "synthetic_sizes", "cpu_max_size")
 
 
+def config_with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A sweep.json's config with every SweepConfig setting it lacks at today's default: a sweep written before a
+    setting existed (e.g. `catalog`, `concept_sep`) ran as that default does."""
+    defaults = {f.name: (f.default_factory() if f.default is MISSING else f.default)
+                for f in fields(SweepConfig) if f.default is not MISSING or f.default_factory is not MISSING}
+    return {**defaults, **config}
+
+
 def load_sweep_result(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / "sweep.json"
     if not path.is_file():
@@ -685,8 +693,8 @@ def compare_sweeps(runs: Sequence[tuple[str | None, str | Path]]) -> dict[str, A
         label = label or res["name"]
         s = series.setdefault(label, {"label": label, "dirs": [], "points": [], "k": res["k"], "config": res["config"],
                                       "real_catalog": res["real_catalog"]["hash"]})
-        cfg = {k: v for k, v in res["config"].items() if k not in SERIES_FREE_KEYS}
-        ref = {k: v for k, v in s["config"].items() if k not in SERIES_FREE_KEYS}
+        cfg = {k: v for k, v in config_with_defaults(res["config"]).items() if k not in SERIES_FREE_KEYS}
+        ref = {k: v for k, v in config_with_defaults(s["config"]).items() if k not in SERIES_FREE_KEYS}
         if cfg != ref or res["real_catalog"]["hash"] != s["real_catalog"] or res["k"] != s["k"]:
             diff = sorted(k for k in set(cfg) | set(ref) if cfg.get(k) != ref.get(k)) or ["real catalog / k"]
             raise ValueError(f"series {label!r}: {out_dir} differs from {s['dirs'][0]} in {diff}; give it its own label")
