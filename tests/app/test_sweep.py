@@ -439,17 +439,17 @@ def test_compare_merges_one_settings_points_and_keeps_others_apart(tmp_path) -> 
         compare_sweeps([("m", tmp_path)])
     # A sweep written before a setting existed ran at its default: the committed 1,000- and 4,000-item points lack
     # catalog / catalog_columns / concept_sep, and merging the 6,300-item point with them was refused on those keys.
-    res = json.loads((Path(large.out) / "sweep.json").read_text())
+    older = tmp_path / "older"
+    shutil.copytree(large.out, older)
+    res = json.loads((older / "sweep.json").read_text())
     for key in ("catalog", "catalog_columns", "concept_sep"):
         del res["config"][key]
-    (Path(large.out) / "sweep.json").write_text(json.dumps(res))
-    assert [p["size"] for p in compare_sweeps([("m", small.out), ("m", large.out)])["series"][0]["points"]] == [40, 80, 120]
+    (older / "sweep.json").write_text(json.dumps(res))
+    assert [p["size"] for p in compare_sweeps([("m", small.out), ("m", older)])["series"][0]["points"]] == [40, 80, 120]
     res["config"]["concept_sep"] = ";"  # an absent key is its default, a present one is compared
-    (Path(large.out) / "sweep.json").write_text(json.dumps(res))
+    (older / "sweep.json").write_text(json.dumps(res))
     with pytest.raises(ValueError, match=r"differs from .* in \['concept_sep'\]"):
-        compare_sweeps([("m", small.out), ("m", large.out)])
-    res["config"]["concept_sep"] = "|"
-    (Path(large.out) / "sweep.json").write_text(json.dumps(res))
+        compare_sweeps([("m", small.out), ("m", older)])
 
     out = tmp_path / "cmp"
     assert main(["sweep", "--compare", small.out, large.out, other.out, "--label", "m", "m", "n", "--out", str(out)]) == 0

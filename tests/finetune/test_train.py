@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dlsearch.finetune.config import load_recipe
+from dlsearch.finetune.loading import load_finetuned
 from dlsearch.finetune.sources import load_source
 from dlsearch.finetune.train import active_stages, stage_dataset
 from tests.finetune.conftest import (INDEX_STEPS, LORA_STEPS, N_ITEMS, RECIPE, REPO, TINY, env, finetune_cmd, rows_loss,
@@ -36,10 +37,10 @@ def test_loss_falls_in_both_stages(tiny_run: tuple[Path, list[dict]]) -> None:
     cfg = load_recipe(RECIPE, [f"output_dir={out}", *TINY])
     catalog, idmap, extras = load_source(cfg.data)
     (stage,) = [s for s in active_stages(cfg) if s.name == "history"]
-    tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    merged, tokenizer, _ = load_finetuned(out / "merged", catalog=catalog)
     rows = stage_dataset(stage, tokenizer, catalog, idmap, extras, cfg)
-    before = rows_loss(AutoModelForCausalLM.from_pretrained(out / "stages" / "index"), rows, tokenizer)
-    after = rows_loss(AutoModelForCausalLM.from_pretrained(out / "merged"), rows, tokenizer)
+    before = rows_loss(load_finetuned(out / "stages" / "index", catalog=catalog)[0], rows, tokenizer)
+    after = rows_loss(merged, rows, tokenizer)
     assert after < 0.995 * before, (before, after)
 
 
