@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except TrainingInterrupted as e:  # SIGTERM during training: the step reached is saved
+    except TrainingInterrupted as e:  # SIGTERM or Ctrl-C during training: the step reached is saved
         print(f"stopped: {e}", file=sys.stderr)
-        return 143  # 128 + SIGTERM, as if the signal had ended the process
+        return e.exit_code  # 128 + the signal: 143 after SIGTERM, 130 after Ctrl-C
     except (ValueError, FileNotFoundError) as e:
         # User-facing errors (bad catalogs, configs, paths) print one clear line, not a traceback. A KeyError is a
         # bug (a missing key in user input is refused by name as a ValueError), so it keeps its traceback.

@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingInterrupted as e:
         print(f"stopped: {e}", file=sys.stderr)
-        return 143  # 128 + SIGTERM, as if the signal had ended the process
+        return e.exit_code  # 128 + the signal: 143 after SIGTERM, 130 after Ctrl-C

@@ -20,8 +20,13 @@ from dlsearch.data.config import ConfigError, apply_overrides, from_dict, load_y
 
 
 class TrainingInterrupted(RuntimeError):
-    """A stage stopped before its last step (SIGTERM; finetune.train): its checkpoint is saved, the stage is not
-    complete. Here, not in train.py, so that the CLI can catch it without importing torch."""
+    """A stage stopped before its last step (SIGTERM or Ctrl-C; finetune.train): its checkpoint is saved, the stage is
+    not complete. Here, not in train.py, so that the CLI can catch it without importing torch. exit_code: 128 + the
+    signal's number, as if the signal had ended the process (143 for SIGTERM, 130 for Ctrl-C)."""
+
+    def __init__(self, message: str, signum: int = 15):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------

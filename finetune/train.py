@@ -18,6 +18,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
 import threading
 import time
 import warnings
@@ -147,6 +149,32 @@ def float32_attention(model: Any, enabled: bool) -> Any:
         yield
     finally:
         base.set_attn_implementation("sdpa")
+
+
+@contextlib.contextmanager
+def ctrl_c_saves(enabled: bool) -> Any:
+    """Ctrl-C during training saves the step reached, as SIGTERM does (transformers' JIT checkpoint), instead of
+    losing every step since the last checkpoint to a KeyboardInterrupt. The first Ctrl-C asks for the save (it comes
+    ~3 s later, at a step boundary: transformers' grace period) and gives SIGINT its default back, so a second one
+    aborts at once. Yields a list that holds "SIGINT" once Ctrl-C was pressed. Off where SIGINT is ignored (a job
+    started in the background, nohup) or JIT checkpointing is (several processes, not the main thread)."""
+    pressed: list[str] = []
+    if not enabled or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield pressed
+        return
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        pressed.append("SIGINT")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nCtrl-C: saving a checkpoint at the next step boundary (a few seconds); Ctrl-C again aborts without "
+              "saving", file=sys.stderr, flush=True)
+        signal.raise_signal(signal.SIGTERM)  # transformers' JIT checkpoint handler takes it from here
+
+    before = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def load_avg() -> float:
@@ -535,20 +563,24 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         done = json.loads(Path(last, "trainer_state.json").read_text(encoding="utf-8")).get("global_step")
         print(f"stage {stage.name}: resuming from {last} (step {done})", flush=True)
     load0, t0 = load_avg(), time.perf_counter()
-    with float32_attention(trainer.model, bool(trainer.args.bf16) and not on_cuda()):
+    # Ctrl-C saves like SIGTERM; not with DataLoader workers, which a terminal's Ctrl-C reaches too and stops
+    jit = bool(getattr(trainer.args, "enable_jit_checkpoint", False)) and trainer.args.dataloader_num_workers == 0
+    with float32_attention(trainer.model, bool(trainer.args.bf16) and not on_cuda()), ctrl_c_saves(jit) as ctrl_c:
         result = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - t0
     eval_s = curve.eval_seconds if curve else 0.0
     segments = clock.segments(trainer.state.global_step)
     total = trainer.state.max_steps
-    if clock.stopped_early:  # stopped by SIGTERM (transformers' JIT checkpoint): saved, not finished
+    if clock.stopped_early:  # stopped by SIGTERM or Ctrl-C (transformers' JIT checkpoint): saved, not finished
         # the JIT save may come before the optimizer step of the step in flight: the checkpoint can be one step behind
         ckpt = last_complete_checkpoint(stage_dir / "checkpoints")
         saved = int(Path(ckpt).name.split("-")[1]) if ckpt else 0
         if trainer.is_world_process_zero() and ckpt:
             atomic_write_json(Path(ckpt) / SEGMENTS, clock.segments(saved))  # the JIT save skips on_save
-        raise TrainingInterrupted(f"stage {stage.name}: stopped by SIGTERM at step {saved} of {total} ({ckpt or 'no checkpoint'} "
-                                  "is saved); rerun the same command with --resume (a sweep: rerun it) to continue from there")
+        how = "Ctrl-C (SIGINT)" if ctrl_c else "SIGTERM"
+        raise TrainingInterrupted(f"stage {stage.name}: stopped by {how} at step {saved} of {total} ({ckpt or 'no checkpoint'} "
+                                  "is saved); rerun the same command with --resume (a sweep: rerun it) to continue from there",
+                                  signum=signal.SIGINT if ctrl_c else signal.SIGTERM)
 
     info: dict[str, Any] = {
         "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,

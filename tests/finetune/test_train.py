@@ -153,10 +153,14 @@ def test_stage_loop_names_each_stage_and_chains_models(tmp_path: Path, monkeypat
     assert [c[0] for c in calls] == ["history"]
 
 
-def test_sigterm_saves_the_step_reached_and_resume_continues(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, code, how", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C (SIGINT)")],
+                         ids=["sigterm", "ctrl-c"])
+def test_stop_signal_saves_the_step_reached_and_resume_continues(tmp_path: Path, sig: int, code: int, how: str) -> None:
     """SIGTERM (a scheduler's time limit, `kill`) lost every step since the last checkpoint (up to save_steps - 1: ~10
     min of the 6,300-item sweep point), and a graceful stop must not mark the stage complete. Now transformers' JIT
     checkpoint saves the step reached, the command exits 143 naming it, and --resume continues from exactly there.
+    Ctrl-C raised a KeyboardInterrupt and lost those steps too (seen stopping a sweep probe); it now takes the same
+    path and exits 130.
 
     transformers waits 3 s after SIGTERM before it checkpoints (its grace period to tell SIGTERM from a SIGKILL that
     follows), so the run must outlast that: 200 steps did not on CI's machine (83 steps/s: the run ended normally,
@@ -166,12 +170,13 @@ def test_sigterm_saves_the_step_reached_and_resume_continues(tmp_path: Path) -> 
     extra = ("eval.curve_every=0", "eval.memorization=false", "stages.history.enabled=false",
              f"stages.index.train.max_steps={total}", "stages.index.train.save_total_limit=5")
     proc = _start_until_checkpoint(finetune_cmd(out, *extra), out, 10, stderr=subprocess.PIPE)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, f"all {total} steps ran within transformers' 3 s SIGTERM grace: raise `total`"
-    assert proc.returncode == 143, err[-3000:]
-    assert "stopped: stage index: stopped by SIGTERM at step" in err and "--resume" in err
-    step = int(err.split("stopped by SIGTERM at step ")[1].split()[0])
+    assert proc.returncode == code, err[-3000:]
+    assert f"stopped: stage index: stopped by {how} at step" in err and "--resume" in err
+    assert "KeyboardInterrupt" not in err
+    step = int(err.split(f"stopped by {how} at step ")[1].split()[0])
     assert 10 < step < total
     ckpt = out / "checkpoints" / f"checkpoint-{step}"
     assert (ckpt / "trainer_state.json").exists() and json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == step
