@@ -11,6 +11,7 @@ stages, by their `name`.
 from __future__ import annotations
 
 import difflib
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +25,7 @@ class TrainingInterrupted(RuntimeError):
     not complete. Here, not in train.py, so that the CLI can catch it without importing torch. exit_code: 128 + the
     signal's number, as if the signal had ended the process (143 for SIGTERM, 130 for Ctrl-C)."""
 
-    def __init__(self, message: str, signum: int = 15):
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
         super().__init__(message)
         self.exit_code = 128 + int(signum)
 

@@ -156,15 +156,15 @@ def ctrl_c_saves(enabled: bool) -> Any:
     """Ctrl-C during training saves the step reached, as SIGTERM does (transformers' JIT checkpoint), instead of
     losing every step since the last checkpoint to a KeyboardInterrupt. The first Ctrl-C asks for the save (it comes
     ~3 s later, at a step boundary: transformers' grace period) and gives SIGINT its default back, so a second one
-    aborts at once. Yields a list that holds "SIGINT" once Ctrl-C was pressed. Off where SIGINT is ignored (a job
+    aborts at once. Yields a list that holds signal.SIGINT once Ctrl-C was pressed. Off where SIGINT is ignored (a job
     started in the background, nohup) or JIT checkpointing is (several processes, not the main thread)."""
-    pressed: list[str] = []
+    pressed: list[int] = []
     if not enabled or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield pressed
         return
 
     def on_ctrl_c(signum: int, frame: Any) -> None:
-        pressed.append("SIGINT")
+        pressed.append(signal.SIGINT)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print("\nCtrl-C: saving a checkpoint at the next step boundary (a few seconds); Ctrl-C again aborts without "
               "saving", file=sys.stderr, flush=True)
@@ -577,10 +577,11 @@ def train_stage(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_dir
         saved = int(Path(ckpt).name.split("-")[1]) if ckpt else 0
         if trainer.is_world_process_zero() and ckpt:
             atomic_write_json(Path(ckpt) / SEGMENTS, clock.segments(saved))  # the JIT save skips on_save
-        how = "Ctrl-C (SIGINT)" if ctrl_c else "SIGTERM"
+        signum = ctrl_c[0] if ctrl_c else signal.SIGTERM
+        how = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else "SIGTERM"
         raise TrainingInterrupted(f"stage {stage.name}: stopped by {how} at step {saved} of {total} ({ckpt or 'no checkpoint'} "
                                   "is saved); rerun the same command with --resume (a sweep: rerun it) to continue from there",
-                                  signum=signal.SIGINT if ctrl_c else signal.SIGTERM)
+                                  signum=signum)
 
     info: dict[str, Any] = {
         "stage": stage.name, "method": stage.method, "steps": trainer.state.global_step,
