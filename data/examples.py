@@ -5,6 +5,7 @@ from). All text comes from data/prompts.py, the template shared with inference.
 
     ds = indexing_examples(catalog, idmap)                        # title->id, id->title, item->concepts
     ds = conversation_examples(turns, catalog, idmap)             # conversation->item at recommender turns
+    ds = conversation_examples(turns, catalog, idmap, task="conversation->mention")  # the user's own mentions
     ds = history_examples(histories, catalog, idmap, "test")      # history->next_item
 """
 
@@ -17,14 +18,14 @@ from dlsearch.data.formats import Conversation
 from dlsearch.data.ids import IdMap
 from dlsearch.data.prompts import (CONCEPT_SEP, LengthBudget, conversation_parts, conversation_prompt, make_completion,
                                    prompt_for_context, prompt_for_item_task, render_history)
-from dlsearch.data.turns import all_recommender_turns
+from dlsearch.data.turns import all_recommender_turns, seeker_turns
 
 if TYPE_CHECKING:  # datasets is imported lazily: importing data.examples stays cheap
     import datasets
 
 COLUMNS = ("prompt", "completion", "task", "item_id", "source_id")
 INDEXING_TASKS = ("title->id", "id->title", "item->concepts")
-CONVERSATION_TASKS = ("conversation->item", "conversation->concepts", "conversation->query")
+CONVERSATION_TASKS = ("conversation->item", "conversation->concepts", "conversation->query", "conversation->mention")
 QUERY_CONCEPTS = 3  # concepts in a search query: genres first, they are the most general
 HISTORY_CONTEXT = 20  # items of history shown in a history->next_item prompt (the most recent ones)
 
@@ -78,15 +79,20 @@ def conversation_rows(convs: Iterable[Conversation], catalog: Catalog, idmap: Id
     if task not in CONVERSATION_TASKS:
         raise ValueError(f"not a conversation task: {task!r}; choose from {list(CONVERSATION_TASKS)}")
     convs = list(convs)
-    turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
+    if task == "conversation->mention":  # the user's own mentions: more item-association rows from the same dialogues
+        turns = seeker_turns(convs)
+    else:
+        turns = [c for c in convs if c.targets] + all_recommender_turns(c for c in convs if not c.targets)
     if render not in ("title", "id"):
         raise ValueError(f"render must be 'title' or 'id', got {render!r}")
     rows = []
     for turn in turns:
         prompt = conversation_prompt(turn, catalog, task, render=render, idmap=idmap, max_messages=max_messages)
         for target in turn.targets:
+            if task == "conversation->mention" and target not in catalog:  # a user may name an item outside the
+                continue                                                    # catalog: no answer to learn
             item = catalog[target]
-            if task == "conversation->item":
+            if task in ("conversation->item", "conversation->mention"):
                 answer = idmap.code(target)
             elif task == "conversation->concepts":
                 if not item.concepts:

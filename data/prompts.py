@@ -29,6 +29,7 @@ TASKS = (
     "conversation->item",
     "conversation->concepts",
     "conversation->query",
+    "conversation->mention",
     "history->next_item",
 )
 
@@ -39,6 +40,7 @@ _INSTRUCTIONS = {
     "conversation->item": "Recommend one catalog item for this conversation.",
     "conversation->concepts": "List the concepts of an item to recommend for this conversation.",
     "conversation->query": "Write a short search query for an item to recommend for this conversation.",
+    "conversation->mention": "Name one catalog item the user could mention next in this conversation.",
     "history->next_item": "Given the items this user rated, in order, name the next one.",
 }
 

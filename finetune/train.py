@@ -303,12 +303,12 @@ def _fitted_examples(task: str, max_length: int, tokenizer: Any, catalog: Catalo
                      cfg: RecipeConfig) -> tuple[Any, dict[str, int]]:
     """A task's examples under the length policy (data.prompts.fit_context_prompt): contexts cut from the left,
     completions never cut; an example that still does not fit (e.g. a title->id row with a huge title) is dropped.
-    conversation->item reserves the longest id code + EOS, as direct search does at inference, so the prompt is
+    conversation->item (and ->mention) reserves the longest id code + EOS, as direct search does at inference, so the prompt is
     cut identically in both. Returns (dataset, {kept, cut, dropped})."""
     from dlsearch.data.prompts import CUT, DROPPED, KEPT, LengthBudget
     from dlsearch.finetune.memorization import code_token_budget
 
-    reserve = code_token_budget(tokenizer, idmap) if task == "conversation->item" else None
+    reserve = code_token_budget(tokenizer, idmap) if task in ("conversation->item", "conversation->mention") else None
     budget = LengthBudget(tokenizer, max_length, reserve)
     ds = task_examples(task, catalog, idmap, extras, cfg.data, length=budget)
     counts = budget.counts.get(task, {KEPT: 0, CUT: 0, DROPPED: 0})

@@ -7,7 +7,7 @@ from dlsearch.data.formats import Conversation, Message
 from dlsearch.data.ids import build_idmap
 from dlsearch.data.prompts import ANSWER_PREFIX, make_prompt
 from dlsearch.data.splits import split_histories
-from dlsearch.data.turns import all_recommender_turns, recommender_turns
+from dlsearch.data.turns import all_recommender_turns, recommender_turns, seeker_turns
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,36 @@ def test_history_examples(movielens):
     assert catalog[splits["test"][user][-2][0]].title in test[0]["prompt"]
     train = history_examples(splits["train"], catalog, idmap, "train", train_targets=5)
     assert len(train) == 100 and not set(train["source_id"]) & set(test["source_id"])
+
+
+def test_seeker_turns_cut_at_the_users_new_mentions():
+    conv = Conversation("d", [Message("user", "hi"), Message("assistant", "what do you like? @1?"),
+                              Message("user", "I loved @2 and @1"), Message("assistant", "try @3"),
+                              Message("user", "seen @3, liked @4"), Message("assistant", "then @5")])
+    turns = seeker_turns([conv])
+    assert [(t.id, t.targets, t.exclude) for t in turns] == [("d:2", ["2"], ["1"]), ("d:4", ["4"], ["1", "2", "3"])]
+    assert [len(t.messages) for t in turns] == [2, 4] and all(t.messages[-1].role == "assistant" for t in turns)
+    # from prepare's turn records (one per recommender turn) the longest context of the dialogue is cut: the same
+    # turns, except mentions after the last recommender turn, which no record holds
+    records = recommender_turns(conv)
+    assert [t.id for t in records] == ["d:1", "d:3", "d:5"]
+    assert [(t.id, t.targets) for t in seeker_turns(records)] == [("d:2", ["2"]), ("d:4", ["4"])]
+    assert [(t.id, t.targets) for t in seeker_turns(records[:2])] == [("d:2", ["2"])]
+
+
+def test_mention_examples_on_redial(redial, redial_idmap):
+    catalog, dialogues = redial
+    records = all_recommender_turns(dialogues[:40])
+    rows = conversation_examples(records, catalog, redial_idmap, task="conversation->mention")
+    rec = conversation_examples(records, catalog, redial_idmap)
+    assert len(rows) > 0.3 * len(rec)  # ReDial's users name films too: ~half as many rows as the recommenders' targets
+    assert set(rows["task"]) == {"conversation->mention"}
+    assert all(p.startswith(make_prompt("conversation->mention", "").split("\n")[0] + "\n") for p in rows["prompt"])
+    by_turn = {t.id: t for t in seeker_turns(records)}
+    for r in rows:
+        turn = by_turn[r["source_id"]]
+        assert r["item_id"] in turn.targets and r["item_id"] not in turn.exclude
+        assert r["completion"] == " " + redial_idmap.code(r["item_id"])
+    # a user's mention of an item outside the catalog is skipped, not an error
+    conv = Conversation("x", [Message("assistant", "hello"), Message("user", "I liked @nope and @" + next(iter(catalog.ids)))])
+    assert [r["item_id"] for r in conversation_examples([conv], catalog, redial_idmap, task="conversation->mention")] == [next(iter(catalog.ids))]
