@@ -222,13 +222,16 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
             columns: dict[str, str] | None = None, concept_sep: str = "|", split: str = "seeded",
             delimiter: str | None = None, max_items: int | None = None, name: str | None = None,
             limits: dict[str, int | None] | None = None, extra_histories: str | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            validation_into_train: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the prepare steps (module docstring) and return the manifest, whose "stats" are printed.
 
     split: "seeded" (by dialogue, `ratios` under `seed`) or "keep" (the dataset's own split: a `split` field or
     column, or train/dev/test files). Histories are always split leave-one-out by time.
     name: the dataset's name in reports (default: redial, movielens, or the file/folder name).
-    extra_histories: "movielens" adds MovieLens's ratings moved onto ReDial's linked items (load_dataset_source)."""
+    extra_histories: "movielens" adds MovieLens's ratings moved onto ReDial's linked items (load_dataset_source).
+    validation_into_train: split as usual, then move the validation conversations into train (the refit after
+    settings were chosen on validation): test is the same dialogues as without it, validation is empty.
+    Conversations only: histories keep their leave-one-out split."""
     if split not in SPLIT_MODES:
         raise ValueError(f"split must be one of {list(SPLIT_MODES)}, got {split!r}")
     t0 = time.perf_counter()
@@ -253,11 +256,15 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
 
     # 2. splits
     split_key = _sha(["splits", PREPARE_VERSION, key, [t.to_json() for t in turns], histories, split,
-                      seed if split == "seeded" else None, list(ratios) if split == "seeded" else None])
+                      seed if split == "seeded" else None, list(ratios) if split == "seeded" else None]
+                     + (["validation_into_train"] if validation_into_train else []))
     if not turns:
         conv_splits = {}
     else:
         conv_splits = keep_split(turns) if split == "keep" else split_conversations(turns, ratios, seed)
+        if validation_into_train:
+            conv_splits["train"] = conv_splits["train"] + conv_splits["validation"]
+            conv_splits["validation"] = []
     hist_splits = split_histories(histories) if histories is not None else {}
     if conv_splits:
         check_conversation_splits(conv_splits)
@@ -315,7 +322,7 @@ def prepare(dataset: str, scheme: str, out: str | Path, *, seed: int = 0, ratios
     stats["source"] = source_counts
     man.data.update({
         "dataset": dataset, "dataset_name": name or dataset_name(dataset), "split": split,
-        "extra_histories": extra_histories, "scheme": scheme, "seed": seed, "ratios": list(ratios) if split == "seeded" else None, "scheme_params": params,
+        "extra_histories": extra_histories, "scheme": scheme, "seed": seed, "ratios": list(ratios) if split == "seeded" else None, "validation_into_train": validation_into_train, "scheme_params": params,
         "prepare_version": PREPARE_VERSION, "catalog_hash": catalog.content_hash(), "idmap_version": idmap.version,
         "versions": _versions(), "stats": stats,
         "reused_steps": reused, "seconds": round(time.perf_counter() - t0, 2),

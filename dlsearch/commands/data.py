@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--histories", choices=["movielens"], default=None,
                     help="redial only: add MovieLens's rating histories moved onto the ReDial movies they link to "
                          "(training rows for history->next_item over the same catalog)")
+    pr.add_argument("--validation-into-train", action="store_true",
+                    help="split as usual, then train on the validation conversations too (the refit once settings "
+                         "were chosen on validation): the same test dialogues, an empty validation split")
     _reading(pr)
     pr.set_defaults(func=cmd_prepare)
 
@@ -105,7 +108,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir, columns=args.columns, concept_sep=args.concept_sep, split=args.split,
             delimiter=args.delimiter, max_items=args.max_items, name=args.name,
             limits={"max_title_chars": args.max_title_chars, "max_text_bytes": args.max_text_bytes},
-            extra_histories=args.histories)
+            extra_histories=args.histories, validation_into_train=args.validation_into_train)
     return 0
 
 

@@ -144,3 +144,22 @@ def test_collaborative_ids_see_training_interactions_only(tmp_path, redial):
     splits = split_conversations(turns, seed=0)
     hist = _train_interactions(splits["train"], None)
     assert set(hist) == {t.meta["dialogue_id"] for t in splits["train"]}
+
+
+def test_validation_into_train_keeps_the_test_dialogues(tmp_path, redial):
+    """The refit split (--validation-into-train): train = the usual train + validation, test unchanged, validation
+    empty; the same prepared dir without the flag is rebuilt from the splits on (it is a different split)."""
+    src, _ = _folder(tmp_path, redial, n_dialogues=60)
+    out = tmp_path / "out"
+    prepare(str(src), "sequential", out, log=lambda s: None)
+    usual = {s: load_conversations(out / "conversations" / f"{s}.jsonl") for s in SPLIT_NAMES}
+    assert usual["validation"] and usual["test"]
+    cli = ["data", "prepare", "--dataset", str(src), "--ids", "sequential", "--out", str(out), "--validation-into-train"]
+    assert main(cli) == 0
+    refit = {s: load_conversations(out / "conversations" / f"{s}.jsonl") for s in SPLIT_NAMES}
+    assert [c.id for c in refit["train"]] == [c.id for c in usual["train"] + usual["validation"]]
+    assert [c.id for c in refit["test"]] == [c.id for c in usual["test"]] and refit["validation"] == []
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["validation_into_train"] is True and "splits" not in man["reused_steps"]
+    assert man["stats"]["conversations"]["train"]["turns"] == len(usual["train"]) + len(usual["validation"])
+    check_conversation_splits(refit)
