@@ -115,7 +115,14 @@ def test_resumed_stage_reports_every_segments_time_and_precision(tmp_path: Path,
     assert info["segments_bf16"] == [False, True] and info["bf16"] is True
     assert info["train_seconds"] == pytest.approx(sum(s["wall_seconds"] - s["curve_eval_seconds"] for s in segs), abs=0.2)
     assert info["train_seconds"] > info["this_run_seconds"] > 0 and info["train_cpu_seconds"] > 0
-    assert json.loads((ckpts / "checkpoint-20" / SEGMENTS).read_text()) == segs
+    # the last checkpoint is written at step 20, a moment before the stage's clock stops: its last segment's clock
+    # may read 0.1 s less (CI failed on exactly that under load), everything else is the same
+    saved = json.loads((ckpts / "checkpoint-20" / SEGMENTS).read_text())
+    clocks = ("wall_seconds", "cpu_seconds", "load_avg_end")
+    assert [{k: v for k, v in s.items() if k not in clocks} for s in saved] == [{k: v for k, v in s.items() if k not in clocks} for s in segs]
+    assert saved[0] == segs[0]
+    assert saved[1]["wall_seconds"] == pytest.approx(segs[1]["wall_seconds"], abs=0.5)
+    assert saved[1]["cpu_seconds"] == pytest.approx(segs[1]["cpu_seconds"], abs=0.5)
 
     # the sweep's table takes the recipe's clock over all segments
     (stage_dir / "run_summary.json").write_text(json.dumps([info]))
