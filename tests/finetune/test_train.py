@@ -63,8 +63,11 @@ def test_outputs_manifest_and_memorization(tiny_run: tuple[Path, list[dict]]) ->
 
 
 def _start_until_checkpoint(cmd: list[str], out: Path, step: int, *, stderr: int) -> subprocess.Popen:
-    """Start a finetune run and return once its checkpoint-<step> is complete (the run still going)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    """Start a finetune run and return once its checkpoint-<step> is complete (the run still going). The child gets
+    SIGINT's default disposition, as a terminal's foreground job has: under a suite started in the background (`&`,
+    nohup) it would inherit SIGINT ignored, and the training rightly leaves an ignored Ctrl-C alone."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
     deadline = time.time() + 150
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -151,6 +154,25 @@ def test_stage_loop_names_each_stage_and_chains_models(tmp_path: Path, monkeypat
     calls.clear()
     assert [i["stage"] for i in train.run_stages(cfg, tmp_path / "init", None, None, {}, resume=True)] == ["index", "history"]
     assert [c[0] for c in calls] == ["history"]
+
+
+def test_ctrl_c_saves_leaves_an_ignored_sigint_alone() -> None:
+    """A job started with SIGINT ignored (`&`, nohup) keeps it ignored through training; otherwise the first Ctrl-C
+    is taken over for the save and the previous handler comes back afterwards."""
+    from dlsearch.finetune.train import ctrl_c_saves
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with ctrl_c_saves(True) as pressed:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and pressed == []
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with ctrl_c_saves(True):
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with ctrl_c_saves(False):
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("sig, code, how", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C (SIGINT)")],
