@@ -84,6 +84,8 @@ class LoraSettings:
     r: int = 16  # rank: more capacity per layer, more parameters and optimizer state
     alpha: int = 32  # scale = alpha / r
     dropout: float = 0.0  # regularizes small data; 0 is best for memorization
+    dropout_impl: str = "mask"  # mask: finetune.train.MaskDropout (its CPU mask is cheaper); torch: torch's own dropout,
+    #   what runs trained with before 2026-12-04 (the same distribution, another random stream)
     # module names (Llama's by default) or "all-linear": peft's every linear layer but the output head, any architecture
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     train_new_tokens: bool = True  # added id/marker token rows stay trainable (peft trainable_token_indices)
@@ -241,6 +243,8 @@ def validate(cfg: RecipeConfig) -> None:
                 raise ConfigError(f"{where}.train.{key}: must be {need}, got {getattr(t, key)!r}")
         if st.train.loss not in ("auto", "completion", "fused", "plain"):
             raise ConfigError(f"{where}.train.loss: {st.train.loss!r} is not one of auto, completion, fused, plain")
+        if st.lora.dropout_impl not in ("mask", "torch"):
+            raise ConfigError(f"{where}.lora.dropout_impl: {st.lora.dropout_impl!r} is not one of mask, torch")
         if st.train.sampling not in ("random", "group_by_length"):
             raise ConfigError(f"{where}.train.sampling: {st.train.sampling!r} is not one of random, group_by_length")
         if st.method == "qlora" and cfg.model.pretrained is None and i == 0:

@@ -575,7 +575,7 @@ def build_trainer(cfg: RecipeConfig, stage: StageConfig, base_dir: Path, stage_d
                                peft_config=peft_config(stage, tokenizer, idmap) if stage.method != "full" else None,
                                callbacks=[RecipeCadence(), TrainingClock(bool(args.bf16), curve),
                                           *([curve] if curve else [])])
-    if stage.method != "full":
+    if stage.method != "full" and stage.lora.dropout_impl == "mask":
         mask_lora_dropout(trainer.model)  # the same dropout, its mask drawn faster on a CPU
     if stage.method == "qlora" and not on_cuda():
         # trl casts QLoRA adapters to bf16 (QLoRA paper); a CPU has no bf16 units, so they train in float32 here.

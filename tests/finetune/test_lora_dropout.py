@@ -56,18 +56,34 @@ def test_gradient_is_the_forward_mask_times_the_scale() -> None:
     assert torch.allclose(x.grad, g * (y != 0) / 0.8)
 
 
-def test_a_lora_stage_with_dropout_trains_with_mask_dropout(tiny_run: tuple[Path, list[dict]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("impl", ["mask", "torch"])
+def test_a_lora_stage_with_dropout_trains_with_the_chosen_dropout(impl: str, tiny_run: tuple[Path, list[dict]],
+                                                                  tmp_path: Path) -> None:
     base = tiny_run[0] / "stages" / "index"
     cfg = load_recipe(RECIPE, [f"output_dir={tmp_path}", *TINY, "model.size=null", f"model.pretrained={base}",
                                "stages.index.enabled=false", "stages.history.method=lora", "stages.history.lora.r=4",
-                               "stages.history.lora.dropout=0.1", "stages.history.tasks={title->id: 1.0}",
+                               "stages.history.lora.dropout=0.1", f"stages.history.lora.dropout_impl={impl}",
+                               "stages.history.tasks={title->id: 1.0}",
                                "stages.history.train.max_steps=2", "eval.memorization=false", "eval.curve_every=0"])
     catalog, idmap, extras = load_source(cfg.data)
     init = prepare_base(cfg, catalog, idmap)
     (stage,) = active_stages(cfg)
     info, trainer = train_stage(cfg, stage, init, tmp_path, catalog, idmap, extras)
-    drops = [m for m in trainer.model.modules() if isinstance(m, MaskDropout)]
-    assert drops and all(d.p == pytest.approx(0.1) for d in drops)
-    assert not any(type(m) is torch.nn.Dropout and m.p > 0 for m in trainer.model.modules())
     assert info["steps"] == 2
+    masks = [m for m in trainer.model.modules() if isinstance(m, MaskDropout)]
+    torch_drops = [m for m in trainer.model.modules() if type(m) is torch.nn.Dropout and m.p > 0]
+    if impl == "torch":
+        assert torch_drops and not masks
+        return
+    assert masks and all(d.p == pytest.approx(0.1) for d in masks) and not torch_drops
     assert mask_lora_dropout(trainer.model) == 0  # nothing left to replace
+
+
+def test_dropout_impl_torch_keeps_torchs_dropout_and_a_wrong_value_names_the_key(tmp_path: Path) -> None:
+    from dlsearch.finetune.config import ConfigError
+
+    common = [f"output_dir={tmp_path}", *TINY, "stages.history.lora.dropout=0.1"]
+    cfg = load_recipe(RECIPE, [*common, "stages.history.lora.dropout_impl=torch"])
+    assert next(s for s in cfg.stages if s.name == "history").lora.dropout_impl == "torch"
+    with pytest.raises(ConfigError, match=r"stages\.history\.lora\.dropout_impl: 'fast' is not one of mask, torch"):
+        load_recipe(RECIPE, [*common, "stages.history.lora.dropout_impl=fast"])
