@@ -87,3 +87,19 @@ def test_dropout_impl_torch_keeps_torchs_dropout_and_a_wrong_value_names_the_key
     assert next(s for s in cfg.stages if s.name == "history").lora.dropout_impl == "torch"
     with pytest.raises(ConfigError, match=r"stages\.history\.lora\.dropout_impl: 'fast' is not one of mask, torch"):
         load_recipe(RECIPE, [*common, "stages.history.lora.dropout_impl=fast"])
+
+
+def test_under_cpu_autocast_it_works_in_the_autocast_dtype_and_matches_float32() -> None:
+    torch.manual_seed(0)
+    x = (torch.rand(6, 40, 32) + 0.5).requires_grad_()
+    drop = MaskDropout(0.1).train()
+    torch.manual_seed(1)
+    want = drop(x)  # float32
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = drop(x)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got == 0, want == 0)  # the same mask from the same generator state
+    assert torch.allclose(got.float(), want.to(torch.bfloat16).float(), rtol=8e-3, atol=0)
+    got.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.allclose(x.grad, (want != 0) / 0.9, rtol=8e-3)
