@@ -159,7 +159,7 @@ class MaskDropout(torch.nn.Module):
     mostly idle (py-spy, 2026-12-04). Under CPU autocast the input is cast to autocast's dtype first (the LoRA A layer
     it feeds would cast it anyway), so the mask, the product and the multiplier backward keeps are half the size:
     a LoRA step (r 16, every linear layer, bf16 autocast) keeps 1,973 MiB for backward instead of 2,334 with torch's dropout
-    and runs 1.2x faster (bench/bench_lora_dropout.py).
+    and runs 1.2x faster in bench/bench_lora_dropout.py, but the ReDial recipe's real steps only 1.05-1.09x (docs).
     The drop probability becomes round(p * 65536) / 65536 (0.05 -> 0.0500031); masks follow torch.manual_seed and the
     generator state that checkpoints save. Other devices, p of 0 or 1, and eval mode use torch's dropout."""
 
