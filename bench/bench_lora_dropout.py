@@ -25,16 +25,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from dlsearch.finetune.train import cpu_has_bf16, float32_attention, mask_lora_dropout
+from dlsearch.finetune.train import cpu_has_bf16, float32_attention, lora_dropout_slots, mask_lora_dropout
 
 
 def set_dropout(model: torch.nn.Module, kind: str, p: float) -> None:
     """Every LoRA layer's dropout: torch's nn.Dropout(p), MaskDropout(p), or nn.Dropout(0) (peft's identity)."""
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict):
-            for name in list(drops.keys()):
-                drops[name] = torch.nn.Dropout(0.0 if kind == "none" else p).train()
+    for drops, name in lora_dropout_slots(model):
+        drops[name] = torch.nn.Dropout(0.0 if kind == "none" else p).train()
     if kind == "mask":
         assert mask_lora_dropout(model) > 0
 

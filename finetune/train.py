@@ -167,6 +167,7 @@ class MaskDropout(torch.nn.Module):
         super().__init__()
         self.p = float(p)
         self.threshold = -32768 + round(self.p * 65536)  # int16 bits below it (round(p * 65536) of 65536) drop
+        self.scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.device.type != "cpu" or not 0.0 < self.p < 1.0:
@@ -176,23 +177,28 @@ class MaskDropout(torch.nn.Module):
         n = x.numel()
         bits = torch.empty(((n + 3) // 4,), dtype=torch.int64, device=x.device).random_(-2**63, None)
         keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
-        return (x * (1.0 / (1.0 - self.p))) * keep.to(x.dtype)  # the scale in float32 arithmetic, the mask exact
+        return (x * self.scale) * keep.to(x.dtype)  # the scale in float32 arithmetic, the mask exact
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def lora_dropout_slots(model: Any) -> list[tuple[torch.nn.ModuleDict, str]]:
+    """(ModuleDict, adapter name) of every LoRA layer's dropout: peft keeps them in each layer's `lora_dropout`
+    (nn.Dropout, or nn.Identity for p = 0)."""
+    return [(drops, name) for module in model.modules()
+            if isinstance(drops := getattr(module, "lora_dropout", None), torch.nn.ModuleDict) for name in drops.keys()]
 
 
 def mask_lora_dropout(model: Any) -> int:
     """Replace peft's LoRA dropout layers (nn.Dropout in each LoRA layer's `lora_dropout`) with MaskDropout of the same
     p; the number replaced. No parameters change, so adapters save and load as before."""
     count = 0
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict):
-            for name, drop in drops.items():
-                if type(drop) is torch.nn.Dropout and drop.p > 0:
-                    drops[name] = MaskDropout(drop.p).train(drop.training)
-                    count += 1
+    for drops, name in lora_dropout_slots(model):
+        drop = drops[name]
+        if type(drop) is torch.nn.Dropout and drop.p > 0:
+            drops[name] = MaskDropout(drop.p).train(drop.training)
+            count += 1
     return count
 
 
